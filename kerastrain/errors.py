@@ -1,0 +1,34 @@
+"""Errors a user can act on: printed as one line, exit code 2, no traceback."""
+
+from __future__ import annotations
+
+import click
+
+
+class UserError(click.ClickException):
+    """Bad input: one line that says what is wrong and what to do."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:  # one line, no "Usage:" block
+        click.echo(f"Error: {self.format_message()}", err=True, file=file)
+
+
+class ConfigError(UserError):
+    """An option value out of range or options that do not fit together."""
+
+
+class DataError(UserError):
+    """A dataset that cannot be read as asked."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, incomplete or does not match the model."""
+
+
+class StorageError(UserError):
+    """A storage backend that cannot be reached or refuses an operation."""
+
+
+class PluginError(UserError):
+    """A plugin that conflicts with another or is not installed."""

@@ -1,0 +1,64 @@
+"""The hooks a kerastrain plugin may implement.
+
+Registration hooks hand the plugin a ``register`` callback (as ``llm`` does) rather than asking it
+to return lists, so one plugin can register several parts and the manager knows which plugin
+registered what. Training hooks let plugins observe the loop.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("kerastrain")
+hookimpl = pluggy.HookimplMarker("kerastrain")
+
+
+@hookspec
+def register_data_sources(register):
+    """Register data sources: ``register(source)`` with a :class:`kerastrain.interfaces.DataSource`."""
+
+
+@hookspec
+def register_tokenizers(register):
+    """Register tokenizer kinds: ``register(kind)`` with a :class:`kerastrain.interfaces.TokenizerKind`."""
+
+
+@hookspec
+def register_storage_backends(register):
+    """Register storage backends: ``register(backend_class)`` with a
+    :class:`kerastrain.interfaces.StorageBackend` class (its ``scheme`` names it)."""
+
+
+@hookspec
+def register_presets(register):
+    """Register model presets: ``register(name, fields: dict, description="")``."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add click commands to the ``kerastrain`` command group."""
+
+
+@hookspec
+def on_train_start(run):
+    """Called once the model, data and optimizer are ready, before the first step."""
+
+
+@hookspec
+def on_train_step(run, step: int, logs: dict):
+    """Called after every optimizer update with its logged metrics."""
+
+
+@hookspec
+def on_evaluate(run, step: int, logs: dict):
+    """Called after each validation pass."""
+
+
+@hookspec
+def on_checkpoint_saved(run, path, step: int, kind: str):
+    """Called after a checkpoint is complete on local disk (``kind``: step, best, final)."""
+
+
+@hookspec
+def on_train_end(run, logs: dict):
+    """Called once when training stops, normally or not."""

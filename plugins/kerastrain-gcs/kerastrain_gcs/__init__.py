@@ -1,0 +1,1 @@
+"""kerastrain plugin (work in progress)."""
