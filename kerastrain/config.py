@@ -52,6 +52,7 @@ class TrainConfig:
     warmup_steps: int = 500
     grad_clip: float = 1.0
     seed: int = 42
+    init_from: str | None = None  # start from these weights (e.g. the base model for LoRA)
 
 
 @dataclass

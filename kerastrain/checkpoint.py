@@ -1,0 +1,185 @@
+"""Checkpoints: weights, optimizer state, step, data position, RNG state and run configuration.
+
+A checkpoint is written into a temporary directory, sealed with ``manifest.json`` (files, sizes,
+sha256; written last) and only then renamed into place, so a crash while writing never leaves
+something that looks complete. Every restore is verified: Keras restores nothing, silently, when
+variable paths differ, so we compare variable counts, shapes and a checksum with what was saved.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from kerastrain.errors import CheckpointError
+from kerastrain.manifest import is_complete, verify, write_manifest
+
+WEIGHTS_FILE = "model.weights.h5"
+OPTIMIZER_FILE = "optimizer.npz"
+STATE_FILE = "state.json"
+PIPELINE_FILE = "pipeline_state.json.gz"
+RUN_CONFIG_FILE = "run_config.json"
+STEP_DIR = re.compile(r"^checkpoint_step_(\d+)$")
+
+
+def weights_fingerprint(variables) -> dict:
+    """Count, paths and a checksum of a list of Keras variables (cheap: one pass, float64 sums)."""
+    total = 0.0
+    for i, v in enumerate(variables):
+        a = np.asarray(v.value if hasattr(v, "value") else v, dtype=np.float64)
+        total += float(np.sum(a)) * (1 + (i % 7)) + float(np.sum(np.abs(a)))
+    return {
+        "count": len(variables),
+        "paths": [v.path for v in variables],
+        "checksum": total,
+    }
+
+
+def _same_checksum(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    step: int
+    state: dict
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    model,
+    optimizer,
+    state: dict,
+    pipeline_state=None,
+    run_config=None,
+) -> Path:
+    """Write a complete checkpoint at ``path`` atomically (replacing an older one there)."""
+    path = Path(path)
+    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    model.save_weights(tmp / WEIGHTS_FILE)
+    opt_vars = optimizer.variables if optimizer is not None else []
+    np.savez(tmp / OPTIMIZER_FILE, **{f"{i:05d}": np.asarray(v.value) for i, v in enumerate(opt_vars)})
+    full_state = dict(state)
+    full_state["weights"] = weights_fingerprint(model.variables)
+    full_state["optimizer"] = {"count": len(opt_vars), "paths": [v.path for v in opt_vars]}
+    full_state["saved_at"] = time.time()
+    (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
+    if pipeline_state is not None:
+        pipeline_state.save(tmp / PIPELINE_FILE)
+    if run_config is not None:
+        run_config.save(tmp / RUN_CONFIG_FILE)
+    write_manifest(tmp, {"step": state.get("step")})
+    old = None
+    if path.exists():
+        old = path.parent / f".old-{path.name}-{os.getpid()}"
+        os.replace(path, old)
+    os.replace(tmp, path)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
+def read_state(path: Path) -> dict:
+    try:
+        return json.loads((Path(path) / STATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not a kerastrain checkpoint ({exc})") from exc
+
+
+def restore_model(model, path: Path) -> dict:
+    """Load weights into ``model`` and verify them; returns the checkpoint's state."""
+    path = Path(path)
+    verify(path)
+    state = read_state(path)
+    expected = state["weights"]
+    if expected["count"] != len(model.variables):
+        raise CheckpointError(
+            f"{path} holds {expected['count']} weight variables but the model has "
+            f"{len(model.variables)}: the model configuration differs from the checkpoint's"
+        )
+    try:
+        model.load_weights(path / WEIGHTS_FILE)
+    except (ValueError, KeyError) as exc:
+        raise CheckpointError(f"cannot load weights from {path}: {exc}") from exc
+    got = weights_fingerprint(model.variables)
+    if not _same_checksum(got["checksum"], expected["checksum"]):
+        raise CheckpointError(
+            f"weights loaded from {path} do not match what was saved (variable names differ?); "
+            "the checkpoint was written by a different model"
+        )
+    return state
+
+
+def restore_optimizer(optimizer, path: Path, state: dict) -> None:
+    """Load optimizer variables saved by :func:`save_checkpoint` (the optimizer must be built)."""
+    expected = state["optimizer"]
+    if expected["count"] != len(optimizer.variables):
+        raise CheckpointError(
+            f"{path} holds {expected['count']} optimizer variables, the optimizer has "
+            f"{len(optimizer.variables)}: the training configuration differs (e.g. "
+            "--gradient-accumulation-steps or --use-lora); resume with the same options"
+        )
+    with np.load(Path(path) / OPTIMIZER_FILE) as data:
+        for i, var in enumerate(optimizer.variables):
+            value = data[f"{i:05d}"]
+            if tuple(value.shape) != tuple(var.shape):
+                raise CheckpointError(f"optimizer variable {var.path} has another shape in {path}")
+            var.assign(value)
+
+
+def list_checkpoints(output_dir: Path) -> list[CheckpointInfo]:
+    """Complete checkpoints in ``output_dir`` (those with a valid manifest), oldest first."""
+    found = []
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return found
+    for child in output_dir.iterdir():
+        if not child.is_dir() or child.name.startswith("."):
+            continue
+        if not (STEP_DIR.match(child.name) or child.name in ("final_checkpoint", "best_checkpoint")):
+            continue
+        if not is_complete(child):
+            continue
+        try:
+            state = read_state(child)
+        except CheckpointError:
+            continue
+        found.append(CheckpointInfo(child, int(state.get("step", 0)), state))
+    # Among equal steps prefer final over a step checkpoint over best (best may lag behind).
+    rank = {"best_checkpoint": 0, "final_checkpoint": 2}
+    found.sort(key=lambda c: (c.step, rank.get(c.path.name, 1), c.state.get("saved_at", 0)))
+    return found
+
+
+def newest_checkpoint(output_dir: Path) -> CheckpointInfo | None:
+    """The checkpoint to resume from: the newest complete one, best_checkpoint excluded."""
+    candidates = [c for c in list_checkpoints(output_dir) if c.path.name != "best_checkpoint"]
+    return candidates[-1] if candidates else None
+
+
+def prune_step_checkpoints(output_dir: Path, keep_last: int | None) -> list[Path]:
+    """Delete all but the newest ``keep_last`` ``checkpoint_step_N`` directories."""
+    if not keep_last:
+        return []
+    steps = sorted(
+        (int(m.group(1)), p)
+        for p in Path(output_dir).iterdir()
+        if (m := STEP_DIR.match(p.name)) and p.is_dir()
+    )
+    removed = []
+    for _, p in steps[:-keep_last]:
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed

@@ -1,0 +1,261 @@
+"""``kerastrain run`` end to end: output directory, resume, data, model, optimizer, loop."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+import time
+from pathlib import Path
+
+from kerastrain.config import RunConfig
+from kerastrain.errors import CheckpointError, ConfigError, UserError
+
+START_TIME = time.perf_counter()
+# What an output directory holds that --overwrite clears (the tokenizer is kept and reused).
+RUN_ARTIFACTS = ("metrics.jsonl", "tensorboard", "final_checkpoint", "best_checkpoint")
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail early, before anything is written, when the output directory is unusable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{id(path)}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write to output directory {path} ({exc.strerror or exc}); "
+            "choose another --output-dir"
+        ) from exc
+
+
+def estimate_total_steps(config: RunConfig, train_docs, tokenizer) -> tuple[int | None, str]:
+    """Optimizer updates the run will make: ``--max-steps`` or epochs × estimated data size."""
+    t = config.train
+    if t.max_steps:
+        return t.max_steps, f"{t.max_steps} steps (--max-steps)"
+    try:
+        n_docs = len(train_docs)
+    except TypeError:
+        n_docs = None
+    if config.data.max_train_examples:
+        n_docs = min(n_docs or config.data.max_train_examples, config.data.max_train_examples)
+    if n_docs is None:
+        raise ConfigError(
+            "the training stream's length is unknown; pass --max-steps (or --max-train-examples) "
+            "so the learning-rate schedule knows how long the run is"
+        )
+    sample = list(itertools.islice(train_docs.iter_from(0), min(n_docs, 500)))
+    tokens_per_doc = sum(len(ids) + 1 for ids in tokenizer.encode_batch(sample)) / max(1, len(sample))
+    stride = config.data.stride or config.model.seq_len
+    per_update = t.batch_size * stride * t.gradient_accumulation_steps
+    per_epoch = max(1, int(n_docs * tokens_per_doc / per_update))
+    return per_epoch * t.epochs, (
+        f"{per_epoch * t.epochs} steps ({t.epochs} epochs of ~{per_epoch} steps, "
+        f"~{n_docs * tokens_per_doc:,.0f} tokens per epoch)"
+    )
+
+
+def make_schedule(config: RunConfig, total_steps: int):
+    import keras
+
+    t = config.train
+    warmup = min(t.warmup_steps, total_steps // 2)
+    decay = max(1, total_steps - warmup)
+    if warmup == 0:
+        return keras.optimizers.schedules.CosineDecay(t.learning_rate, decay, alpha=0.1), 0
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=t.learning_rate / (warmup + 1),
+        decay_steps=decay,
+        alpha=0.1,
+        warmup_target=t.learning_rate,
+        warmup_steps=warmup,
+    ), warmup
+
+
+def make_optimizer(config: RunConfig, schedule, model):
+    import keras
+
+    t = config.train
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=schedule,
+        weight_decay=t.weight_decay,
+        global_clipnorm=t.grad_clip or None,
+        gradient_accumulation_steps=t.gradient_accumulation_steps
+        if t.gradient_accumulation_steps > 1 else None,
+    )
+    # Norm scales and biases (1-D) take no weight decay, as in GPT-2 / nanoGPT.
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if len(v.shape) < 2]
+    )
+    optimizer.build(model.trainable_variables)
+    return optimizer
+
+
+def find_resume_point(config: RunConfig, output_dir: Path, say):
+    """The checkpoint to continue from, or None to start fresh."""
+    from kerastrain.checkpoint import newest_checkpoint
+
+    source = config.output.resume_from
+    if source:
+        if "://" in source:
+            from kerastrain.uploads import fetch_checkpoint
+
+            name = source.rstrip("/").rsplit("/", 1)[-1]
+            dest = output_dir / f".downloaded-{name}"
+            say(f"Downloading checkpoint {source} ...")
+            return fetch_checkpoint(source, dest)
+        path = Path(source)
+        if not path.is_dir():
+            raise CheckpointError(f"--resume-from {source}: no such checkpoint directory")
+        return path
+    if config.output.overwrite:
+        return None
+    found = newest_checkpoint(output_dir)
+    if found:
+        say(f"Resuming from {found.path} (step {found.step}); pass --overwrite to start fresh")
+        return found.path
+    return None
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    for name in RUN_ARTIFACTS:
+        p = output_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    for p in output_dir.glob("checkpoint_step_*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def truncate_metrics(output_dir: Path, step: int) -> None:
+    """Drop metrics logged after the checkpoint we resume from: those steps run again."""
+    path = output_dir / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+            and json.loads(line).get("kind") != "summary"]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> dict:
+    """Train as configured; returns the summary (steps, losses, checkpoint path)."""
+    from kerastrain.data import check_vocab, open_documents, prepare_tokenizer
+    from kerastrain.plugins import get_plugin_manager
+
+    def say(msg: str) -> None:
+        console.print(msg, highlight=False)
+
+    config.validate()
+    output_dir = Path(config.output.output_dir)
+    check_output_dir(output_dir)
+    hooks = get_plugin_manager().hook
+
+    train_docs, val_docs, what = open_documents(config)
+    say(f"Data: {what}")
+    resume = find_resume_point(config, output_dir, say)
+    if resume is None and config.output.overwrite:
+        clear_previous_run(output_dir)
+    tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
+    check_vocab(config, tokenizer, explicit_vocab)
+    total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer)
+
+    import keras
+
+    from kerastrain.model import apply_precision, build_model
+    from kerastrain.pipeline import PipelineState, StreamingTextPipeline
+    from kerastrain.trainer import Trainer, TrainingRun
+
+    apply_precision(config.model)
+    keras.utils.set_random_seed(config.train.seed)
+    model = build_model(config.model)
+    if config.train.init_from and resume is None:
+        from kerastrain.checkpoint import restore_model
+
+        restore_model(model, Path(config.train.init_from))
+        say(f"Initialized weights from {config.train.init_from}")
+    if config.model.use_lora:
+        from kerastrain.model import apply_lora
+
+        apply_lora(model, config.model.lora_rank)
+    schedule, warmup = make_schedule(config, total_steps)
+    optimizer = make_optimizer(config, schedule, model)
+
+    start_step, best_val, pipeline_state = 0, None, PipelineState()
+    if resume is not None:
+        from kerastrain.checkpoint import PIPELINE_FILE, restore_model, restore_optimizer
+
+        state = restore_model(model, resume)
+        restore_optimizer(optimizer, resume, state)
+        start_step, best_val = int(state["step"]), state.get("best_val_loss")
+        if (resume / PIPELINE_FILE).exists():
+            pipeline_state = PipelineState.load(resume / PIPELINE_FILE)
+        truncate_metrics(output_dir, start_step)
+        if start_step >= total_steps:
+            say(f"Training is already complete at step {start_step} of {total_steps}; pass "
+                "--overwrite to start again, or raise --epochs / --max-steps to continue")
+            return {"steps": start_step, "reason": "already complete", "checkpoint": str(resume)}
+
+    config.model.save(output_dir / "model_config.json")
+    config.save(output_dir / "run_config.json")
+
+    d, t = config.data, config.train
+    train_pipeline = StreamingTextPipeline(
+        train_docs, tokenizer, seq_len=config.model.seq_len, batch_size=t.batch_size,
+        stride=d.stride, shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
+        max_documents=d.max_train_examples, epochs=None if t.max_steps else t.epochs,
+    )
+    train_pipeline.restore(pipeline_state)
+
+    def val_batches():
+        return StreamingTextPipeline(
+            val_docs, tokenizer, seq_len=config.model.seq_len, batch_size=t.batch_size,
+            shuffle_buffer_size=1, max_documents=d.max_val_examples, epochs=1,
+            drop_remainder=False,
+        )
+
+    run = TrainingRun(config=config, output_dir=output_dir, console=console, model=model,
+                      tokenizer=tokenizer, step=start_step, total_steps=total_steps)
+    params = model.count_params()
+    say(f"Model: {params:,} parameters ({config.preset or 'custom'}), vocab "
+        f"{config.model.vocab_size}, seq_len {config.model.seq_len}; training for {steps_note}, "
+        f"warm-up {warmup}")
+    trainer = Trainer(run, model, optimizer, schedule, train_pipeline,
+                      val_batches if val_docs is not None else None, hooks,
+                      start_step=start_step, best_val=best_val)
+    hooks.on_train_start(run=run)
+    summary: dict = {}
+    try:
+        with make_progress(console) as progress:
+            summary = trainer.fit(progress)
+    finally:
+        hooks.on_train_end(run=run, logs=summary)
+    return summary
+
+
+def make_progress(console):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]step"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  "
+                   "{task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
