@@ -239,9 +239,11 @@ class Trainer:
                             f"lr {logs['lr']:.2e} {logs['tokens_per_sec']:,.0f} tok/s"
                         )
                     window_losses, window_start, window_wait = [], now, batches.wait_seconds
-                if self.val_pipeline_factory and self.step % cfg.output.eval_every == 0:
+                last_step = self.step == total
+                if self.val_pipeline_factory and self.step % cfg.output.eval_every == 0 \
+                        and not last_step:  # the final evaluation follows
                     self._evaluate_and_keep_best(state, metrics, last_pipeline_state)
-                if self.step % cfg.output.save_every == 0:
+                if self.step % cfg.output.save_every == 0 and not last_step:
                     self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
                     last_saved_step = self.step
                     prune_step_checkpoints(out, cfg.output.keep_last)
