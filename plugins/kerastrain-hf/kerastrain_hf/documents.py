@@ -1,0 +1,179 @@
+"""Documents over a Hugging Face ``Dataset`` (map-style) or ``IterableDataset`` (stream).
+
+Both read the text column as Arrow batches rather than row dicts: skipping to a resume point then
+costs a vectorised count per batch (measured 4x faster than ``IterableDataset.skip``, which builds
+a Python dict per skipped row). A document is a non-null, non-empty value of the text column, and
+document indices count only those, so ``iter_from(n)`` resumes after the n-th document yielded.
+"""
+
+from __future__ import annotations
+
+import codecs
+import itertools
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from kerastrain.errors import DataError
+
+log = logging.getLogger("kerastrain.hf")
+
+BATCH_ROWS = 1024  # rows per Arrow batch: small enough to bound memory for long documents
+_TEXT_TYPES = ("string", "large_string", "string_view")
+
+
+class DecodeCounter:
+    """A codecs error handler that replaces invalid UTF-8 with U+FFFD and counts the bytes.
+
+    ``datasets``' text/json/csv builders raise on invalid bytes by default; they accept an
+    ``encoding_errors`` handler name, so registering this one keeps reading and lets us report.
+    """
+
+    _next_id = itertools.count()
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or f"kerastrain_hf_replace_{next(self._next_id)}"
+        self.count = 0
+        codecs.register_error(self.name, self._handle)
+
+    def _handle(self, exc: UnicodeError) -> tuple[str, int]:
+        if not isinstance(exc, UnicodeDecodeError):
+            raise exc
+        self.count += exc.end - exc.start
+        return "\ufffd", exc.end
+
+
+def check_text_type(arrow_type: Any, column: str) -> None:
+    """Refuse a column that does not hold strings (numbers or lists are not documents)."""
+    if str(arrow_type) not in _TEXT_TYPES:
+        raise DataError(
+            f"column {column!r} holds {arrow_type} values, not text; choose a text column with "
+            f"--text-column"
+        )
+
+
+def _kept(column: Any) -> Any:
+    """Mask of the documents in an Arrow string column: not null and not empty."""
+    import pyarrow.compute as pc
+
+    return pc.and_kleene(pc.is_valid(column), pc.greater(pc.binary_length(column), 0))
+
+
+def _count(mask: Any) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(mask).as_py() or 0)
+
+
+def _to_text(values: Any, counter: DecodeCounter | None) -> list[str]:
+    """Arrow strings to Python ones. Arrow's JSON reader stores invalid UTF-8 without checking
+    it, so conversion can fail: then decode each value's bytes, replacing (and counting)."""
+    import pyarrow as pa
+
+    try:
+        return values.to_pylist()
+    except UnicodeDecodeError:
+        errors = counter.name if counter else "replace"
+        raw = values.cast(pa.large_binary()).to_pylist()
+        return [b.decode("utf-8", errors) for b in raw]
+
+
+def _emit(
+    tables: Iterable[Any], column: str, skip: int, counter: DecodeCounter | None
+) -> Iterator[str]:
+    """Yield documents from Arrow tables, dropping the first ``skip`` documents."""
+    for table in tables:
+        values = table.column(column)
+        check_text_type(values.type, column)
+        mask = _kept(values)
+        kept = _count(mask)
+        if skip >= kept:  # the fast path of a resume: count, don't convert
+            skip -= kept
+            continue
+        texts = _to_text(values.filter(mask).slice(skip), counter)
+        skip = 0
+        yield from texts
+
+
+class _ArrowDocuments:
+    """Shared part: resume bookkeeping and the one report of replaced bytes."""
+
+    def __init__(self, dataset: Any, column: str, label: str, counter: DecodeCounter) -> None:
+        self._dataset = dataset.select_columns([column]).with_format("arrow")
+        self.column = column
+        self.label = label
+        self.counter = counter
+        self._reported = False
+        self.prepared_errors = 0  # replaced while ``datasets`` prepared a map-style cache
+
+    @property
+    def decode_errors(self) -> int:
+        """Invalid UTF-8 bytes replaced with U+FFFD so far for this object."""
+        return self.counter.count + self.prepared_errors
+
+    def _tables_from(self, start: int) -> tuple[Iterable[Any], int]:
+        """Arrow tables to read and the number of documents to drop from the first ones."""
+        raise NotImplementedError
+
+    def iter_from(self, start: int) -> Iterator[str]:
+        """Yield the documents from index ``start`` on (the same ones on every call)."""
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        before = self.counter.count
+        finished = False
+        try:
+            tables, skip = self._tables_from(start)
+            yield from _emit(tables, self.column, skip, self.counter)
+            finished = True
+        finally:
+            self.report(self.counter.count - before, whole=finished and start == 0)
+
+    def report(self, replaced: int, whole: bool = True) -> None:
+        """Log, once per object, how many invalid bytes were replaced."""
+        if replaced and not self._reported:
+            self._reported = True
+            where = "" if whole else " in the part read so far"
+            log.warning(
+                f"{self.label}: replaced {replaced} invalid UTF-8 byte(s) with U+FFFD{where}"
+            )
+
+
+class StreamDocuments(_ArrowDocuments):
+    """Documents of an ``IterableDataset``: re-read from the start on each ``iter_from``."""
+
+    def __len__(self) -> int:
+        raise TypeError(f"{self.label} is streamed: its number of documents is unknown")
+
+    def _tables_from(self, start: int) -> tuple[Iterable[Any], int]:
+        return self._dataset.iter(batch_size=BATCH_ROWS), start
+
+
+class MapDocuments(_ArrowDocuments):
+    """Documents of a map-style ``Dataset``: ``iter_from`` jumps to the block holding ``start``."""
+
+    def __init__(self, dataset: Any, column: str, label: str, counter: DecodeCounter) -> None:
+        import numpy as np
+
+        super().__init__(dataset, column, label, counter)
+        self._rows = rows = len(self._dataset)
+        self._block = BATCH_ROWS
+        # Documents kept per block of rows, cumulated: maps a document index to the block to
+        # start reading from without a per-row index (8 bytes a row for 1 GB of short lines).
+        counts = []
+        for lo in range(0, rows, self._block):
+            block = self._dataset[lo : lo + self._block].column(column)
+            check_text_type(block.type, column)
+            counts.append(_count(_kept(block)))
+        self._cumulative = np.cumsum(np.asarray(counts, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return int(self._cumulative[-1]) if len(self._cumulative) else 0
+
+    def _tables_from(self, start: int) -> tuple[Iterable[Any], int]:
+        import numpy as np
+
+        block = int(np.searchsorted(self._cumulative, start, side="right"))
+        before = int(self._cumulative[block - 1]) if block else 0
+        size = self._block
+        tables = (self._dataset[lo : lo + size] for lo in range(block * size, self._rows, size))
+        return tables, start - before

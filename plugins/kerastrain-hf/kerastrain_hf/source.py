@@ -1,0 +1,352 @@
+"""The ``hf`` data source: Hugging Face hub datasets and local files through ``datasets``.
+
+``SourceRequest.location`` is resolved in this order:
+
+1. a glob (``*``, ``?``, ``[``): the files it matches (sorted), one split ``train``;
+2. an existing folder saved with ``save_to_disk``: loaded memory-mapped (``load_from_disk``);
+3. another existing folder: ``load_dataset(folder)``, which finds splits and configs the way the
+   hub does (``train*.jsonl``, ``test/``..., a README with ``configs:``);
+4. an existing file: one split ``train``, builder from the extension;
+5. something that looks like a path (``/``, ``./``, ``~``, a data-file extension): an error;
+6. a hub id (``name`` or ``owner/name``): ``load_dataset(id, config, split=...)``, after a
+   3-second probe of the hub so that no network fails fast instead of retrying for ~23 s.
+
+``datasets`` is imported inside functions: this module is imported with the plugin manager.
+"""
+
+from __future__ import annotations
+
+import ast
+import glob
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from kerastrain.errors import DataError
+from kerastrain.sources import Documents, SourceRequest
+from kerastrain_hf.documents import DecodeCounter, MapDocuments, StreamDocuments
+
+BUILDERS = {"txt": "text", "text": "text", "json": "json", "jsonl": "json", "parquet": "parquet",
+            "csv": "csv"}  # fmt: skip
+TEXT_ENCODED = {"text", "json", "csv"}  # builders that decode bytes and take ``encoding_errors``
+COMPRESSION = {"gz", "bz2", "xz", "zst", "zip", "lz4"}
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+PROBE_TIMEOUT_S = 3.0
+LOCAL_HINT = (
+    "to train on local files pass --dataset-id path/to/*.jsonl (or .txt/.parquet/.csv files, a "
+    "glob or a folder)"
+)
+# Map-style preparation is cached under a key that includes ``encoding_errors``: a fixed handler
+# name keeps that key stable from run to run.
+_MAP_COUNTER: DecodeCounter | None = None
+
+
+@dataclass
+class Location:
+    """What ``SourceRequest.location`` names."""
+
+    kind: str  # "files", "saved", "folder" or "hub"
+    path: str
+    files: list[str] = field(default_factory=list)
+
+
+def _has_glob(text: str) -> bool:
+    return any(c in text for c in "*?[")
+
+
+def _extension(path: str) -> str:
+    parts = os.path.basename(path).lower().split(".")
+    if len(parts) > 2 and parts[-1] in COMPRESSION:
+        return parts[-2]
+    return parts[-1] if len(parts) > 1 else ""
+
+
+def _looks_like_path(location: str) -> bool:
+    return (
+        location.startswith(("/", ".", "~"))
+        or location.count("/") > 1
+        or os.sep in location.replace("/", "")
+        or _extension(location) in BUILDERS
+    )
+
+
+def resolve(location: str) -> Location:
+    """Tell what ``location`` names; a missing path or an empty glob is a :class:`DataError`."""
+    if not location:
+        raise DataError("the hf source needs --dataset-id (a hub id, a folder, files or a glob)")
+    path = os.path.expanduser(location)
+    if _has_glob(path):
+        files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
+        if not files:
+            raise DataError(f"--dataset-id {location} matches no files")
+        return Location("files", path, files)
+    if os.path.isdir(path):
+        saved = any(
+            os.path.exists(os.path.join(path, name)) for name in ("dataset_dict.json", "state.json")
+        )
+        return Location("saved" if saved else "folder", path)
+    if os.path.isfile(path):
+        return Location("files", path, [path])
+    if _looks_like_path(location) or not HUB_ID.match(location):
+        raise DataError(f"--dataset-id {location}: no such file or folder")
+    return Location("hub", location)
+
+
+def _builder_for(files: list[str], location: str) -> str:
+    kinds = {_extension(f) for f in files}
+    unknown = sorted(k for k in kinds if k not in BUILDERS)
+    if unknown:
+        raise DataError(
+            f"{location}: cannot read files ending .{unknown[0]}; use .txt, .json, .jsonl, "
+            f".parquet or .csv"
+        )
+    builders = {BUILDERS[k] for k in kinds}
+    if len(builders) > 1:
+        raise DataError(f"{location} mixes file types ({', '.join(sorted(kinds))}); pick one")
+    return builders.pop()
+
+
+def _folder_builder(path: str) -> str | None:
+    """The builder ``load_dataset`` will infer for a folder: its most common data extension.
+
+    None when a README declares ``configs:``: builder keyword arguments (``encoding_errors``)
+    would then replace the declared configs by a config without data files.
+    """
+    readme = os.path.join(path, "README.md")
+    if os.path.isfile(readme):
+        with open(readme, encoding="utf-8", errors="replace") as f:
+            head = f.read(65536)
+        if head.startswith("---") and re.search(r"^configs:", head, re.M):
+            return None
+    counts: dict[str, int] = {}
+    for _root, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in names:
+            builder = BUILDERS.get(_extension(name))
+            if builder and not name.startswith("."):
+                counts[builder] = counts.get(builder, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def _listed(message: str) -> str:
+    """The first ``[...]`` Python list in a ``datasets`` message, as ``a, b, c``."""
+    match = re.search(r"\[[^\]]*\]", message)
+    if not match:
+        return "?"
+    try:
+        return ", ".join(str(x) for x in ast.literal_eval(match.group(0)))
+    except (ValueError, SyntaxError):
+        return match.group(0)
+
+
+def translate(exc: BaseException, request: SourceRequest) -> DataError:
+    """One actionable line for an exception raised by ``datasets``."""
+    where = request.location
+    message = str(exc)
+    name = type(exc).__name__
+    if "Config name is missing" in message:
+        return DataError(
+            f"{where} has several configs; choose one with --dataset-config: {_listed(message)}"
+        )
+    if "BuilderConfig" in message and "not found" in message:
+        return DataError(
+            f"{where} has no config {request.dataset_config!r}; configs: {_listed(message)}"
+        )
+    if "Bad split" in message or "Unknown split" in message:
+        return DataError(f"{where} has no split {request.split!r}; splits: {_listed(message)}")
+    if name in ("DatasetNotFoundError", "RepositoryNotFoundError"):
+        return DataError(f"dataset {where} was not found on the Hugging Face Hub; {LOCAL_HINT}")
+    if "Couldn't reach" in message or "OfflineModeIsEnabled" in message:
+        return DataError(
+            f"could not reach the Hugging Face Hub for {where} and it is not in the local cache; "
+            f"{LOCAL_HINT}"
+        )
+    if name == "EmptyDatasetError" or isinstance(exc, StopIteration):
+        return DataError(f"{where}: the dataset has no data files or is empty")
+    first = message.strip().splitlines()[0] if message.strip() else name
+    cause = exc.__cause__ or exc.__context__
+    if name == "DatasetGenerationError" and cause is not None:
+        first = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
+    return DataError(f"could not read {where} (split {request.split!r}): {first}")
+
+
+def probe_hub(repo_id: str, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast, with one line, when the hub cannot be reached or has no such dataset.
+
+    Skipped under ``HF_HUB_OFFLINE=1``, where ``datasets`` reads its local cache at once.
+    """
+    import urllib.error
+    import urllib.request
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    url = f"{constants.ENDPOINT}/api/datasets/{repo_id}"
+    started = time.monotonic()
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        hub_code = exc.headers.get("X-Error-Code") if exc.headers else None
+        if exc.code == 404 and hub_code == "RepoNotFound":
+            raise DataError(
+                f"dataset {repo_id} was not found on the Hugging Face Hub; {LOCAL_HINT}"
+            ) from None
+        if exc.code in (401, 403):
+            return  # private, gated, or missing for an anonymous request: ``datasets`` uses the
+            # user's token and reports what it finds
+        # Any other answer (5xx, or a 404 without the hub's error header, as a sandbox proxy
+        # gives) means the hub itself did not answer.
+        raise DataError(
+            f"could not reach the Hugging Face Hub at {constants.ENDPOINT} for {repo_id} "
+            f"(HTTP {exc.code} without the hub's headers); {LOCAL_HINT}, or set HF_HUB_OFFLINE=1 "
+            f"to use the local cache"
+        ) from None
+    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections
+        reason = getattr(exc, "reason", exc)
+        waited = time.monotonic() - started
+        raise DataError(
+            f"could not reach the Hugging Face Hub at {constants.ENDPOINT} for {repo_id} "
+            f"({reason}; {waited:.1f}s); {LOCAL_HINT}, or set HF_HUB_OFFLINE=1 to use the local "
+            f"cache"
+        ) from None
+
+
+def _saved_splits(path: str) -> list[str]:
+    dict_file = os.path.join(path, "dataset_dict.json")
+    if os.path.exists(dict_file):
+        with open(dict_file) as f:
+            return list(json.load(f)["splits"])
+    with open(os.path.join(path, "state.json")) as f:
+        return [json.load(f).get("_split") or "train"]
+
+
+def _check_nonempty_files(files: list[str], location: str) -> None:
+    if all(os.path.getsize(f) == 0 for f in files):
+        raise DataError(f"{location}: the dataset is empty (every file has 0 bytes)")
+
+
+def _columns_and_type(dataset: Any, request: SourceRequest, streaming: bool) -> None:
+    """Refuse a missing text column (listing those that exist) or an empty dataset."""
+    from kerastrain_hf.documents import check_text_type
+
+    column = request.text_column
+    if streaming:
+        first = next(iter(dataset.with_format("arrow").iter(batch_size=1)), None)
+        if first is None:
+            raise DataError(f"{request.location}: split {request.split!r} is empty")
+        schema = first.schema
+        columns = schema.names
+        arrow_type = schema.field(column).type if column in columns else None
+    else:
+        if len(dataset) == 0:
+            raise DataError(f"{request.location}: split {request.split!r} is empty")
+        columns = dataset.column_names
+        arrow_type = dataset.features.arrow_schema.field(column).type if column in columns else None
+    if arrow_type is None:
+        raise DataError(
+            f"{request.location} has no column {column!r}; columns: {', '.join(columns)} "
+            f"(choose one with --text-column)"
+        )
+    check_text_type(arrow_type, column)
+
+
+class HFSource:
+    """Hugging Face datasets: hub ids, local folders, files and globs (``--dataset-id``)."""
+
+    name = "hf"
+    description = "Hugging Face hub datasets and local .txt/.json/.jsonl/.parquet/.csv files"
+
+    def open(self, request: SourceRequest) -> Documents:
+        location = resolve(request.location)
+        if location.kind == "saved":
+            return self._open_saved(location, request)
+        if location.kind == "hub":
+            probe_hub(location.path)
+        return self._open_loaded(location, request)
+
+    def splits(self, request: SourceRequest) -> list[str] | None:
+        location = resolve(request.location)
+        if location.kind == "files":
+            return ["train"]
+        if location.kind == "saved":
+            return _saved_splits(location.path)
+        if location.kind == "hub":
+            probe_hub(location.path)
+        import datasets
+
+        try:
+            return list(datasets.get_dataset_split_names(location.path, request.dataset_config))
+        except Exception as exc:
+            raise translate(exc, request) from exc
+
+    def _open_saved(self, location: Location, request: SourceRequest) -> Documents:
+        import datasets
+
+        available = _saved_splits(location.path)
+        if request.split not in available:
+            raise DataError(
+                f"{request.location} has no split {request.split!r}; splits: {', '.join(available)}"
+            )
+        loaded = datasets.load_from_disk(location.path)
+        dataset = loaded[request.split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        # Saved datasets are memory-mapped Arrow: map-style costs no memory, so we always use it.
+        _columns_and_type(dataset, request, streaming=False)
+        docs = MapDocuments(dataset, request.text_column, request.location, DecodeCounter())
+        return self._nonempty(docs, request)
+
+    def _open_loaded(self, location: Location, request: SourceRequest) -> Documents:
+        import datasets
+
+        global _MAP_COUNTER
+        kwargs: dict[str, Any] = {"split": request.split, "streaming": request.streaming}
+        builder = None
+        if location.kind == "files":
+            builder = _builder_for(location.files, request.location)
+            if request.split != "train":
+                raise DataError(
+                    f"{request.location} has no split {request.split!r}; files and globs form "
+                    f"one split: train"
+                )
+            _check_nonempty_files(location.files, request.location)
+            args: tuple = (builder,)
+            kwargs["data_files"] = location.files
+            kwargs["split"] = "train"
+        else:
+            if location.kind == "folder":
+                builder = _folder_builder(location.path)
+            args = (location.path, request.dataset_config)
+        # Streams get their own counter; map-style preparation shares one fixed name (see above).
+        counter = DecodeCounter()
+        prepare = counter
+        if builder in TEXT_ENCODED:
+            if not request.streaming:
+                _MAP_COUNTER = _MAP_COUNTER or DecodeCounter("kerastrain_hf_replace")
+                prepare = _MAP_COUNTER
+            kwargs["encoding_errors"] = prepare.name
+        before = prepare.count
+        try:
+            dataset = datasets.load_dataset(*args, **kwargs)
+            _columns_and_type(dataset, request, request.streaming)
+        except DataError:
+            raise
+        except Exception as exc:
+            raise translate(exc, request) from exc
+        if request.streaming:
+            return StreamDocuments(dataset, request.text_column, request.location, counter)
+        docs = MapDocuments(dataset, request.text_column, request.location, counter)
+        docs.prepared_errors = prepare.count - before
+        docs.report(docs.prepared_errors)
+        return self._nonempty(docs, request)
+
+    @staticmethod
+    def _nonempty(docs: MapDocuments, request: SourceRequest) -> MapDocuments:
+        if len(docs) == 0:
+            raise DataError(
+                f"{request.location}: split {request.split!r} has no text in column "
+                f"{request.text_column!r}"
+            )
+        return docs
