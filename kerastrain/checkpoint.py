@@ -26,6 +26,7 @@ OPTIMIZER_FILE = "optimizer.npz"
 STATE_FILE = "state.json"
 PIPELINE_FILE = "pipeline_state.json.gz"
 RUN_CONFIG_FILE = "run_config.json"
+RNG_FILE = "rng_state.npz"  # dropout seed-generator states: Keras' weight files leave them out
 STEP_DIR = re.compile(r"^checkpoint_step_(\d+)$")
 
 
@@ -40,6 +41,12 @@ def weights_fingerprint(variables) -> dict:
         "paths": [v.path for v in variables],
         "checksum": total,
     }
+
+
+def rng_variables(model) -> list:
+    """Model variables that are not weights (seed-generator states of dropout layers)."""
+    weight_ids = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weight_ids]
 
 
 def _same_checksum(a: float, b: float) -> bool:
@@ -69,10 +76,12 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     model.save_weights(tmp / WEIGHTS_FILE)
+    # By position: seed generators get process-wide auto-numbered names.
+    np.savez(tmp / RNG_FILE, *[np.asarray(v.value) for v in rng_variables(model)])
     opt_vars = optimizer.variables if optimizer is not None else []
     np.savez(tmp / OPTIMIZER_FILE, **{f"{i:05d}": np.asarray(v.value) for i, v in enumerate(opt_vars)})
     full_state = dict(state)
-    full_state["weights"] = weights_fingerprint(model.variables)
+    full_state["weights"] = weights_fingerprint(model.weights)
     full_state["optimizer"] = {"count": len(opt_vars), "paths": [v.path for v in opt_vars]}
     full_state["saved_at"] = time.time()
     (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
@@ -104,21 +113,28 @@ def restore_model(model, path: Path) -> dict:
     verify(path)
     state = read_state(path)
     expected = state["weights"]
-    if expected["count"] != len(model.variables):
+    if expected["count"] != len(model.weights):
         raise CheckpointError(
             f"{path} holds {expected['count']} weight variables but the model has "
-            f"{len(model.variables)}: the model configuration differs from the checkpoint's"
+            f"{len(model.weights)}: the model configuration differs from the checkpoint's"
         )
     try:
         model.load_weights(path / WEIGHTS_FILE)
     except (ValueError, KeyError) as exc:
         raise CheckpointError(f"cannot load weights from {path}: {exc}") from exc
-    got = weights_fingerprint(model.variables)
+    got = weights_fingerprint(model.weights)
     if not _same_checksum(got["checksum"], expected["checksum"]):
         raise CheckpointError(
             f"weights loaded from {path} do not match what was saved (variable names differ?); "
             "the checkpoint was written by a different model"
         )
+    if (path / RNG_FILE).exists():
+        with np.load(path / RNG_FILE) as data:
+            rng_vars = rng_variables(model)
+            if len(data.files) != len(rng_vars):
+                raise CheckpointError(f"{path} holds another number of dropout RNG states")
+            for i, var in enumerate(rng_vars):
+                var.assign(data[f"arr_{i}"])
     return state
 
 
