@@ -14,6 +14,7 @@ import kerastrain  # noqa: F401  (selects the JAX backend before keras is import
 import keras
 from keras import layers, ops
 
+from kerastrain.lora import apply_lora, merge_lora  # noqa: F401  (re-exported for callers)
 from kerastrain.model_config import ModelConfig
 
 
@@ -232,17 +233,13 @@ class GPT(keras.Model):
 
 
 def build_model(cfg: ModelConfig) -> keras.Model:
-    """Build the GPT described by ``cfg`` (built, not compiled; LoRA applied if ``cfg.use_lora``).
+    """Build the GPT described by ``cfg`` (built, not compiled).
 
-    Call :func:`apply_precision` before this when ``cfg.mixed_precision`` is set: the dtype policy
-    is read when layers are created.
+    LoRA is *not* applied here even when ``cfg.use_lora`` is set: the caller first restores base
+    weights (``--init-from``) into the plain model, then calls :func:`apply_lora`. Call
+    :func:`apply_precision` before this: the dtype policy is read when layers are created.
     """
-    model = GPT(cfg)
-    if cfg.use_lora:
-        from kerastrain.lora import apply_lora
-
-        apply_lora(model, cfg.lora_rank)
-    return model
+    return GPT(cfg)
 
 
 def apply_precision(cfg: ModelConfig) -> str:
