@@ -88,7 +88,7 @@ def _collect(hook_name: str, kind: str, key: Callable[..., str]) -> dict[str, Re
     manager = get_plugin_manager()
     found: dict[str, Registered] = {}
     hook = getattr(manager.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):  # registration order
+    for impl in hook.get_hookimpls():  # registration order
         plugin_name = impl.plugin_name
 
         def register(obj, *args, _plugin=plugin_name, **kwargs):

@@ -1,0 +1,35 @@
+"""Helpers for tests that run kerastrain as a user would: through its command line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+# A model small enough that a real training step takes milliseconds on 2 cores.
+TINY = [
+    "--tokenizer", "bytes", "--d-model", "32", "--num-layers", "2", "--num-heads", "2",
+    "--d-ff", "64", "--seq-len", "32", "--batch-size", "4", "--warmup-steps", "2",
+    "--learning-rate", "3e-3", "--max-train-examples", "200", "--max-val-examples", "10",
+]
+
+
+def kerastrain(*args: str, env: dict | None = None, timeout: float = 300,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m kerastrain ARGS`` in a subprocess; returns the completed process."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "kerastrain", *args],
+        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
+    )
+
+
+def invoke(*args: str):
+    """Run the CLI in-process (fast) with click's test runner."""
+    from click.testing import CliRunner
+
+    from kerastrain.cli import cli
+
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
