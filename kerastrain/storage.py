@@ -11,6 +11,7 @@ This module imports nothing heavy: cloud SDKs are imported by the plugins, insid
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -226,6 +227,36 @@ def redact(text: str, secrets: tuple[str | None, ...] = ()) -> str:
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: m.group(0).split("=", 1)[0] + "=<redacted>", text)
     return text
+
+
+class _RedactingFilter(logging.Filter):
+    """Rewrites log records that hold a secret (e.g. urllib3's DEBUG line with a SAS URL)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message, tuple(self.secrets))
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
+
+
+_log_filter = _RedactingFilter()
+
+
+def redact_logs(
+    secrets: tuple[str | None, ...] = (), loggers: tuple[str, ...] = ("urllib3.connectionpool",)
+) -> None:
+    """Scrub secrets from what ``loggers`` log, from now on (HTTP libraries log request URLs,
+    SAS signatures included, at DEBUG level). Backends call it when they open a client."""
+    _log_filter.secrets.update(s for s in secrets if s)
+    for name in loggers:
+        logger = logging.getLogger(name)
+        if _log_filter not in logger.filters:
+            logger.addFilter(_log_filter)
 
 
 def config_secrets(cloud_config: Any) -> tuple[str | None, ...]:

@@ -183,12 +183,15 @@ class CheckpointUploader:
         failed = self.outstanding()
         for job in failed:
             why = job.error or f"still {job.state} when the {timeout:g} s upload timeout ran out"
+            if job.error is None and timeout is None:
+                why = f"still {job.state}"
             console.print(
                 f"[red]Not uploaded:[/] {job.local_dir} → {job.url} ({why})", highlight=False
             )
-        if left and not failed:
+        if self.jobs and not failed:
             console.print(
-                f"All {len(left)} checkpoint upload(s) to {self.remote} complete.", highlight=False
+                f"All {len(self.jobs)} checkpoint upload(s) to {self.remote} complete.",
+                highlight=False,
             )
         return failed
 

@@ -176,13 +176,16 @@ class FakeGCS(_ProcessServer):
         return {"STORAGE_EMULATOR_HOST": self.url, "GOOGLE_CLOUD_PROJECT": "test-project"}
 
     def make_bucket(self) -> str:
-        import requests
+        import json
+        import urllib.request
 
         name = f"b-{uuid.uuid4().hex[:12]}"
-        r = requests.post(
-            f"{self.url}/storage/v1/b?project=test-project", json={"name": name}, timeout=10
+        request = urllib.request.Request(
+            f"{self.url}/storage/v1/b?project=test-project",
+            data=json.dumps({"name": name}).encode(),
+            headers={"Content-Type": "application/json"},
         )
-        r.raise_for_status()
+        urllib.request.urlopen(request, timeout=10).close()
         return name
 
 
