@@ -10,6 +10,7 @@ a load; :func:`merge_lora` folds adapters into the base kernels for inference.
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 # The projection layers that take adapters, by their layer name inside a block.
 LORA_TARGETS = ("query", "key", "value", "output", "gate", "up", "down")
@@ -44,6 +45,13 @@ def apply_lora(model: keras.Model, rank: int, alpha: float | None = None) -> int
     return sum(int(keras.ops.size(v)) for v in model.trainable_variables)
 
 
+def merged_kernel(layer) -> np.ndarray:
+    """``kernel + (alpha / rank) * a @ b`` of a LoRA-enabled Dense layer, as float32 numpy."""
+    delta = np.asarray(layer.lora_kernel_a.value) @ np.asarray(layer.lora_kernel_b.value)
+    scale = layer.lora_alpha / layer.lora_rank
+    return (np.asarray(layer._kernel.value) + scale * delta).astype("float32")
+
+
 def merge_lora(model: keras.Model) -> int:
     """Fold each adapter into its base kernel and reset the adapter to zero; returns layers merged.
 
@@ -55,8 +63,8 @@ def merge_lora(model: keras.Model) -> int:
     for layer in lora_layers(model):
         if not getattr(layer, "lora_enabled", False):
             continue
-        layer._kernel.assign(keras.ops.convert_to_tensor(layer.kernel))  # merged view
-        layer.lora_kernel_b.assign(keras.ops.zeros_like(layer.lora_kernel_b))
+        layer._kernel.assign(merged_kernel(layer))
+        layer.lora_kernel_b.assign(np.zeros(layer.lora_kernel_b.shape, "float32"))
         merged += 1
     return merged
 

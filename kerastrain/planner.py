@@ -111,7 +111,7 @@ def largest_batch(cfg: RunConfig, memory_bytes: int, num_devices: int = 1) -> in
 def format_bytes(n: int) -> str:
     for unit, size in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
         if n >= size:
-            return f"{n / size:.2f} {unit}"
+            return f"{n / size:.3g} {unit}"
     return f"{n} B"
 
 

@@ -29,13 +29,16 @@ def _fingerprint(array) -> tuple:
 
 
 def file_fingerprints(path: Path) -> list[tuple]:
-    """Fingerprints of every array stored in a Keras ``.weights.h5`` file, sorted."""
+    """Fingerprints of the model arrays in a Keras ``.weights.h5`` file, sorted.
+
+    A compiled model's file also holds its optimizer (group ``optimizer/``): not model weights.
+    """
     import h5py
 
     found: list[tuple] = []
 
-    def visit(_name, obj):
-        if isinstance(obj, h5py.Dataset):
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and not name.startswith("optimizer/"):
             found.append(_fingerprint(obj[()]))
 
     with h5py.File(path, "r") as handle:
@@ -57,12 +60,14 @@ def saved_view_fingerprints(model) -> list[tuple]:
     That is every weight except LoRA adapters, with LoRA kernels merged; seed-generator states
     (dropout RNG) are variables but are not weights and are never saved.
     """
+    from kerastrain.lora import merged_kernel
+
     lora = {id(layer): layer for layer in _lora_layers(model)}
     skip = set()
     merged = {}
     for layer in lora.values():
         skip.update(id(getattr(layer, name)) for name in _LORA_VARS)
-        merged[id(layer._kernel)] = layer.kernel  # the merged view Keras saves
+        merged[id(layer._kernel)] = merged_kernel(layer)  # the merged view Keras saves
     prints = []
     for var in model.weights:
         if id(var) in skip:
