@@ -103,6 +103,8 @@ class CheckpointUploader:
     def submit(self, checkpoint_dir: str | Path, name: str | None = None) -> UploadJob:
         """Queue a complete checkpoint folder (it must hold ``manifest.json``) for upload, and
         queue again every earlier upload that failed (the server may be back)."""
+        if self._stop.is_set():
+            raise RuntimeError("this CheckpointUploader is closed; create a new one")
         local = Path(checkpoint_dir)
         read_manifest(local)  # refuse an incomplete checkpoint now, in the caller's thread
         url = self.remote.child(name or local.name)
