@@ -86,6 +86,17 @@ def plugins(as_json):
     Console().print(table)
 
 
+@cli.command()
+@click.argument("output_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "png", default=None, help="PNG path [default: OUTPUT_DIR/training_curves.png]")
+def plot(output_dir, png):
+    """Plot the loss and learning-rate curves of a run to a PNG."""
+    from kerastrain.plotting import plot_run
+
+    path = plot_run(output_dir, png)
+    click.echo(f"Wrote {path}")
+
+
 def main():
     cli(prog_name="kerastrain")
 

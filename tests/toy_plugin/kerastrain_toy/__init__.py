@@ -43,3 +43,14 @@ def register_commands(cli):
     def toy_hello():
         """Say hello from the toy plugin."""
         click.echo("hello from kerastrain-toy")
+
+
+@hookimpl
+def on_train_step(run, step, logs):
+    # Lets a test slow training down to interrupt it between two checkpoints.
+    import os
+    import time
+
+    delay = float(os.environ.get("KERASTRAIN_TOY_STEP_DELAY", "0"))
+    if delay:
+        time.sleep(delay)
