@@ -152,6 +152,7 @@ class CheckpointUploader:
     def finish(self, timeout: float | None = None, *, retry_failed: bool = True) -> list[UploadJob]:
         """At exit: retry failed uploads, wait (with a progress bar) up to ``timeout`` seconds,
         stop the worker, print and return exactly the checkpoints that did not upload."""
+        from rich.errors import LiveError
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
         if retry_failed:
@@ -166,10 +167,17 @@ class CheckpointUploader:
                 DownloadColumn(),
                 TimeElapsedColumn(),
             )
-            with Progress(*columns, console=console, transient=False) as progress:
-                task = progress.add_task(
-                    f"Uploading {len(left)} checkpoint(s) to {self.remote}", total=None
-                )
+            progress = Progress(*columns, console=console, transient=False)
+            try:
+                progress.start()
+            except LiveError:  # called inside another live display: wait without a bar
+                progress = None
+            try:
+                task = None
+                if progress is not None:
+                    task = progress.add_task(
+                        f"Uploading {len(left)} checkpoint(s) to {self.remote}"
+                    )
                 while True:
                     with self._cond:
                         idle = not self._queue and not self._busy
@@ -177,10 +185,14 @@ class CheckpointUploader:
                         done = sum(
                             j.total_bytes if j.state == "done" else j.done_bytes for j in left
                         )
-                    progress.update(task, total=total, completed=done)
+                    if progress is not None:
+                        progress.update(task, total=total, completed=done)
                     if idle or (deadline is not None and time.monotonic() >= deadline):
                         break
                     time.sleep(0.1)
+            finally:
+                if progress is not None:
+                    progress.stop()
         self.close()
         failed = self.outstanding()
         for job in failed:
