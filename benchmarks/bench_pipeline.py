@@ -1,0 +1,224 @@
+"""Benchmarks of the data path, on generated prose (every Python has it, no download).
+
+1. Throughput: tokens/s of the trained tokenizer's raw ``encode_batch`` against tokens/s of the
+   whole ``StreamingTextPipeline`` (``hf`` source reading a local JSONL file, shuffle buffer,
+   tokenization, packing, batching) on the same text in one run. Target: ratio >= 0.8.
+2. Memory: peak RSS of a subprocess that streams a small and a large generated corpus through
+   the ``hf`` source and the pipeline. Target: large within 10 % of small.
+
+    uv run python benchmarks/bench_pipeline.py                    # 20 MB; 10 MB vs 1 GB
+    uv run python benchmarks/bench_pipeline.py --memory-large-mb 100 --throughput-mb 5   # quick
+
+The corpus is ``pydoc_data.topics`` plus the standard library's docstrings (~2 MB of distinct
+text), one document each, repeated in a new shuffled order until the requested size is reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+# Measured faster than two threads on a 2-core machine (see FACTS.md); both sides use the same.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SKIPPED_STDLIB = {"tkinter", "idlelib", "test", "tests", "lib2to3", "ensurepip", "site-packages",
+                  "turtledemo", "__pycache__"}  # fmt: skip
+
+
+def prose_documents() -> list[str]:
+    """pydoc topics and stdlib docstrings longer than 40 characters, in a fixed order."""
+    import pydoc_data.topics
+
+    docs = list(pydoc_data.topics.topics.values())
+    root = sysconfig.get_paths()["stdlib"]
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_STDLIB)
+        for name in sorted(files):
+            if not name.endswith(".py"):
+                continue
+            try:
+                tree = ast.parse(Path(folder, name).read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError):
+                continue
+            kinds = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+            for node in ast.walk(tree):
+                if isinstance(node, kinds):
+                    text = ast.get_docstring(node)
+                    if text and len(text) > 40:
+                        docs.append(text)
+    return docs
+
+
+def write_corpus(docs: list[str], path: Path, megabytes: float, seed: int = 0) -> int:
+    """Write shuffled repeats of ``docs`` as JSONL until ``megabytes``; return bytes written."""
+    rng = random.Random(seed)
+    target = int(megabytes * 1e6)
+    written = 0
+    order = list(range(len(docs)))
+    with open(path, "w", encoding="utf-8") as f:
+        while written < target:
+            rng.shuffle(order)
+            for i in order:
+                line = json.dumps({"text": docs[i]}, ensure_ascii=False) + "\n"
+                f.write(line)
+                written += len(line.encode("utf-8"))
+                if written >= target:
+                    break
+    return written
+
+
+def train_tokenizer(docs: list[str], vocab_size: int, path: Path) -> None:
+    from kerastrain.tokenizer import BPEKind
+
+    BPEKind().train(docs, vocab_size).save(path)
+
+
+def _pipeline(docs, tokenizer, args):
+    from kerastrain.pipeline import StreamingTextPipeline
+
+    return StreamingTextPipeline(
+        docs,
+        tokenizer,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        shuffle_buffer_size=args.shuffle_buffer,
+        epochs=1,
+    )
+
+
+def bench_throughput(args, workdir: Path, docs: list[str], tokenizer_path: Path) -> None:
+    from kerastrain_hf import HFSource
+
+    from kerastrain.pipeline import ENCODE_CHUNK_DOCS
+    from kerastrain.sources import SourceRequest
+    from kerastrain.tokenizer import BPEKind
+
+    corpus = workdir / "throughput.jsonl"
+    size = write_corpus(docs, corpus, args.throughput_mb)
+    tokenizer = BPEKind().load(tokenizer_path)
+    texts = [json.loads(line)["text"] for line in corpus.open(encoding="utf-8")]
+
+    import datasets  # noqa: F401  (a one-time start-up cost of ~2.5 s, not throughput)
+
+    def raw() -> int:
+        # The same chunks of documents the pipeline hands to encode_batch.
+        tokens = 0
+        for lo in range(0, len(texts), ENCODE_CHUNK_DOCS):
+            chunk = texts[lo : lo + ENCODE_CHUNK_DOCS]
+            tokens += sum(len(ids) for ids in tokenizer.encode_batch(chunk))
+        return tokens
+
+    def pipeline() -> int:
+        # From the file on disk through the hf source (streaming), shuffle, pack and batch.
+        documents = HFSource().open(SourceRequest(str(corpus), streaming=True))
+        batches = sum(1 for _ in _pipeline(documents, tokenizer, args))
+        return batches * args.batch_size * args.seq_len  # tokens delivered to training
+
+    # Alternate the two and keep each one's best time: other work on a shared machine slows
+    # whichever happens to run beside it.
+    raw_s = pipe_s = float("inf")
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        raw_tokens = raw()
+        raw_s = min(raw_s, time.perf_counter() - started)
+        started = time.perf_counter()
+        pipe_tokens = pipeline()
+        pipe_s = min(pipe_s, time.perf_counter() - started)
+
+    raw_rate, pipe_rate = raw_tokens / raw_s, pipe_tokens / pipe_s
+    print(f"corpus: {size / 1e6:.1f} MB JSONL, {len(docs)} distinct documents, "
+          f"vocab {tokenizer.vocab_size}, TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}")  # fmt: skip
+    print(f"raw encode_batch: {raw_tokens:,} tokens in {raw_s:.2f} s = {raw_rate:,.0f} tokens/s")
+    print(f"whole pipeline:   {pipe_tokens:,} tokens in {pipe_s:.2f} s = {pipe_rate:,.0f} tokens/s "
+          f"(hf source + shuffle {args.shuffle_buffer} + pack + batch {args.batch_size}x{args.seq_len})")  # fmt: skip
+    print(f"ratio pipeline/raw: {pipe_rate / raw_rate:.3f} (target >= 0.8; best of {args.repeats})")
+
+
+def memory_child(corpus: str, tokenizer_path: str, args) -> None:
+    """Stream ``corpus`` through the hf source and the pipeline; print peak RSS as JSON."""
+    import psutil
+    from kerastrain_hf import HFSource
+
+    from kerastrain.sources import SourceRequest
+    from kerastrain.tokenizer import BPEKind
+
+    tokenizer = BPEKind().load(Path(tokenizer_path))
+    documents = HFSource().open(SourceRequest(corpus, streaming=True))
+    baseline = psutil.Process().memory_info().rss
+    started = time.perf_counter()
+    batches = 0
+    for _ in _pipeline(documents, tokenizer, args):
+        batches += 1
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"peak_rss": peak_kb * 1024, "baseline_rss": baseline, "batches": batches,
+                      "seconds": time.perf_counter() - started}))  # fmt: skip
+
+
+def bench_memory(args, workdir: Path, docs: list[str], tokenizer_path: Path) -> None:
+    results = {}
+    for label, megabytes in (("small", args.memory_small_mb), ("large", args.memory_large_mb)):
+        corpus = workdir / f"memory_{label}.jsonl"
+        size = write_corpus(docs, corpus, megabytes, seed=1)
+        command = [sys.executable, __file__, "--memory-child", str(corpus), str(tokenizer_path),
+                   "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size),
+                   "--shuffle-buffer", str(args.shuffle_buffer)]  # fmt: skip
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        corpus.unlink()
+        results[label] = result
+        tokens = result["batches"] * args.batch_size * args.seq_len
+        print(f"memory {label}: {size / 1e6:,.0f} MB streamed, {tokens:,} tokens in "
+              f"{result['seconds']:.0f} s; RSS after setup {result['baseline_rss'] / 2**20:.0f} MiB, "
+              f"peak {result['peak_rss'] / 2**20:.0f} MiB")  # fmt: skip
+    ratio = results["large"]["peak_rss"] / results["small"]["peak_rss"]
+    print(f"peak RSS large/small: {ratio:.3f} (target within 10%: <= 1.10)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--throughput-mb", type=float, default=20)
+    parser.add_argument("--memory-small-mb", type=float, default=10)
+    parser.add_argument("--memory-large-mb", type=float, default=1000)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--shuffle-buffer", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=3, help="throughput runs (best kept)")
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument(
+        "--workdir", help="where to write the generated corpora (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--memory-child", nargs=2, metavar=("CORPUS", "TOKENIZER"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(*args.memory_child, args)
+        return
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        workdir = Path(tmp)
+        docs = prose_documents()
+        tokenizer_path = workdir / "tokenizer.json"
+        started = time.perf_counter()
+        train_tokenizer(docs, args.vocab_size, tokenizer_path)
+        print(f"tokenizer: byte-level BPE {args.vocab_size} trained on "
+              f"{sum(map(len, docs)) / 1e6:.1f}M chars in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        if not args.skip_throughput:
+            bench_throughput(args, workdir, docs, tokenizer_path)
+        if not args.skip_memory:
+            bench_memory(args, workdir, docs, tokenizer_path)
+
+
+if __name__ == "__main__":
+    main()
