@@ -147,6 +147,15 @@ class StreamDocuments(_ArrowDocuments):
     def _tables_from(self, start: int) -> tuple[Iterable[Any], int]:
         return self._dataset.iter(batch_size=BATCH_ROWS), start
 
+    def is_empty(self) -> bool:
+        """Whether the stream has no document (reads up to the first one; reports nothing)."""
+        tables, _ = self._tables_from(0)
+        documents = _emit(tables, self.column, 0, self.counter)
+        try:
+            return next(documents, None) is None
+        finally:
+            documents.close()
+
 
 class MapDocuments(_ArrowDocuments):
     """Documents of a map-style ``Dataset``: ``iter_from`` jumps to the block holding ``start``."""

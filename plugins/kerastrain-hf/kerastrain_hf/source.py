@@ -342,7 +342,14 @@ class HFSource:
         except Exception as exc:
             raise translate(exc, request) from exc
         if request.streaming:
-            return StreamDocuments(dataset, request.text_column, request.location, counter)
+            stream = StreamDocuments(dataset, request.text_column, request.location, counter)
+            if stream.is_empty():
+                raise DataError(
+                    f"{request.location}: split {request.split!r} has no text in column "
+                    f"{request.text_column!r}"
+                )
+            counter.count = 0  # bytes replaced by the checks above are counted again when read
+            return stream
         docs = MapDocuments(dataset, request.text_column, request.location, counter)
         docs.prepared_errors = prepare.count - before
         docs.report(docs.prepared_errors)
