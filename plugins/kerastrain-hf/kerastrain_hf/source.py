@@ -172,8 +172,8 @@ def translate(exc: BaseException, request: SourceRequest) -> DataError:
         return DataError(f"{where}: the dataset has no data files or is empty")
     first = message.strip().splitlines()[0] if message.strip() else name
     cause = exc.__cause__ or exc.__context__
-    if name == "DatasetGenerationError" and cause is not None:
-        first = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}"
+    if name == "DatasetGenerationError" and cause is not None and str(cause).strip():
+        first = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"  # the real reason
     return DataError(f"could not read {where} (split {request.split!r}): {first}")
 
 
