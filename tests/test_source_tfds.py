@@ -112,7 +112,7 @@ def test_unknown_split_lists_splits(data_dir):
 
 
 def test_missing_and_non_text_feature(data_dir):
-    assert "features: text, n" in error_of("tiny_text", data_dir, text_column="body")
+    assert "features: n, text" in error_of("tiny_text", data_dir, text_column="body")
     assert "not text" in error_of("tiny_text", data_dir, text_column="n")
 
 

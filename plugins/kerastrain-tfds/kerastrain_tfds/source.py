@@ -133,7 +133,7 @@ def _check_column(builder: Any, request: SourceRequest) -> None:
     names = list(features.keys())
     if column not in names:
         raise DataError(
-            f"tfds:{request.location} has no feature {column!r}; features: {', '.join(names)} "
+            f"tfds:{request.location} has no feature {column!r}; features: {', '.join(sorted(names))} "
             f"(choose one with --text-column)"
         )
     dtype = np.dtype(features[column].np_dtype)
