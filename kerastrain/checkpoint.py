@@ -185,8 +185,11 @@ def newest_checkpoint(output_dir: Path) -> CheckpointInfo | None:
     return candidates[-1] if candidates else None
 
 
-def prune_step_checkpoints(output_dir: Path, keep_last: int | None) -> list[Path]:
-    """Delete all but the newest ``keep_last`` ``checkpoint_step_N`` directories."""
+def prune_step_checkpoints(output_dir: Path, keep_last: int | None,
+                           keep: set | None = None) -> list[Path]:
+    """Delete all but the newest ``keep_last`` ``checkpoint_step_N`` directories (never those in
+    ``keep``, e.g. still uploading)."""
+    keep = {Path(p).resolve() for p in keep or ()}
     if not keep_last:
         return []
     steps = sorted(
@@ -196,6 +199,8 @@ def prune_step_checkpoints(output_dir: Path, keep_last: int | None) -> list[Path
     )
     removed = []
     for _, p in steps[:-keep_last]:
+        if p.resolve() in keep:
+            continue
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
     return removed

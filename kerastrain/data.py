@@ -74,7 +74,8 @@ def prepare_tokenizer(
         say(f"Tokenizer: reusing {path} (vocab {tokenizer.vocab_size})")
     else:
         kind = tokenizer_kind(tok_cfg.kind)
-        texts = sample_texts(train, tok_cfg.train_examples)
+        limit = min(tok_cfg.train_examples, config.data.max_train_examples or tok_cfg.train_examples)
+        texts = sample_texts(train, limit)
         vocab = tok_cfg.vocab_size
         if tok_cfg.auto_vocab_size and kind.name == "bpe":
             from kerastrain.vocab_size import choose_vocab_size

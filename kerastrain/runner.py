@@ -102,10 +102,8 @@ def find_resume_point(config: RunConfig, output_dir: Path, say):
         if "://" in source:
             from kerastrain.uploads import fetch_checkpoint
 
-            name = source.rstrip("/").rsplit("/", 1)[-1]
-            dest = output_dir / f".downloaded-{name}"
             say(f"Downloading checkpoint {source} ...")
-            return fetch_checkpoint(source, dest)
+            return fetch_checkpoint(source, output_dir / ".downloaded", config.cloud)
         path = Path(source)
         if not path.is_dir():
             raise CheckpointError(f"--resume-from {source}: no such checkpoint directory")

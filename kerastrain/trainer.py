@@ -164,6 +164,13 @@ class Trainer:
         self.hooks.on_checkpoint_saved(run=self.run, path=path, step=self.step, kind=kind)
         return path
 
+    def _uploading(self) -> set:
+        """Checkpoint folders still being uploaded: pruning must not delete them."""
+        from kerastrain.cloud_sync import uploader_for
+
+        uploader = uploader_for(self.run)
+        return set(uploader.pending_dirs()) if uploader else set()
+
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
@@ -246,7 +253,7 @@ class Trainer:
                 if self.step % cfg.output.save_every == 0 and not last_step:
                     self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
                     last_saved_step = self.step
-                    prune_step_checkpoints(out, cfg.output.keep_last)
+                    prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
                 if self.stop_signal is not None:
                     reason = "interrupted"
                     break
