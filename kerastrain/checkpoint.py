@@ -26,6 +26,8 @@ OPTIMIZER_FILE = "optimizer.npz"
 STATE_FILE = "state.json"
 PIPELINE_FILE = "pipeline_state.json.gz"
 RUN_CONFIG_FILE = "run_config.json"
+MODEL_CONFIG_FILE = "model_config.json"
+TOKENIZER_FILE = "tokenizer.json"
 RNG_FILE = "rng_state.npz"  # dropout seed-generator states: Keras' weight files leave them out
 STEP_DIR = re.compile(r"^checkpoint_step_(\d+)$")
 
@@ -68,6 +70,7 @@ def save_checkpoint(
     state: dict,
     pipeline_state=None,
     run_config=None,
+    tokenizer=None,
 ) -> Path:
     """Write a complete checkpoint at ``path`` atomically (replacing an older one there)."""
     path = Path(path)
@@ -89,6 +92,9 @@ def save_checkpoint(
         pipeline_state.save(tmp / PIPELINE_FILE)
     if run_config is not None:
         run_config.save(tmp / RUN_CONFIG_FILE)
+        run_config.model.save(tmp / MODEL_CONFIG_FILE)
+    if tokenizer is not None:  # a checkpoint is self-contained: resumable anywhere
+        tokenizer.save(tmp / TOKENIZER_FILE)
     write_manifest(tmp, {"step": state.get("step")})
     old = None
     if path.exists():

@@ -117,6 +117,17 @@ def find_resume_point(config: RunConfig, output_dir: Path, say):
     return None
 
 
+def adopt_checkpoint_tokenizer(config: RunConfig, checkpoint: Path, output_dir: Path, say) -> None:
+    """Resuming in a new output directory: take the tokenizer the checkpoint was trained with."""
+    from kerastrain.checkpoint import TOKENIZER_FILE
+
+    source = checkpoint / TOKENIZER_FILE
+    target = Path(config.tokenizer.path) if config.tokenizer.path else output_dir / TOKENIZER_FILE
+    if source.exists() and not target.exists() and not config.tokenizer.retrain:
+        shutil.copyfile(source, target)
+        say(f"Tokenizer: taken from the checkpoint {checkpoint}")
+
+
 def clear_previous_run(output_dir: Path) -> None:
     for name in RUN_ARTIFACTS:
         p = output_dir / name
@@ -157,6 +168,8 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     resume = find_resume_point(config, output_dir, say)
     if resume is None and config.output.overwrite:
         clear_previous_run(output_dir)
+    if resume is not None:
+        adopt_checkpoint_tokenizer(config, resume, output_dir, say)
     tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
     check_vocab(config, tokenizer, explicit_vocab)
     total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer)

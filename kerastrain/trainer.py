@@ -160,6 +160,7 @@ class Trainer:
                    "tokens_seen": self.step * self.tokens_per_update},
             pipeline_state=pipeline_state,
             run_config=self.cfg,
+            tokenizer=self.run.tokenizer,
         )
         self.hooks.on_checkpoint_saved(run=self.run, path=path, step=self.step, kind=kind)
         return path
