@@ -54,7 +54,7 @@ def run(config, explicit_vocab):
             f"Stopped at step {summary['steps']}: checkpoint saved to {summary['checkpoint']}. "
             "Run the same command again to resume."
         )
-        sys.exit(130)
+        sys.exit(128 + summary.get("signal", 2))  # 130 for Ctrl-C, 143 for SIGTERM
     if reason != "already complete":
         val = summary.get("val_loss")
         console.print(

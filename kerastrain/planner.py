@@ -127,6 +127,7 @@ def measure_training_memory(cfg: RunConfig, run_step: bool = False) -> dict:
 
     import jax
     import keras
+    import keras_hub  # noqa: F401  (imported by the model; its memory is not the step's)
     import numpy as np
 
     from kerastrain.model import apply_lora, apply_precision, build_model
@@ -137,7 +138,7 @@ def measure_training_memory(cfg: RunConfig, run_step: bool = False) -> dict:
         with open(f"/proc/{os.getpid()}/statm") as handle:
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
-    start_rss = rss()
+    start_rss = rss()  # after the imports: their memory is not the step's
     apply_precision(cfg.model)
     try:
         model = build_model(cfg.model)

@@ -271,6 +271,7 @@ class Trainer:
                    "first_step_seconds": self.first_step_seconds,
                    "last_loss": last_loss, "data_wait_seconds": batches.wait_seconds}
         if reason == "interrupted":
+            summary["signal"] = int(self.stop_signal)
             if self.step != last_saved_step:
                 path = self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
             else:

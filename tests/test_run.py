@@ -101,7 +101,8 @@ def test_fixture_unregisters_after_the_test():
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, sig):
     out = tmp_path / "out"
     args = [sys.executable, "-m", "kerastrain", "run", "--output-dir", str(out), *TINY,
             "--max-steps", "100000", "--max-train-examples", "5000", "--log-every", "5",
@@ -112,9 +113,9 @@ def test_ctrl_c_saves_a_checkpoint_and_the_same_command_resumes(tmp_path):
         if (out / "metrics.jsonl").exists() and "step" in (out / "metrics.jsonl").read_text():
             break
         time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 128 + sig, stderr
     assert "Traceback" not in stderr
     assert "checkpoint saved" in stdout
     saved = list(out.glob("checkpoint_step_*"))
