@@ -124,7 +124,7 @@ def presets() -> dict[str, Registered]:
 
     found = _collect("register_presets", "preset", key)
     for reg in found.values():
-        name, fields = reg.name, reg.extra.get("fields")
+        fields = reg.extra.get("fields")
         if fields is None and reg.extra.get("args"):
             fields = reg.extra["args"][0]
         reg.obj = dict(fields or {})

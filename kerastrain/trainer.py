@@ -23,7 +23,7 @@ import numpy as np
 from kerastrain.checkpoint import prune_step_checkpoints, save_checkpoint
 from kerastrain.errors import UserError
 from kerastrain.metrics_log import MetricsLog
-from kerastrain.pipeline import PipelineState, Prefetcher, StreamingTextPipeline
+from kerastrain.pipeline import PipelineState, Prefetcher
 
 
 def process_start_time() -> float:
@@ -127,11 +127,11 @@ class Trainer:
 
     def _write_back(self, state) -> None:
         trainable, non_trainable, opt_vars = state
-        for var, value in zip(self.model.trainable_variables, trainable):
+        for var, value in zip(self.model.trainable_variables, trainable, strict=True):
             var.assign(value)
-        for var, value in zip(self.model.non_trainable_variables, non_trainable):
+        for var, value in zip(self.model.non_trainable_variables, non_trainable, strict=True):
             var.assign(value)
-        for var, value in zip(self.optimizer.variables, opt_vars):
+        for var, value in zip(self.optimizer.variables, opt_vars, strict=True):
             var.assign(value)
 
     # -- pieces ------------------------------------------------------------------------------

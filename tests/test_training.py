@@ -58,9 +58,9 @@ def test_accumulation_matches_a_large_batch():
         for i in range(0, 32, batch):
             _, state = train_step(state, x[i:i + batch], y[i:i + batch])
         results.append([np.asarray(v) for v in state[0]])
-    changed = any(not np.allclose(a, b) for a, b in zip(results[0], results[0][::-1]))
+    changed = any(not np.allclose(a, b) for a, b in zip(results[0], results[0][::-1], strict=True))
     assert changed
-    for a, b in zip(*results):
+    for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
@@ -88,7 +88,8 @@ def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(tmp_path):
     resumed = kerastrain("run", "--output-dir", str(b), *args)
     assert resumed.returncode == 0, resumed.stderr
     assert "checkpoint_step_20" in resumed.stdout.replace("\n", "")
-    for wa, wb in zip(_weights(a / "final_checkpoint"), _weights(b / "final_checkpoint")):
+    for wa, wb in zip(_weights(a / "final_checkpoint"), _weights(b / "final_checkpoint"),
+                      strict=True):
         np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
     losses_a = {r["step"]: r["loss"] for r in _metrics(a)}
     losses_b = {r["step"]: r["loss"] for r in _metrics(b)}
