@@ -5,7 +5,6 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from kerastrain.testing import kerastrain_plugin  # noqa: E402,F401 - a fixture
 
