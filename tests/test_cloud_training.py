@@ -37,3 +37,20 @@ def test_run_uploads_checkpoints_and_a_second_run_resumes_from_the_url(provider,
              if json.loads(line)["kind"] == "train"]
     assert steps == [4, 5, 6]
     assert (second / "final_checkpoint" / "manifest.json").exists()
+
+
+@pytest.mark.slow
+def test_secrets_stay_out_of_output_and_files(azure, tmp_path):
+    secret = "sv=2099-01-01&sig=TOPSECRETSIGNATURE123"
+    out = tmp_path / "out"
+    proc = kerastrain("run", "--output-dir", str(out), *TINY, "--max-steps", "2",
+                      "--save-every", "1", "--cloud-provider", "azure", "--cloud-bucket",
+                      azure.make_bucket(), "--azure-sas-token", secret,
+                      "--azure-account-name", "devstoreaccount1")
+    seen = proc.stdout + proc.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            seen += path.read_bytes().decode("latin-1")
+    assert "TOPSECRETSIGNATURE123" not in seen
+    assert json.loads((out / "run_config.json").read_text())["cloud"]["azure_sas_token"] == \
+        "<redacted>"

@@ -132,3 +132,20 @@ def test_keep_last_and_plot(tmp_path):
     assert plotted.exit_code == 0
     png = out / "training_curves.png"
     assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+
+
+def test_weight_decay_skips_norms_and_biases():
+    from kerastrain.config import RunConfig
+    from kerastrain.model import build_model
+    from kerastrain.model_config import ModelConfig
+    from kerastrain.runner import make_optimizer
+
+    for rmsnorm in (True, False):
+        cfg = RunConfig(model=ModelConfig(vocab_size=64, seq_len=16, d_model=32, num_layers=1,
+                                          num_heads=2, d_ff=64, use_rmsnorm=rmsnorm))
+        model = build_model(cfg.model)
+        opt = make_optimizer(cfg, 1e-3, model)
+        decayed = {v.path for v in model.trainable_variables if opt._use_weight_decay(v)}
+        assert decayed, "matrices take weight decay"
+        assert all(len(v.shape) >= 2 for v in model.trainable_variables if v.path in decayed)
+        assert any("norm" in v.path for v in model.trainable_variables if v.path not in decayed)
