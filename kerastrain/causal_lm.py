@@ -8,8 +8,6 @@ tokenize ourselves (kerastrain tokenizers are not keras-hub preprocessors), so
 
 from __future__ import annotations
 
-import kerastrain  # noqa: F401  (selects the JAX backend before keras is imported)
-
 import keras
 import keras_hub
 import numpy as np
@@ -140,7 +138,7 @@ def generate_ids(
         {"token_ids": token_ids, "padding_mask": mask}, stop_token_ids=stop_token_ids
     )
     ids, valid = np.asarray(out["token_ids"])[0], np.asarray(out["padding_mask"])[0]
-    return [int(t) for t, ok in zip(ids[len(prompt_ids):], valid[len(prompt_ids):]) if ok]
+    return [int(t) for t, ok in zip(ids[len(prompt_ids):], valid[len(prompt_ids):], strict=True) if ok]
 
 
 def generate_text(

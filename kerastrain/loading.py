@@ -2,8 +2,8 @@
 
 ``path`` is a run's output directory (weights from ``final_checkpoint/``) or one checkpoint
 directory inside it (``checkpoint_step_N/``, ``best_checkpoint/`` ...). The model configuration
-comes from ``model_config.json`` (or the checkpoint's ``run_config.json``), the tokenizer from
-``tokenizer.json`` in the output directory.
+comes from ``model_config.json`` and the tokenizer from ``tokenizer.json``: the checkpoint's own
+copies when it has them, else the output directory's.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def _find(path: Path) -> tuple[Path, Path]:
 
 def read_model_config(output_dir: Path, checkpoint: Path) -> ModelConfig:
     """The model configuration the checkpoint was trained with."""
-    for candidate in (output_dir / "model_config.json", checkpoint / "model_config.json"):
+    # A checkpoint's own copy first: checkpoints are self-contained and may have been moved.
+    for candidate in (checkpoint / "model_config.json", output_dir / "model_config.json"):
         if candidate.is_file():
             return ModelConfig.load(candidate)
     run_config = checkpoint / "run_config.json"
@@ -42,7 +43,7 @@ def read_model_config(output_dir: Path, checkpoint: Path) -> ModelConfig:
 
 
 def _tokenizer_path(output_dir: Path, checkpoint: Path) -> Path:
-    for candidate in (output_dir / "tokenizer.json", checkpoint / "tokenizer.json"):
+    for candidate in (checkpoint / "tokenizer.json", output_dir / "tokenizer.json"):
         if candidate.is_file():
             return candidate
     run_config = checkpoint / "run_config.json"

@@ -9,8 +9,6 @@ biases in projections.
 
 from __future__ import annotations
 
-import kerastrain  # noqa: F401  (selects the JAX backend before keras is imported)
-
 import keras
 from keras import layers, ops
 

@@ -79,7 +79,7 @@ def saved_view_fingerprints(model) -> list[tuple]:
 def _same(expected: list[tuple], got: list[tuple]) -> bool:
     if len(expected) != len(got):
         return False
-    for (s1, a1, q1), (s2, a2, q2) in zip(expected, got):
+    for (s1, a1, q1), (s2, a2, q2) in zip(expected, got, strict=True):
         if s1 != s2:
             return False
         for x, y in ((a1, a2), (q1, q2)):

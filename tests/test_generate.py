@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import jax
+import keras
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-import kerastrain  # noqa: F401  (JAX backend)
-import keras
 
 from kerastrain.causal_lm import GPTCausalLM, generate_ids, generate_text, make_sampler
 from kerastrain.errors import CheckpointError, ConfigError
@@ -59,7 +57,7 @@ def test_load_restores_the_model_and_tokenizer(output_dir):
     model, tokenizer = load(output_dir)
     assert tokenizer.eos_id == 256 and model.config.vocab_size == 257
     same, _ = load(output_dir / "final_checkpoint", with_tokenizer=False)
-    for a, b in zip(model.weights, same.weights):
+    for a, b in zip(model.weights, same.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
 
 

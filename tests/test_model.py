@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
-
-import kerastrain  # noqa: F401  (JAX backend)
-import keras
 
 from kerastrain.errors import CheckpointError
 from kerastrain.model import apply_lora, apply_precision, build_model, merge_lora
@@ -140,7 +138,7 @@ def test_lora_trains_only_adapters_and_merges(tmp_path):
     resumed = build_model(cfg)
     apply_lora(resumed, rank=4)
     load_weights_verified(resumed, tmp_path / "model.weights.h5")
-    for a, b in zip(model.weights, resumed.weights):
+    for a, b in zip(model.weights, resumed.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value), err_msg=a.path)
 
     # Merged weights load into a plain model for inference and compute the same function.
@@ -177,7 +175,7 @@ def test_verified_load_round_trip_and_mismatches(tmp_path):
     model.save_weights(path)
     fresh = build_model(cfg)
     assert load_weights_verified(fresh, path) == len(model.weights)
-    for a, b in zip(model.weights, fresh.weights):
+    for a, b in zip(model.weights, fresh.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
     with pytest.raises(CheckpointError, match="weight arrays"):
         load_weights_verified(build_model(tiny(num_layers=3)), path)
