@@ -93,6 +93,50 @@ def make_optimizer(config: RunConfig, schedule, model):
     return optimizer
 
 
+FIT_MARGIN = 1.25  # refuse only what clearly cannot fit: the estimate is within ~25%
+
+
+def device_memory_bytes() -> tuple[int | None, str]:
+    """Memory of the first accelerator (its allocator's limit), or the host's available RAM."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available host memory"
+    except OSError:
+        pass
+    return None, ""
+
+
+def check_memory_fits(config: RunConfig) -> None:
+    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device."""
+    from kerastrain.planner import estimate_training_memory, format_bytes, largest_batch
+
+    available, what = device_memory_bytes()
+    if available is None:
+        return
+    import jax
+
+    devices = jax.device_count()
+    need = estimate_training_memory(config, devices)
+    if need > FIT_MARGIN * available:
+        best = largest_batch(config, available, devices)
+        advice = (f"--batch-size {best} fits" if best else
+                  "no batch size fits: choose a smaller preset or --seq-len")
+        raise ConfigError(
+            f"this run needs about {format_bytes(need)} per device but the {what} is "
+            f"{format_bytes(available)}; {advice} (see `kerastrain plan` with the same options), "
+            "or use --gradient-accumulation-steps / --use-mixed-precision"
+        )
+
+
 def find_resume_point(config: RunConfig, output_dir: Path, say):
     """The checkpoint to continue from, or None to start fresh."""
     from kerastrain.checkpoint import newest_checkpoint
@@ -173,6 +217,7 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
     check_vocab(config, tokenizer, explicit_vocab)
     total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer)
+    check_memory_fits(config)
 
     import keras
 

@@ -99,3 +99,12 @@ def test_environment_variable_restricts_plugins():
         return
     full = json.loads(kerastrain("plugins", "--json").stdout)
     assert any(not r["builtin"] for r in full)
+
+
+def test_a_run_that_cannot_fit_is_refused_with_the_plan(tmp_path):
+    proc = kerastrain("run", "--output-dir", str(tmp_path / "o"), "--preset", "xlarge",
+                      "--batch-size", "512", "--tokenizer", "bytes", "--max-steps", "1",
+                      timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "needs about" in proc.stderr and "kerastrain plan" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
