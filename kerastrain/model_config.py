@@ -12,6 +12,12 @@ from kerastrain.errors import ConfigError
 
 @dataclass
 class ModelConfig:
+    """The GPT's shape and switches (see :func:`kerastrain.model.build_model`).
+
+    ``use_lora``/``lora_rank`` describe training (the caller applies LoRA after building);
+    ``mixed_precision`` selects the ``mixed_bfloat16`` policy (:func:`kerastrain.model.apply_precision`).
+    """
+
     vocab_size: int = 16000
     seq_len: int = 256
     d_model: int = 512
