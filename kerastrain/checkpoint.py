@@ -3,7 +3,7 @@
 A checkpoint is written into a temporary directory, sealed with ``manifest.json`` (files, sizes,
 sha256; written last) and only then renamed into place, so a crash while writing never leaves
 something that looks complete. Every restore is verified: Keras restores nothing, silently, when
-variable paths differ, so we compare variable counts, shapes and a checksum with what was saved.
+variable paths differ, so every load is checked against the file (``kerastrain.weights``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 
 from kerastrain.errors import CheckpointError
 from kerastrain.manifest import is_complete, verify, write_manifest
+from kerastrain.weights import load_weights_verified, save_weights
 
 WEIGHTS_FILE = "model.weights.h5"
 OPTIMIZER_FILE = "optimizer.npz"
@@ -32,27 +33,10 @@ RNG_FILE = "rng_state.npz"  # dropout seed-generator states: Keras' weight files
 STEP_DIR = re.compile(r"^checkpoint_step_(\d+)$")
 
 
-def weights_fingerprint(variables) -> dict:
-    """Count, paths and a checksum of a list of Keras variables (cheap: one pass, float64 sums)."""
-    total = 0.0
-    for i, v in enumerate(variables):
-        a = np.asarray(v.value if hasattr(v, "value") else v, dtype=np.float64)
-        total += float(np.sum(a)) * (1 + (i % 7)) + float(np.sum(np.abs(a)))
-    return {
-        "count": len(variables),
-        "paths": [v.path for v in variables],
-        "checksum": total,
-    }
-
-
 def rng_variables(model) -> list:
     """Model variables that are not weights (seed-generator states of dropout layers)."""
     weight_ids = {id(w) for w in model.weights}
     return [v for v in model.variables if id(v) not in weight_ids]
-
-
-def _same_checksum(a: float, b: float) -> bool:
-    return abs(a - b) <= 1e-6 * max(1.0, abs(a), abs(b))
 
 
 @dataclass
@@ -78,13 +62,13 @@ def save_checkpoint(
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    model.save_weights(tmp / WEIGHTS_FILE)
+    save_weights(model, tmp / WEIGHTS_FILE)
     # By position: seed generators get process-wide auto-numbered names.
     np.savez(tmp / RNG_FILE, *[np.asarray(v.value) for v in rng_variables(model)])
     opt_vars = optimizer.variables if optimizer is not None else []
     np.savez(tmp / OPTIMIZER_FILE, **{f"{i:05d}": np.asarray(v.value) for i, v in enumerate(opt_vars)})
     full_state = dict(state)
-    full_state["weights"] = weights_fingerprint(model.weights)
+    full_state["weights"] = {"count": len(model.weights)}
     full_state["optimizer"] = {"count": len(opt_vars), "paths": [v.path for v in opt_vars]}
     full_state["saved_at"] = time.time()
     (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
@@ -113,28 +97,14 @@ def read_state(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a kerastrain checkpoint ({exc})") from exc
 
 
-def restore_model(model, path: Path) -> dict:
-    """Load weights into ``model`` and verify them; returns the checkpoint's state."""
+def restore_model(model, path: Path, rng: bool = True) -> dict:
+    """Load weights (and, with ``rng``, dropout RNG states) into ``model`` and verify them;
+    returns the checkpoint's state."""
     path = Path(path)
     verify(path)
     state = read_state(path)
-    expected = state["weights"]
-    if expected["count"] != len(model.weights):
-        raise CheckpointError(
-            f"{path} holds {expected['count']} weight variables but the model has "
-            f"{len(model.weights)}: the model configuration differs from the checkpoint's"
-        )
-    try:
-        model.load_weights(path / WEIGHTS_FILE)
-    except (ValueError, KeyError) as exc:
-        raise CheckpointError(f"cannot load weights from {path}: {exc}") from exc
-    got = weights_fingerprint(model.weights)
-    if not _same_checksum(got["checksum"], expected["checksum"]):
-        raise CheckpointError(
-            f"weights loaded from {path} do not match what was saved (variable names differ?); "
-            "the checkpoint was written by a different model"
-        )
-    if (path / RNG_FILE).exists():
+    load_weights_verified(model, path / WEIGHTS_FILE)
+    if rng and (path / RNG_FILE).exists():
         with np.load(path / RNG_FILE) as data:
             rng_vars = rng_variables(model)
             if len(data.files) != len(rng_vars):

@@ -231,7 +231,7 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     if config.train.init_from and resume is None:
         from kerastrain.checkpoint import restore_model
 
-        restore_model(model, Path(config.train.init_from))
+        restore_model(model, Path(config.train.init_from), rng=False)
         say(f"Initialized weights from {config.train.init_from}")
     if config.model.use_lora:
         from kerastrain.model import apply_lora

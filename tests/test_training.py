@@ -149,3 +149,24 @@ def test_weight_decay_skips_norms_and_biases():
         assert decayed, "matrices take weight decay"
         assert all(len(v.shape) >= 2 for v in model.trainable_variables if v.path in decayed)
         assert any("norm" in v.path for v in model.trainable_variables if v.path not in decayed)
+
+
+@pytest.mark.slow
+def test_lora_fine_tune_from_a_base_run_resumes_and_loads(tmp_path):
+    base, lora = tmp_path / "base", tmp_path / "lora"
+    assert invoke("run", *TINY, "--output-dir", str(base), "--max-steps", "4").exit_code == 0
+    args = [*TINY, "--output-dir", str(lora), "--init-from", str(base / "final_checkpoint"),
+            "--use-lora", "--lora-rank", "2", "--save-every", "2", "--log-every", "1",
+            "--tokenizer-path", str(base / "tokenizer.json")]
+    first = invoke("run", *args, "--max-steps", "4")
+    assert first.exit_code == 0, first.output
+    assert "Initialized weights from" in first.output
+    more = invoke("run", *args, "--max-steps", "6")
+    assert more.exit_code == 0, more.output
+    assert "Resuming from" in more.output
+    assert [r["step"] for r in _metrics(lora)] == [1, 2, 3, 4, 5, 6]
+    import kerastrain
+
+    model, tokenizer = kerastrain.load(lora)
+    assert any("lora" in v.path for v in model.weights) or model.count_params() > 0
+    assert tokenizer.vocab_size == 257
