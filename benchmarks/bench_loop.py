@@ -23,7 +23,7 @@ from kerastrain.model import build_model  # noqa: E402
 from kerastrain.model_config import ModelConfig  # noqa: E402
 from kerastrain.presets import resolve_preset  # noqa: E402
 from kerastrain.runner import make_optimizer  # noqa: E402
-from kerastrain.trainer import lm_loss, make_steps  # noqa: E402
+from kerastrain.trainer import initial_state, lm_loss, make_steps  # noqa: E402
 
 
 def config(args) -> RunConfig:
@@ -40,9 +40,7 @@ def bench_stateless(cfg, x, y, steps) -> float:
     model = build_model(cfg.model)
     opt = make_optimizer(cfg, 1e-4, model)
     train_step, _ = make_steps(model, opt)
-    state = ([v.value for v in model.trainable_variables],
-             [v.value for v in model.non_trainable_variables],
-             [v.value for v in opt.variables])
+    state = initial_state(model, opt)
     loss, state = train_step(state, x, y)
     loss.block_until_ready()
     start = time.perf_counter()

@@ -76,14 +76,18 @@ def prepare_tokenizer(
         kind = tokenizer_kind(tok_cfg.kind)
         limit = min(tok_cfg.train_examples, config.data.max_train_examples or tok_cfg.train_examples)
         texts = sample_texts(train, limit)
-        vocab = tok_cfg.vocab_size
         if tok_cfg.auto_vocab_size and kind.name == "bpe":
+            from tokenizers import Tokenizer
+
+            from kerastrain.tokenizer import BPETokenizer
             from kerastrain.vocab_size import choose_vocab_size
 
             choice = choose_vocab_size(texts, tok_cfg.min_vocab_size, tok_cfg.max_vocab_size)
-            vocab = choice.size
             say(f"Tokenizer: {choice.summary}")
-        tokenizer = kind.train(texts, vocab)
+            # The search's tokenizer cut to the chosen size equals one trained at that size.
+            tokenizer = BPETokenizer(Tokenizer.from_str(choice.tokenizer_json))
+        else:
+            tokenizer = kind.train(texts, tok_cfg.vocab_size)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tokenizer.save(tmp)

@@ -13,6 +13,8 @@ A third-party plugin extends the rule by registering a source under its own name
 
 from __future__ import annotations
 
+import codecs
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -74,3 +76,25 @@ def parse_dataset_id(dataset_id: str | None, source_names: set[str]) -> tuple[st
     if sep and head in source_names:
         return head, rest
     return FALLBACK_SOURCE, dataset_id
+
+
+class DecodeErrorCounter:
+    """A codecs error handler that replaces invalid UTF-8 with U+FFFD and counts the bytes.
+
+    Sources decode with ``errors=counter.name`` so bad bytes never crash a run and the count can
+    be reported once (``datasets``' builders take it as ``encoding_errors``).
+    """
+
+    _next_id = itertools.count()
+
+    def __init__(self, name: str | None = None) -> None:
+        # A fixed name keeps ``datasets``' cache fingerprint stable across runs.
+        self.name = name or f"kerastrain_replace_{next(self._next_id)}"
+        self.count = 0
+        codecs.register_error(self.name, self._handle)
+
+    def _handle(self, exc: UnicodeError) -> tuple[str, int]:
+        if not isinstance(exc, UnicodeDecodeError):
+            raise exc
+        self.count += exc.end - exc.start
+        return "\ufffd", exc.end

@@ -48,6 +48,23 @@ class TokenizerKind(Protocol):
     def load(self, path: Path) -> TextTokenizer: ...
 
 
+def train_byte_level_bpe(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE ``tokenizers.Tokenizer`` with the EOS special token, trained on ``texts``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[EOS_TOKEN],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
 class BPETokenizer:
     """A byte-level BPE tokenizer from HF ``tokenizers`` (the Rust one: ~0.5M tokens/s/core)."""
 
@@ -73,19 +90,7 @@ class BPEKind:
     description = "Byte-level BPE (HF tokenizers), trained on a sample of the data"
 
     def train(self, texts: Iterable[str], vocab_size: int) -> BPETokenizer:
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=[EOS_TOKEN],
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        )
-        tok.train_from_iterator(texts, trainer=trainer)
-        return BPETokenizer(tok)
+        return BPETokenizer(train_byte_level_bpe(texts, vocab_size))
 
     def can_load(self, data: dict) -> bool:
         return "model" in data and "kerastrain_tokenizer" not in data

@@ -69,6 +69,15 @@ def lm_loss(labels, logits):
     return keras.ops.mean(losses)
 
 
+def initial_state(model, optimizer) -> tuple:
+    """The (trainable, non-trainable, optimizer) values the jitted steps thread through."""
+    return (
+        [v.value for v in model.trainable_variables],
+        [v.value for v in model.non_trainable_variables],
+        [v.value for v in optimizer.variables],
+    )
+
+
 def make_steps(model, optimizer):
     """Jitted (train_step, eval_step) over explicit state tuples."""
 
@@ -118,13 +127,6 @@ class Trainer:
         )
 
     # -- state -------------------------------------------------------------------------------
-    def _state(self):
-        return (
-            [v.value for v in self.model.trainable_variables],
-            [v.value for v in self.model.non_trainable_variables],
-            [v.value for v in self.optimizer.variables],
-        )
-
     def _write_back(self, state) -> None:
         trainable, non_trainable, opt_vars = state
         for var, value in zip(self.model.trainable_variables, trainable, strict=True):
@@ -183,7 +185,7 @@ class Trainer:
         accum = cfg.train.gradient_accumulation_steps
         total = self.run.total_steps
         metrics = MetricsLog(out)
-        state = self._state()
+        state = initial_state(self.model, self.optimizer)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         batches = Prefetcher(self.train_pipeline, depth=4)
         pending = None  # (step, loss array): read one step late so the device stays busy

@@ -30,8 +30,8 @@ import json
 from dataclasses import dataclass, field
 
 from kerastrain.errors import ConfigError, DataError
+from kerastrain.tokenizer import train_byte_level_bpe
 
-SPECIAL_TOKEN = "<|endoftext|>"
 HELD_OUT_EVERY = 10
 
 
@@ -69,23 +69,6 @@ def _split(texts: list[str]) -> tuple[list[str], list[str]]:
     held = [t for i, t in enumerate(texts) if i % HELD_OUT_EVERY == HELD_OUT_EVERY - 1]
     train = [t for i, t in enumerate(texts) if i % HELD_OUT_EVERY != HELD_OUT_EVERY - 1]
     return train, held or train[-1:]
-
-
-def train_byte_level_bpe(texts: list[str], vocab_size: int):
-    """A byte-level BPE ``tokenizers.Tokenizer`` trained on ``texts``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[SPECIAL_TOKEN],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer=trainer)
-    return tokenizer
 
 
 def truncate(tokenizer_json: str, size: int) -> str:

@@ -125,3 +125,22 @@ def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_p
                          "--max-train-examples", "5000", "--log-every", "2")
     assert resumed.returncode == 0, resumed.stderr
     assert f"Resuming from {saved[0]}" in resumed.stdout.replace("\n", "")
+
+
+def test_auto_vocab_size_picks_and_reports_a_size(tmp_path):
+    from tests.helpers import invoke
+
+    out = tmp_path / "out"
+    args = [a for a in TINY]
+    args[args.index("bytes")] = "bpe"
+    result = invoke("run", "--output-dir", str(out), *args, "--auto-vocab-size",
+                    "--min-vocab-size", "300", "--max-vocab-size", "1200",
+                    "--tokenizer-train-examples", "400", "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    vocab = json.loads((out / "model_config.json").read_text())["vocab_size"]
+    assert 300 <= vocab <= 1200
+    assert str(vocab) in result.output and "chars/token" in result.output.replace("\n", "")
+    # A reused tokenizer that contradicts --vocab-size is a clear error.
+    clash = invoke("run", "--output-dir", str(out), *args, "--vocab-size", str(vocab + 7),
+                   "--max-steps", "3")
+    assert clash.exit_code == 2 and "disagrees with the tokenizer" in clash.output

@@ -38,7 +38,7 @@ def test_accumulation_matches_a_large_batch():
     from kerastrain.model import build_model
     from kerastrain.model_config import ModelConfig
     from kerastrain.runner import make_optimizer
-    from kerastrain.trainer import make_steps
+    from kerastrain.trainer import initial_state, make_steps
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 64, size=(32, 16)).astype("int32")
@@ -52,9 +52,7 @@ def test_accumulation_matches_a_large_batch():
         model = build_model(cfg.model)
         opt = make_optimizer(cfg, 1e-2, model)
         train_step, _ = make_steps(model, opt)
-        state = ([v.value for v in model.trainable_variables],
-                 [v.value for v in model.non_trainable_variables],
-                 [v.value for v in opt.variables])
+        state = initial_state(model, opt)
         for i in range(0, 32, batch):
             _, state = train_step(state, x[i:i + batch], y[i:i + batch])
         results.append([np.asarray(v) for v in state[0]])

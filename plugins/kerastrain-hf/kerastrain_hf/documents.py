@@ -8,39 +8,17 @@ document indices count only those, so ``iter_from(n)`` resumes after the n-th do
 
 from __future__ import annotations
 
-import codecs
-import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kerastrain.errors import DataError
+from kerastrain.sources import DecodeErrorCounter as DecodeCounter
 
 log = logging.getLogger("kerastrain.hf")
 
 BATCH_ROWS = 1024  # rows per Arrow batch: small enough to bound memory for long documents
 _TEXT_TYPES = ("string", "large_string", "string_view")
-
-
-class DecodeCounter:
-    """A codecs error handler that replaces invalid UTF-8 with U+FFFD and counts the bytes.
-
-    ``datasets``' text/json/csv builders raise on invalid bytes by default; they accept an
-    ``encoding_errors`` handler name, so registering this one keeps reading and lets us report.
-    """
-
-    _next_id = itertools.count()
-
-    def __init__(self, name: str | None = None) -> None:
-        self.name = name or f"kerastrain_hf_replace_{next(self._next_id)}"
-        self.count = 0
-        codecs.register_error(self.name, self._handle)
-
-    def _handle(self, exc: UnicodeError) -> tuple[str, int]:
-        if not isinstance(exc, UnicodeDecodeError):
-            raise exc
-        self.count += exc.end - exc.start
-        return "\ufffd", exc.end
 
 
 def check_text_type(arrow_type: Any, column: str) -> None:

@@ -12,15 +12,13 @@ Records are read by index, so the document index is the record index: ``len`` is
 
 from __future__ import annotations
 
-import codecs
-import itertools
 import logging
 import os
 from collections.abc import Iterator
 from typing import Any
 
 from kerastrain.errors import DataError
-from kerastrain.sources import Documents, SourceRequest
+from kerastrain.sources import DecodeErrorCounter, Documents, SourceRequest
 
 log = logging.getLogger("kerastrain.tfds")
 BATCH_RECORDS = 256  # records fetched per random-access call
@@ -30,23 +28,6 @@ PREPARE_HINT = (
 )
 
 
-class _ReplaceCounter:
-    """Decode errors handler: replace invalid UTF-8 with U+FFFD and count the bytes."""
-
-    _ids = itertools.count()
-
-    def __init__(self) -> None:
-        self.name = f"kerastrain_tfds_replace_{next(self._ids)}"
-        self.count = 0
-        codecs.register_error(self.name, self._handle)
-
-    def _handle(self, exc: UnicodeError) -> tuple[str, int]:
-        if not isinstance(exc, UnicodeDecodeError):
-            raise exc
-        self.count += exc.end - exc.start
-        return "\ufffd", exc.end
-
-
 class TFDSDocuments:
     """One split of a prepared TFDS dataset, read by record index."""
 
@@ -54,7 +35,7 @@ class TFDSDocuments:
         self._source = data_source
         self.column = column
         self.label = label
-        self._counter = _ReplaceCounter()
+        self._counter = DecodeErrorCounter()
         self._reported = False
 
     @property
