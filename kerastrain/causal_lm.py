@@ -128,7 +128,11 @@ def generate_ids(
     max_new_tokens = min(max_new_tokens, seq_len - 1)
     prompt_ids = list(prompt_ids)[-(seq_len - max_new_tokens):] or [0]
     length = len(prompt_ids) + max_new_tokens
-    token_ids = np.zeros((1, length), "int32")
+    # keras-hub's samplers stop once a stop token appears anywhere past the prompt, including
+    # the not-yet-generated slots: fill those with an id that is no stop token (EOS is often 0).
+    stops = set(stop_token_ids or ())
+    fill = next(i for i in range(len(stops) + 1) if i not in stops)
+    token_ids = np.full((1, length), fill, "int32")
     token_ids[0, : len(prompt_ids)] = prompt_ids
     mask = np.zeros((1, length), bool)
     mask[0, : len(prompt_ids)] = True

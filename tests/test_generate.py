@@ -116,3 +116,12 @@ def test_samplers_and_seeds(output_dir):
     assert type(make_sampler(0.7, top_k=5)).__name__ == "TopKSampler"
     with pytest.raises(ConfigError):
         make_sampler(-1.0)
+
+
+def test_stop_token_zero_does_not_end_generation_at_once(output_dir):
+    # The BPE tokenizer's EOS is id 0, the value keras-hub's samplers see in ungenerated slots.
+    model, _ = load(output_dir)
+    free = generate_ids(model, [5, 6], 12, make_sampler(1.0, top_k=40, seed=3))
+    stopped = generate_ids(model, [5, 6], 12, make_sampler(1.0, top_k=40, seed=3), (0,))
+    expected = free[: free.index(0) + 1] if 0 in free else free
+    assert stopped == expected and len(stopped) >= 1
