@@ -220,7 +220,7 @@ class Trainer:
                     loss.block_until_ready()
                     self.first_step_seconds = time.time() - self.process_start
                 pending = (self.step, loss)
-                self.hooks.on_train_step(run=self.run, step=self.step, logs={"loss_pending": True})
+                self.hooks.on_train_step(run=self.run, step=self.step, logs=self.run.logs)
                 if self.step % cfg.output.log_every == 0 or self.step == total:
                     value = self._check(pending, state, last_pipeline_state)
                     window_losses.append(value)
