@@ -47,8 +47,7 @@ def on_train_start(run):
 @hookspec
 def on_train_step(run, step: int, logs: dict):
     """Called after every optimizer update. ``logs`` holds the latest logged metrics (loss, lr,
-    tokens/s...), refreshed every ``--log-every`` steps: the loss is read from the device only
-    then, so the host never stalls the accelerator."""
+    tokens/s...), refreshed every ``--log-every`` steps."""
 
 
 @hookspec
