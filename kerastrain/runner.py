@@ -306,7 +306,8 @@ def make_progress(console):
         TextColumn("[bold]step"),
         MofNCompleteColumn(),
         BarColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}  lr {task.fields[lr]:.2e}  "
+        TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]:.4f}  "
+                   "lr {task.fields[lr]:.2e}  "
                    "{task.fields[tps]:,.0f} tok/s"),
         TimeElapsedColumn(),
         TextColumn("ETA"),

@@ -195,7 +195,7 @@ class Trainer:
         last_saved_step = self.step
         first_loss = last_loss = None
         task = progress.add_task("train", total=total, completed=self.step, loss=float("nan"),
-                                 lr=0.0, tps=0.0)
+                                 lr=0.0, tps=0.0, epoch=self.train_pipeline.state.epoch)
         reason = "data exhausted"
         try:
             while total is None or self.step < total:
@@ -242,7 +242,7 @@ class Trainer:
                     metrics.write("train", self.step, logs)
                     self.run.logs = logs
                     progress.update(task, completed=self.step, loss=logs["loss"], lr=logs["lr"],
-                                    tps=logs["tokens_per_sec"])
+                                    tps=logs["tokens_per_sec"], epoch=logs["epoch"])
                     if progress.disable:
                         self.run.say(
                             f"step {self.step}/{total} epoch {logs['epoch']} loss {logs['loss']:.4f} "
