@@ -14,6 +14,7 @@ for one test and make sure the server is up.
 
 from __future__ import annotations
 
+import abc
 import os
 import shutil
 import socket
@@ -53,7 +54,7 @@ def wait_for_port(
     raise RuntimeError(f"server on port {port} did not start in {timeout} s")
 
 
-class LocalServer:
+class LocalServer(abc.ABC):
     """A storage server on 127.0.0.1:port that can be stopped and restarted on that port."""
 
     scheme = ""
@@ -64,23 +65,25 @@ class LocalServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.running = False
 
+    @abc.abstractmethod
     def start(self) -> None:
-        raise NotImplementedError
+        """Start the server (again) on ``self.port``."""
 
+    @abc.abstractmethod
     def stop(self) -> None:
-        raise NotImplementedError
+        """Stop the server; ``start`` may bring it back on the same port."""
 
     def ensure_running(self) -> None:
         if not self.running:
             self.start()
 
+    @abc.abstractmethod
     def env(self) -> dict[str, str]:
         """Environment variables a client needs to reach this server."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def make_bucket(self) -> str:
         """Create a new, empty bucket (container) and return its name."""
-        raise NotImplementedError
 
     def new_bucket_url(self, prefix: str = "checkpoints") -> str:
         return f"{self.scheme}://{self.make_bucket()}/{prefix}"
@@ -89,8 +92,9 @@ class LocalServer:
 class _ProcessServer(LocalServer):
     process: subprocess.Popen | None = None
 
+    @abc.abstractmethod
     def command(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
     def start(self) -> None:
         log = open(self.workdir / f"{type(self).__name__}.log", "ab")

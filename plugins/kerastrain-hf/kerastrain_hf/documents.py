@@ -8,6 +8,7 @@ document indices count only those, so ``iter_from(n)`` resumes after the n-th do
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -73,7 +74,7 @@ def _emit(
         yield from texts
 
 
-class _ArrowDocuments:
+class _ArrowDocuments(abc.ABC):
     """Shared part: resume bookkeeping and the one report of replaced bytes."""
 
     def __init__(self, dataset: Any, column: str, label: str, counter: DecodeCounter) -> None:
@@ -89,9 +90,9 @@ class _ArrowDocuments:
         """Invalid UTF-8 bytes replaced with U+FFFD so far for this object."""
         return self.counter.count + self.prepared_errors
 
+    @abc.abstractmethod
     def _tables_from(self, start: int) -> tuple[Iterable[Any], int]:
         """Arrow tables to read and the number of documents to drop from the first ones."""
-        raise NotImplementedError
 
     def iter_from(self, start: int) -> Iterator[str]:
         """Yield the documents from index ``start`` on (the same ones on every call)."""
