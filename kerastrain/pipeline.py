@@ -16,6 +16,7 @@ import itertools
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,32 +194,26 @@ class Prefetcher:
     def _run(self, it) -> None:
         try:
             for item in it:
-                while not self._stop.is_set():
-                    try:
-                        self._queue.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if self._stop.is_set():
+                if not self._put(item):
                     return
-            self._put_final(self._END)
+            self._put(self._END)
         except BaseException as exc:  # handed to the consumer, which re-raises it
-            self._put_final(exc)
+            self._put(exc)
 
-    def _put_final(self, item) -> None:
+    def _put(self, item) -> bool:
+        """Queue ``item``, waking up to notice ``close()``; False once closed."""
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
-                return
+                return True
             except queue.Full:
                 continue
+        return False
 
     def __iter__(self):
         return self
 
     def __next__(self):
-        import time
-
         start = time.perf_counter()
         item = self._queue.get()
         self.wait_seconds += time.perf_counter() - start
