@@ -5,13 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import shutil
-import time
 from pathlib import Path
 
 from kerastrain.config import RunConfig
 from kerastrain.errors import CheckpointError, ConfigError, UserError
 
-START_TIME = time.perf_counter()
 # What an output directory holds that --overwrite clears (the tokenizer is kept and reused).
 RUN_ARTIFACTS = ("metrics.jsonl", "tensorboard", "final_checkpoint", "best_checkpoint")
 

@@ -212,7 +212,7 @@ class Trainer:
                 self.step += 1
                 last_pipeline_state = micro[-1].state
                 if pending is not None:
-                    value = self._check(pending, state, last_pipeline_state)
+                    value = self._read_loss(pending)
                     window_losses.append(value)
                     first_loss = value if first_loss is None else first_loss
                     last_loss = value
@@ -222,7 +222,7 @@ class Trainer:
                 pending = (self.step, loss)
                 self.hooks.on_train_step(run=self.run, step=self.step, logs=self.run.logs)
                 if self.step % cfg.output.log_every == 0 or self.step == total:
-                    value = self._check(pending, state, last_pipeline_state)
+                    value = self._read_loss(pending)
                     window_losses.append(value)
                     first_loss = value if first_loss is None else first_loss
                     last_loss, pending = value, None
@@ -263,7 +263,7 @@ class Trainer:
             else:
                 reason = "max steps reached"
             if pending is not None:
-                last_loss = self._check(pending, state, last_pipeline_state)
+                last_loss = self._read_loss(pending)
                 first_loss = last_loss if first_loss is None else first_loss
         finally:
             batches.close()
@@ -292,7 +292,8 @@ class Trainer:
         metrics.close()
         return summary
 
-    def _check(self, pending, state, pipeline_state) -> float:
+    def _read_loss(self, pending) -> float:
+        """The loss of a finished step as a float; a non-finite one stops the run."""
         step, loss = pending
         value = float(loss)
         if not math.isfinite(value):
