@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kerastrain.config import RunConfig
 from kerastrain.errors import ConfigError, DataError
-from kerastrain.sources import Documents, SourceRequest, parse_dataset_id
+from kerastrain.sources import FALLBACK_SOURCE, Documents, SourceRequest, parse_dataset_id
 from kerastrain.tokenizer import TextTokenizer, load_tokenizer, tokenizer_kind
 
 
@@ -17,6 +17,12 @@ def resolve_source(dataset_id: str | None):
 
     sources = data_sources()
     name, location = parse_dataset_id(dataset_id, set(sources))
+    head, sep, _ = (dataset_id or "").partition(":")
+    if sep and name == FALLBACK_SOURCE and head.isidentifier() and not Path(dataset_id).exists():
+        raise DataError(
+            f"no data source named {head!r} is installed (installed: "
+            f"{', '.join(sorted(sources))}); install its plugin, or pass an existing path"
+        )
     if name not in sources:
         raise DataError(
             f"no installed data source can read {dataset_id!r} (it needs the {name!r} source); "

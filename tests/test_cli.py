@@ -61,7 +61,8 @@ def test_plugins_lists_builtins_as_json():
     "args, message",
     [
         (["--preset", "gigantic"], "unknown preset 'gigantic'"),
-        (["--dataset-id", "nosuchsource:thing"], "nosuchsource:thing"),
+        (["--dataset-id", "nosuchsource:thing"], "no data source named 'nosuchsource'"),
+        (["--cloud-provider", "dropbox", "--cloud-bucket", "b"], "dropbox"),
         (["--batch-size", "-4"], "--batch-size must be at least 1"),
         (["--d-model", "30", "--num-heads", "4"], "not divisible by --num-heads"),
         (["--seq-len", "1"], "--seq-len must be at least 2"),
