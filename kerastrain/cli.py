@@ -47,7 +47,11 @@ def run(config, explicit_vocab):
     from kerastrain.runner import run_training
 
     console = Console()
-    summary = run_training(config, console, explicit_vocab=explicit_vocab)
+    try:
+        summary = run_training(config, console, explicit_vocab=explicit_vocab)
+    except KeyboardInterrupt:  # before the loop (which saves on Ctrl-C) or a second Ctrl-C
+        console.print("Interrupted; nothing new was saved. Run the same command to start again.")
+        sys.exit(130)
     reason = summary.get("reason")
     if reason == "interrupted":
         console.print(
