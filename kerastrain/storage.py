@@ -16,6 +16,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -138,6 +140,22 @@ def _file_url(path: Path) -> StorageURL:
     # Local URLs use the file-system root as their "bucket" so that a checkpoint folder and the
     # folder holding it are prefixes of one another, exactly as in a cloud bucket.
     return StorageURL("file", "/", path.resolve().as_posix().strip("/"))
+
+
+@contextmanager
+def translated_errors(translate: Callable[[BaseException], StorageError | None]) -> Iterator[None]:
+    """Raise ``translate(exc)`` (a one-line :class:`StorageError` for what the user must fix, such
+    as a missing bucket or denied access) in place of an SDK error; let every other error through
+    (network errors: the uploader retries them). Backends wrap each SDK call in this."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except Exception as exc:
+        error = translate(exc)
+        if error is None:
+            raise
+        raise error from None
 
 
 def scheme_for_provider(provider: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from kerastrain.errors import StorageError
 from kerastrain.hookspecs import hookimpl
-from kerastrain.storage import DEFAULT_PART_SIZE, redact_logs
+from kerastrain.storage import DEFAULT_PART_SIZE, redact_logs, translated_errors
 
 MAX_BLOCK_SIZE = 4000 * 1024 * 1024  # the service's largest block
 # Few, quick SDK retries and a short connect timeout: the uploader does the patient retrying (the
@@ -123,19 +123,12 @@ def _account_url(account: str) -> str:
     return endpoint.rstrip("/") if endpoint else f"https://{account}.blob.core.windows.net"
 
 
-class _errors:
-    """Turn the errors a user must fix into one-line StorageErrors (which never quote the SDK's
-    message: it may hold the request URL with its SAS token); let network errors through."""
+def _errors(container: str, key: str):
+    """One-line StorageErrors for what the user must fix. They never quote the SDK's message: it
+    may hold the request URL with its SAS token. Network errors go through."""
+    where = f"az://{container}/{key}"
 
-    def __init__(self, container: str, key: str) -> None:
-        self.container, self.where = container, f"az://{container}/{key}"
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None:
-            return False
+    def translate(exc: BaseException) -> StorageError | None:
         from azure.core.exceptions import (
             ClientAuthenticationError,
             HttpResponseError,
@@ -143,18 +136,16 @@ class _errors:
         )
 
         if isinstance(exc, ResourceNotFoundError):
-            code = getattr(exc, "error_code", None) or ""
-            if "ContainerNotFound" in str(code):
-                raise StorageError(f"Azure container {self.container!r} does not exist") from None
-            raise StorageError(f"{self.where} does not exist") from None
+            if "ContainerNotFound" in str(getattr(exc, "error_code", None) or ""):
+                return StorageError(f"Azure container {container!r} does not exist")
+            return StorageError(f"{where} does not exist")
         if isinstance(exc, ClientAuthenticationError) or (
             isinstance(exc, HttpResponseError) and getattr(exc, "status_code", None) == 403
         ):
-            raise StorageError(
-                f"access to {self.where} denied; check the Azure credentials or SAS token"
-            ) from None
-        return False
+            return StorageError(f"access to {where} denied; check the Azure credentials or SAS token")
+        return None
 
+    return translated_errors(translate)
 
 @hookimpl
 def register_storage_backends(register) -> None:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 from kerastrain.errors import StorageError
 from kerastrain.hookspecs import hookimpl
-from kerastrain.storage import DEFAULT_PART_SIZE
+from kerastrain.storage import DEFAULT_PART_SIZE, translated_errors
 
 CHUNK_UNIT = 256 * 1024  # resumable-upload chunks must be multiples of 256 KiB
 SDK_RETRY_S = 20.0  # the SDK retries for 120 s by default; the uploader retries patiently itself
@@ -97,30 +97,20 @@ def _client(storage):
         ) from None
 
 
-class _errors:
-    """Turn the errors a user must fix into one-line StorageErrors; let network errors through."""
+def _errors(bucket: str, key: str):
+    """One-line StorageErrors for what the user must fix; network errors go through."""
+    where = f"gs://{bucket}/{key}"
 
-    def __init__(self, bucket: str, key: str) -> None:
-        self.bucket, self.where = bucket, f"gs://{bucket}/{key}"
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None:
-            return False
+    def translate(exc: BaseException) -> StorageError | None:
         from google.api_core.exceptions import Forbidden, NotFound, Unauthorized
 
         if isinstance(exc, NotFound):
-            raise StorageError(
-                f"{self.where} does not exist (or bucket {self.bucket!r} does not)"
-            ) from None
+            return StorageError(f"{where} does not exist (or bucket {bucket!r} does not)")
         if isinstance(exc, (Forbidden, Unauthorized)):
-            raise StorageError(
-                f"access to {self.where} denied; check your Google Cloud credentials"
-            ) from None
-        return False
+            return StorageError(f"access to {where} denied; check your Google Cloud credentials")
+        return None
 
+    return translated_errors(translate)
 
 @hookimpl
 def register_storage_backends(register) -> None:

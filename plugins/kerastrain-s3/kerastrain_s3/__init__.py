@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from kerastrain.errors import StorageError
 from kerastrain.hookspecs import hookimpl
-from kerastrain.storage import DEFAULT_PART_SIZE
+from kerastrain.storage import DEFAULT_PART_SIZE, translated_errors
 
 MIN_PART_SIZE = 5 * 1024 * 1024  # S3 rejects smaller parts (all but the last)
 
@@ -85,40 +85,29 @@ class S3Storage:
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
 
-class _errors:
-    """Turn the errors a user must fix into one-line StorageErrors; let network errors through
-    (the uploader retries them)."""
+def _errors(bucket: str, key: str):
+    """One-line StorageErrors for what the user must fix; network errors go through."""
+    where = f"s3://{bucket}/{key}"
 
-    def __init__(self, bucket: str, key: str) -> None:
-        self.where = f"s3://{bucket}/{key}"
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None:
-            return False
+    def translate(exc: BaseException) -> StorageError | None:
         from botocore.exceptions import ClientError, NoCredentialsError
 
         if isinstance(exc, NoCredentialsError):
-            raise StorageError(
+            return StorageError(
                 "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE "
                 "or run `aws configure`"
-            ) from None
+            )
         if isinstance(exc, ClientError):
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchKey", "NotFound"):
-                raise StorageError(f"{self.where} does not exist") from None
+                return StorageError(f"{where} does not exist")
             if code == "NoSuchBucket":
-                raise StorageError(
-                    f"S3 bucket {self.where.split('/')[2]!r} does not exist"
-                ) from None
+                return StorageError(f"S3 bucket {bucket!r} does not exist")
             if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
-                raise StorageError(
-                    f"access to {self.where} denied ({code}); check your AWS credentials"
-                ) from None
-        return False
+                return StorageError(f"access to {where} denied ({code}); check your AWS credentials")
+        return None
 
+    return translated_errors(translate)
 
 @hookimpl
 def register_storage_backends(register) -> None:
