@@ -18,12 +18,14 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kerastrain.config import RunConfig  # noqa: E402
-from kerastrain.model import build_model  # noqa: E402
-from kerastrain.model_config import ModelConfig  # noqa: E402
-from kerastrain.presets import resolve_preset  # noqa: E402
-from kerastrain.runner import make_optimizer  # noqa: E402
-from kerastrain.trainer import initial_state, lm_loss, make_steps  # noqa: E402
+from kerastrain.config import (
+    ModelConfig,  # noqa: E402
+    RunConfig,  # noqa: E402
+)
+from kerastrain.model.gpt import build_model  # noqa: E402
+from kerastrain.model.presets import resolve_preset  # noqa: E402
+from kerastrain.training.loop import initial_state, lm_loss, make_steps  # noqa: E402
+from kerastrain.training.optimizer import make_optimizer  # noqa: E402
 
 
 def config(args) -> RunConfig:

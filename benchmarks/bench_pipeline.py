@@ -78,13 +78,13 @@ def write_corpus(docs: list[str], path: Path, megabytes: float, seed: int = 0) -
 
 
 def train_tokenizer(docs: list[str], vocab_size: int, path: Path) -> None:
-    from kerastrain.tokenizer import BPEKind
+    from kerastrain.data.tokenizer import BPEKind
 
     BPEKind().train(docs, vocab_size).save(path)
 
 
 def _pipeline(docs, tokenizer, args):
-    from kerastrain.pipeline import StreamingTextPipeline
+    from kerastrain.data.pipeline import StreamingTextPipeline
 
     return StreamingTextPipeline(
         docs,
@@ -99,9 +99,9 @@ def _pipeline(docs, tokenizer, args):
 def bench_throughput(args, workdir: Path, docs: list[str], tokenizer_path: Path) -> None:
     from kerastrain_hf import HFSource
 
-    from kerastrain.pipeline import ENCODE_CHUNK_DOCS
-    from kerastrain.sources import SourceRequest
-    from kerastrain.tokenizer import BPEKind
+    from kerastrain.data.pipeline import ENCODE_CHUNK_DOCS
+    from kerastrain.data.sources import SourceRequest
+    from kerastrain.data.tokenizer import BPEKind
 
     corpus = workdir / "throughput.jsonl"
     size = write_corpus(docs, corpus, args.throughput_mb)
@@ -149,8 +149,8 @@ def memory_child(corpus: str, tokenizer_path: str, args) -> None:
     import psutil
     from kerastrain_hf import HFSource
 
-    from kerastrain.sources import SourceRequest
-    from kerastrain.tokenizer import BPEKind
+    from kerastrain.data.sources import SourceRequest
+    from kerastrain.data.tokenizer import BPEKind
 
     tokenizer = BPEKind().load(Path(tokenizer_path))
     documents = HFSource().open(SourceRequest(corpus, streaming=True))

@@ -14,7 +14,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # Heavy imports stay lazy so that `kerastrain --help` answers fast.
     if name == "load":
-        from kerastrain.loading import load
+        from kerastrain.model.loading import load
 
         return load
     raise AttributeError(f"module 'kerastrain' has no attribute {name!r}")

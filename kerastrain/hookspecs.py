@@ -15,18 +15,18 @@ hookimpl = pluggy.HookimplMarker("kerastrain")
 
 @hookspec
 def register_data_sources(register):
-    """Register data sources: ``register(source)`` with a :class:`kerastrain.sources.DataSource`."""
+    """Register data sources: ``register(source)`` with a :class:`kerastrain.data.sources.DataSource`."""
 
 
 @hookspec
 def register_tokenizers(register):
-    """Register tokenizer kinds: ``register(kind)`` with a :class:`kerastrain.tokenizer.TokenizerKind`."""
+    """Register tokenizer kinds: ``register(kind)`` with a :class:`kerastrain.data.tokenizer.TokenizerKind`."""
 
 
 @hookspec
 def register_storage_backends(register):
     """Register storage backends: ``register(backend_class)`` with a
-    :class:`kerastrain.storage.StorageBackend` class (its ``scheme`` names it)."""
+    :class:`kerastrain.storage.backends.StorageBackend` class (its ``scheme`` names it)."""
 
 
 @hookspec

@@ -24,12 +24,12 @@ ENTRY_POINT_GROUP = "kerastrain"
 LOAD_ENV = "KERASTRAIN_LOAD_PLUGINS"
 
 DEFAULT_PLUGINS = (
-    "kerastrain.corpus",
-    "kerastrain.tokenizer",
-    "kerastrain.storage",
-    "kerastrain.presets",
-    "kerastrain.cloud_sync",
-    "kerastrain.model_commands",
+    "kerastrain.data.corpus",
+    "kerastrain.data.tokenizer",
+    "kerastrain.storage.backends",
+    "kerastrain.model.presets",
+    "kerastrain.storage.cloud_sync",
+    "kerastrain.cli.model_commands",
 )
 
 pm = pluggy.PluginManager("kerastrain")

@@ -315,7 +315,7 @@ BIG_FILE_SIZE = 12 * 1024 * 1024
 def make_checkpoint(parent: Path, step: int, *, big: bool = False) -> Path:
     """A complete checkpoint folder ``parent/checkpoint_step_<step>`` with a manifest; ``big``
     adds a 12 MB file that uploads in several parts."""
-    from kerastrain.manifest import write_manifest
+    from kerastrain.storage.manifest import write_manifest
 
     folder = parent / f"checkpoint_step_{step}"
     (folder / "optimizer").mkdir(parents=True)

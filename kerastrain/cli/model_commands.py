@@ -1,0 +1,158 @@
+"""Built-in plugin adding ``kerastrain presets``, ``generate`` and ``plan`` to the CLI.
+
+Keras and JAX are imported inside the command functions only, so ``kerastrain --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from kerastrain.hookspecs import hookimpl
+
+
+def preset_rows(batch_size: int = 8) -> list[dict]:
+    """One row per registered preset: shape, exact parameters, estimated training memory."""
+    from kerastrain.config import ModelConfig, RunConfig, TrainConfig
+    from kerastrain.model.presets import available_presets, count_parameters, normalize_fields
+    from kerastrain.training.planner import estimate_training_memory
+
+    rows = []
+    for name, reg in available_presets().items():
+        cfg = ModelConfig(**normalize_fields(reg.obj))
+        run = RunConfig(model=cfg, train=TrainConfig(batch_size=batch_size))
+        rows.append(
+            {
+                "name": name,
+                "layers": cfg.num_layers,
+                "d_model": cfg.d_model,
+                "heads": cfg.num_heads,
+                "d_ff": cfg.d_ff,
+                "seq_len": cfg.seq_len,
+                "parameters": count_parameters(cfg),
+                "training_memory_bytes": estimate_training_memory(run),
+                "batch_size": batch_size,
+                "description": reg.extra.get("description", ""),
+                "plugin": reg.plugin,
+            }
+        )
+    return rows
+
+
+@click.command(name="presets")
+@click.option("--batch-size", type=int, default=8, show_default=True,
+              help="Batch size for the memory estimate")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON")
+def presets_command(batch_size, as_json):
+    """List model presets with exact parameter counts (vocab 16000) and training memory."""
+    from kerastrain.training.planner import format_bytes
+
+    rows = preset_rows(batch_size)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    wide = console.width >= 130  # descriptions only where they fit without wrapping every cell
+    table = Table(title=f"Model presets (vocab 16000; training memory at batch {batch_size}, "
+                        "seq_len, float32)")
+    columns = ["preset", "layers", "d_model", "heads", "d_ff", "seq_len", "parameters", "memory"]
+    for column in columns + (["description"] if wide else []):
+        left = column in ("preset", "description")
+        table.add_column(column, justify="left" if left else "right", no_wrap=column != "description")
+    for r in rows:
+        cells = [r["name"], str(r["layers"]), str(r["d_model"]), str(r["heads"]), str(r["d_ff"]),
+                 str(r["seq_len"]), f"{r['parameters']:,}", format_bytes(r["training_memory_bytes"])]
+        table.add_row(*cells, *([r["description"]] if wide else []))
+    console.print(table)
+
+
+@click.command(name="generate")
+@click.argument("output_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--prompt", default="", help="Text to continue")
+@click.option("--max-new-tokens", type=int, default=50, show_default=True)
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Sampling temperature; 0 means greedy")
+@click.option("--top-k", type=int, default=None, help="Sample from the k most likely tokens")
+@click.option("--top-p", type=float, default=None, help="Nucleus sampling probability mass")
+@click.option("--seed", type=int, default=None, help="Random seed: the same seed gives the same text")
+def generate_command(output_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed):
+    """Generate text with a trained model from OUTPUT_DIR (or one of its checkpoints)."""
+    from kerastrain.errors import ConfigError
+
+    if max_new_tokens < 1:
+        raise ConfigError("--max-new-tokens must be at least 1")
+    from kerastrain.model.causal_lm import generate_text, make_sampler
+    from kerastrain.model.loading import load
+
+    make_sampler(temperature, top_k, top_p, seed)  # reject bad options before loading
+    model, tokenizer = load(output_dir)
+    click.echo(generate_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p,
+                             seed))
+
+
+def _plan_command():
+    from kerastrain.cli.options import with_run_options
+
+    @click.command(name="plan")
+    @click.option("--memory-gb", type=float, default=None,
+                  help="Device memory (GiB): also report the largest batch that fits")
+    @click.option("--num-devices", type=int, default=1, show_default=True,
+                  help="Data-parallel devices sharing the batch")
+    @click.option("--measure", is_flag=True,
+                  help="Also compile one training step here and report XLA's measured memory")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON")
+    @with_run_options
+    def plan(config, explicit_vocab, memory_gb, num_devices, measure, as_json):
+        """Estimate training memory per device for the options `kerastrain run` would get."""
+        from kerastrain.training.planner import (
+            GIB,
+            format_bytes,
+            largest_batch,
+            measure_training_memory,
+            plan_memory,
+        )
+
+        if num_devices < 1:
+            raise click.BadParameter("must be at least 1", param_hint="--num-devices")
+        plan_ = plan_memory(config, num_devices)
+        result = {"preset": config.preset, "model": config.model.to_dict(), **plan_.as_dict()}
+        if memory_gb is not None:
+            result["memory_bytes"] = int(memory_gb * GIB)
+            result["largest_batch"] = largest_batch(config, int(memory_gb * GIB), num_devices)
+        if measure:
+            result["measured"] = measure_training_memory(config)
+        if as_json:
+            click.echo(json.dumps(result, indent=2))
+            return
+        m = config.model
+        click.echo(
+            f"Model: {config.preset or 'custom'}, {plan_.parameters:,} parameters "
+            f"({plan_.trainable_parameters:,} trainable), {m.num_layers} layers, d_model "
+            f"{m.d_model}, seq_len {m.seq_len}, {'bfloat16' if m.mixed_precision else 'float32'}"
+        )
+        click.echo(f"Batch {config.train.batch_size} over {num_devices} device(s): "
+                   f"{plan_.batch_per_device} per device")
+        for part in ("weights", "optimizer", "gradients", "accumulator", "activations"):
+            click.echo(f"  {part:<12} {format_bytes(getattr(plan_, part)):>12}")
+        click.echo(f"  {'total':<12} {format_bytes(plan_.total):>12} per device")
+        if memory_gb is not None:
+            fits = "fits" if plan_.total <= result["memory_bytes"] else "does NOT fit"
+            click.echo(f"In {memory_gb:g} GiB: this batch {fits}; largest batch that fits: "
+                       f"{result['largest_batch']}")
+        if measure:
+            peak = result["measured"]["peak"]
+            click.echo(f"Measured (XLA, this machine): {format_bytes(peak)}; estimate error "
+                       f"{(plan_.total / peak - 1) * 100:+.1f}%")
+
+    return plan
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(presets_command)
+    cli.add_command(generate_command)
+    cli.add_command(_plan_command())

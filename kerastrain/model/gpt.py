@@ -1,0 +1,251 @@
+"""The decoder-only GPT: ``build_model(cfg)`` maps int32 token ids (batch, seq) to float32 logits.
+
+Only Keras layers and ``keras.ops`` are used, so the model runs on any Keras backend. Every layer
+is named explicitly (``token_embedding``, ``block_0/attention/query``, ...) because checkpoints
+restore by variable path, and auto-generated names (``dense_17``) differ between two processes.
+Defaults follow LLaMA-style GPTs: RMSNorm, SwiGLU MLP, rotary positions, tied embeddings, no
+biases in projections.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+from kerastrain.config import ModelConfig
+from kerastrain.model.lora import apply_lora, merge_lora  # noqa: F401  (re-exported for callers)
+
+
+def _norm(cfg: ModelConfig, name: str) -> keras.layers.Layer:
+    if cfg.use_rmsnorm:
+        return layers.RMSNormalization(epsilon=1e-6, name=name)
+    return layers.LayerNormalization(epsilon=1e-5, name=name)
+
+
+def _dense(units: int, name: str) -> layers.Dense:
+    # No biases: they add little to a pre-norm transformer and keep LoRA targets uniform.
+    return layers.Dense(
+        units,
+        use_bias=False,
+        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+        name=name,
+    )
+
+
+@keras.saving.register_keras_serializable(package="kerastrain")
+class CausalSelfAttention(layers.Layer):
+    """Multi-head causal self-attention with an optional rotary embedding and KV cache."""
+
+    def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads = num_heads
+        self.head_dim = head_dim
+        self.use_rope = use_rope
+        width = num_heads * head_dim
+        self.query = _dense(width, "query")
+        self.key = _dense(width, "key")
+        self.value = _dense(width, "value")
+        self.output_projection = _dense(width, "output")
+        self.rotary = None
+        if use_rope:
+            import keras_hub  # heavy, but only needed when the model is built
+
+            self.rotary = keras_hub.layers.RotaryEmbedding(
+                max_wavelength=10000, sequence_axis=1, feature_axis=-1, name="rotary"
+            )
+
+    def build(self, input_shape):
+        width = self.num_heads * self.head_dim
+        for dense in (self.query, self.key, self.value):
+            dense.build(input_shape)
+        self.output_projection.build(tuple(input_shape[:-1]) + (width,))
+        self.built = True
+
+    def _split_heads(self, x):
+        batch, seq = ops.shape(x)[0], ops.shape(x)[1]
+        return ops.reshape(x, (batch, seq, self.num_heads, self.head_dim))
+
+    def call(self, x, cache=None, cache_update_index=None):
+        """``cache``: (batch, 2, max_len, heads, head_dim) keys/values; returns (out, cache)."""
+        start = 0 if cache_update_index is None else cache_update_index
+        q = self._split_heads(self.query(x))
+        k = self._split_heads(self.key(x))
+        v = self._split_heads(self.value(x))
+        if self.rotary is not None:
+            q = self.rotary(q, start_index=start)
+            k = self.rotary(k, start_index=start)
+        if cache is None:
+            out = ops.dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k_cache = ops.slice_update(cache[:, 0], (0, start, 0, 0), ops.cast(k, cache.dtype))
+            v_cache = ops.slice_update(cache[:, 1], (0, start, 0, 0), ops.cast(v, cache.dtype))
+            cache = ops.stack((k_cache, v_cache), axis=1)
+            # Query i (absolute position start + i) sees cached keys 0 .. start + i.
+            q_pos = ops.arange(ops.shape(q)[1]) + start
+            k_pos = ops.arange(ops.shape(k_cache)[1])
+            mask = ops.expand_dims(k_pos, 0) <= ops.expand_dims(q_pos, 1)
+            mask = mask[None, None, :, :]  # broadcast to (batch, heads, q, k)
+            out = ops.dot_product_attention(
+                q, ops.cast(k_cache, q.dtype), ops.cast(v_cache, q.dtype), mask=mask
+            )
+        batch, seq = ops.shape(out)[0], ops.shape(out)[1]
+        out = self.output_projection(ops.reshape(out, (batch, seq, self.num_heads * self.head_dim)))
+        return out if cache is None else (out, cache)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_heads": self.num_heads,
+            "head_dim": self.head_dim,
+            "use_rope": self.use_rope,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerastrain")
+class FeedForward(layers.Layer):
+    """SwiGLU (``down(silu(gate(x)) * up(x))``) or a plain two-layer MLP."""
+
+    def __init__(self, d_model: int, d_ff: int, use_swiglu: bool, activation: str, **kwargs):
+        super().__init__(**kwargs)
+        self.d_model, self.d_ff = d_model, d_ff
+        self.use_swiglu, self.activation = use_swiglu, activation
+        self.gate = _dense(d_ff, "gate") if use_swiglu else None
+        self.up = _dense(d_ff, "up")
+        self.down = _dense(d_model, "down")
+
+    def build(self, input_shape):
+        if self.gate is not None:
+            self.gate.build(input_shape)
+        self.up.build(input_shape)
+        self.down.build(tuple(input_shape[:-1]) + (self.d_ff,))
+        self.built = True
+
+    def call(self, x):
+        if self.gate is not None:
+            hidden = ops.silu(self.gate(x)) * self.up(x)
+        else:
+            hidden = keras.activations.get(self.activation)(self.up(x))
+        return self.down(hidden)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "d_model": self.d_model,
+            "d_ff": self.d_ff,
+            "use_swiglu": self.use_swiglu,
+            "activation": self.activation,
+        }
+
+
+@keras.saving.register_keras_serializable(package="kerastrain")
+class TransformerBlock(layers.Layer):
+    """Pre-norm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``, with residual dropout."""
+
+    def __init__(self, cfg_dict: dict, **kwargs):
+        super().__init__(**kwargs)
+        cfg = ModelConfig.from_dict(cfg_dict)
+        self.cfg_dict = cfg.to_dict()
+        self.attention_norm = _norm(cfg, "attention_norm")
+        self.attention = CausalSelfAttention(
+            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, name="attention"
+        )
+        self.attention_dropout = layers.Dropout(cfg.dropout_rate, name="attention_dropout")
+        self.mlp_norm = _norm(cfg, "mlp_norm")
+        self.mlp = FeedForward(
+            cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation, name="mlp"
+        )
+        self.mlp_dropout = layers.Dropout(cfg.dropout_rate, name="mlp_dropout")
+
+    def build(self, input_shape):
+        self.attention_norm.build(input_shape)
+        self.attention.build(input_shape)
+        self.mlp_norm.build(input_shape)
+        self.mlp.build(input_shape)
+        self.built = True
+
+    def call(self, x, cache=None, cache_update_index=None, training=None):
+        h = self.attention_norm(x)
+        if cache is None:
+            attn = self.attention(h)
+        else:
+            attn, cache = self.attention(h, cache=cache, cache_update_index=cache_update_index)
+        x = x + self.attention_dropout(attn, training=training)
+        x = x + self.mlp_dropout(self.mlp(self.mlp_norm(x)), training=training)
+        return x if cache is None else (x, cache)
+
+    def get_config(self):
+        return {**super().get_config(), "cfg_dict": self.cfg_dict}
+
+
+class GPT(keras.Model):
+    """The GPT as a functional model that also exposes its layers for cached decoding.
+
+    Attributes used by :mod:`kerastrain.model.causal_lm`: ``token_embedding`` (a tied
+    ``ReversibleEmbedding``), ``position_embedding`` (or None with RoPE), ``blocks``,
+    ``final_norm``, ``config`` (the :class:`ModelConfig`).
+    """
+
+    def __init__(self, cfg: ModelConfig, name: str = "gpt", **kwargs):
+        cfg.validate()
+        token_embedding = layers.ReversibleEmbedding(
+            cfg.vocab_size,
+            cfg.d_model,
+            tie_weights=cfg.tie_embeddings,
+            embeddings_initializer=keras.initializers.RandomNormal(stddev=0.02),
+            reverse_dtype="float32",  # logits and softmax stay float32 under mixed precision
+            name="token_embedding",
+        )
+        position_embedding = None
+        if not cfg.use_rope:
+            import keras_hub
+
+            position_embedding = keras_hub.layers.PositionEmbedding(
+                cfg.seq_len,
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+                name="position_embedding",
+            )
+        embedding_dropout = layers.Dropout(cfg.dropout_rate, name="embedding_dropout")
+        blocks = [TransformerBlock(cfg.to_dict(), name=f"block_{i}") for i in range(cfg.num_layers)]
+        final_norm = _norm(cfg, "final_norm")
+        # A float32 identity so the model's output dtype is float32 whatever the policy.
+        logits_layer = layers.Activation("linear", dtype="float32", name="logits")
+
+        token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
+        x = token_embedding(token_ids)
+        if position_embedding is not None:
+            x = x + position_embedding(x)
+        x = embedding_dropout(x)
+        for block in blocks:
+            x = block(x)
+        x = final_norm(x)
+        logits = logits_layer(token_embedding(x, reverse=True))
+        super().__init__(inputs=token_ids, outputs=logits, name=name, **kwargs)
+
+        self.config = cfg
+        self.token_embedding = token_embedding
+        self.position_embedding = position_embedding
+        self.embedding_dropout = embedding_dropout
+        self.blocks = blocks
+        self.final_norm = final_norm
+        self.logits_layer = logits_layer
+
+
+def build_model(cfg: ModelConfig) -> keras.Model:
+    """Build the GPT described by ``cfg`` (built, not compiled).
+
+    LoRA is *not* applied here even when ``cfg.use_lora`` is set: the caller first restores base
+    weights (``--init-from``) into the plain model, then calls :func:`apply_lora`. Call
+    :func:`apply_precision` before this: the dtype policy is read when layers are created.
+    """
+    return GPT(cfg)
+
+
+def apply_precision(cfg: ModelConfig) -> str:
+    """Set the global Keras dtype policy from ``cfg.mixed_precision``; returns the policy name.
+
+    ``mixed_bfloat16`` keeps variables in float32 and computes in bfloat16; the model casts its
+    logits to float32 itself.
+    """
+    policy = "mixed_bfloat16" if cfg.mixed_precision else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    return policy

@@ -1,0 +1,83 @@
+"""``kerastrain.load(path) -> (model, tokenizer)``: a trained model ready for inference.
+
+``path`` is a run's output directory (weights from ``final_checkpoint/``) or one checkpoint
+directory inside it (``checkpoint_step_N/``, ``best_checkpoint/`` ...). The model configuration
+comes from ``model_config.json`` and the tokenizer from ``tokenizer.json``: the checkpoint's own
+copies when it has them, else the output directory's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kerastrain.config import ModelConfig
+from kerastrain.errors import CheckpointError
+
+WEIGHTS_FILE = "model.weights.h5"
+FINAL_CHECKPOINT = "final_checkpoint"
+
+
+def _find(path: Path) -> tuple[Path, Path]:
+    """(output_dir, checkpoint_dir) for an output directory or a checkpoint directory."""
+    if (path / WEIGHTS_FILE).is_file():
+        return path.parent, path
+    if (path / FINAL_CHECKPOINT / WEIGHTS_FILE).is_file():
+        return path, path / FINAL_CHECKPOINT
+    raise CheckpointError(
+        f"{path} holds no {WEIGHTS_FILE} nor {FINAL_CHECKPOINT}/{WEIGHTS_FILE}; pass a run's "
+        "output directory after training finished, or one of its checkpoint directories"
+    )
+
+
+def read_model_config(output_dir: Path, checkpoint: Path) -> ModelConfig:
+    """The model configuration the checkpoint was trained with."""
+    # A checkpoint's own copy first: checkpoints are self-contained and may have been moved.
+    for candidate in (checkpoint / "model_config.json", output_dir / "model_config.json"):
+        if candidate.is_file():
+            return ModelConfig.load(candidate)
+    run_config = checkpoint / "run_config.json"
+    if run_config.is_file():
+        return ModelConfig.from_dict(json.loads(run_config.read_text()).get("model", {}))
+    raise CheckpointError(f"no model_config.json in {output_dir} (nor run_config.json in {checkpoint})")
+
+
+def _tokenizer_path(output_dir: Path, checkpoint: Path) -> Path:
+    for candidate in (checkpoint / "tokenizer.json", output_dir / "tokenizer.json"):
+        if candidate.is_file():
+            return candidate
+    run_config = checkpoint / "run_config.json"
+    if run_config.is_file():
+        configured = json.loads(run_config.read_text()).get("tokenizer", {}).get("path")
+        if configured and Path(configured).is_file():
+            return Path(configured)
+    raise CheckpointError(f"no tokenizer.json in {output_dir}; the model cannot read text without it")
+
+
+def load(path: str | Path, *, with_tokenizer: bool = True):
+    """Build the model from its configuration, restore verified weights; returns (model, tokenizer).
+
+    The model is built without LoRA (checkpoints hold LoRA kernels merged) and in float32, whatever
+    the global dtype policy was, so inference does not depend on the training precision.
+    """
+    import keras
+
+    from kerastrain.model.gpt import build_model
+    from kerastrain.model.weights import load_weights_verified
+
+    output_dir, checkpoint = _find(Path(path))
+    cfg = read_model_config(output_dir, checkpoint)
+    cfg.use_lora = False
+    tokenizer = None
+    if with_tokenizer:
+        from kerastrain.data.tokenizer import load_tokenizer
+
+        tokenizer = load_tokenizer(_tokenizer_path(output_dir, checkpoint))
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = build_model(cfg)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    load_weights_verified(model, checkpoint / WEIGHTS_FILE)
+    return model, tokenizer

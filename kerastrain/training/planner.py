@@ -1,0 +1,172 @@
+"""Memory planner: bytes a training run needs per device, and the largest batch that fits.
+
+The estimate follows what the jitted training step (``kerastrain.training.loop``) keeps alive at its
+peak: float32 weights, AdamW's two float32 moments, float32 gradients, a gradient accumulator
+when ``--gradient-accumulation-steps`` > 1, and the activations autodiff saves for the backward
+pass (no rematerialization). Activation terms are counted per token per layer from the model's
+shapes; ``tests/test_planner.py`` checks the total against XLA's own figure for compiled steps.
+No keras import here: ``kerastrain plan`` and ``kerastrain presets`` stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from kerastrain.config import ModelConfig, RunConfig
+from kerastrain.model.presets import count_lora_parameters, count_parameters
+
+GIB = 1024**3
+
+
+@dataclass
+class MemoryPlan:
+    """Bytes per device, by component."""
+
+    parameters: int
+    trainable_parameters: int
+    weights: int
+    optimizer: int
+    gradients: int
+    accumulator: int
+    activations: int
+    batch_per_device: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.optimizer + self.gradients + self.accumulator + self.activations
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "total": self.total}
+
+
+def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int | None = None) -> int:
+    """Activations saved for the backward pass of one micro-batch (plus the loss's logits).
+
+    Per layer and token, in compute-dtype elements: norm inputs/outputs, the residual stream,
+    query/key/value before and after RoPE, attention output and output projection (about 12 d),
+    the MLP's hidden tensors (gate, up, activation, product: 4 d_ff; 3 without SwiGLU); the
+    attention matrices (heads x seq_len, float32, three copies: scores, probabilities and their
+    gradient; XLA attention without flash attention materializes them); float32 dropout masks on
+    the four residual-path tensors. Per token outside the layers: embeddings and final norm
+    (5 d) and four float32 copies of the logits (logits, softmax, log-softmax, gradient).
+    The coefficients were checked against XLA's buffer assignment for the compiled step
+    (``measure_training_memory``); on CPU XLA computes bfloat16 in float32, so the mixed
+    precision saving shows on accelerators only.
+    """
+    t = seq_len or cfg.seq_len
+    d, ff, h = cfg.d_model, cfg.d_ff, cfg.num_heads
+    elem = 2 if cfg.mixed_precision else 4
+    hidden = 12 * d + (4 if cfg.use_swiglu else 3) * ff
+    attention = 3 * h * t * 4
+    dropout = 4 * d * 4 if cfg.dropout_rate > 0 else 0
+    per_token_layer = hidden * elem + attention + dropout
+    tokens = batch * t
+    layers = cfg.num_layers * tokens * per_token_layer
+    logits = 4 * tokens * cfg.vocab_size * 4
+    embeddings = 5 * tokens * d * elem
+    return int(layers + logits + embeddings)
+
+
+def plan_memory(cfg: RunConfig, num_devices: int = 1, batch_size: int | None = None) -> MemoryPlan:
+    """Bytes per device for ``cfg`` under data parallelism over ``num_devices`` devices."""
+    model = cfg.model
+    params = count_parameters(model)
+    trainable = count_lora_parameters(model) if model.use_lora else params
+    total_params = params + (trainable if model.use_lora else 0)
+    batch = batch_size if batch_size is not None else cfg.train.batch_size
+    per_device = max(1, -(-batch // num_devices))
+    accumulate = cfg.train.gradient_accumulation_steps > 1
+    return MemoryPlan(
+        parameters=total_params,
+        trainable_parameters=trainable,
+        weights=4 * total_params,  # float32 variables, also under mixed_bfloat16
+        optimizer=8 * trainable,  # AdamW m and v in float32
+        gradients=4 * trainable,
+        accumulator=4 * trainable if accumulate else 0,
+        activations=activation_bytes(model, per_device),
+        batch_per_device=per_device,
+    )
+
+
+def estimate_training_memory(cfg: RunConfig, num_devices: int = 1) -> int:
+    """Total bytes per device (see :func:`plan_memory`)."""
+    return plan_memory(cfg, num_devices).total
+
+
+def largest_batch(cfg: RunConfig, memory_bytes: int, num_devices: int = 1) -> int:
+    """The largest global batch whose estimate fits ``memory_bytes`` per device (0 if none)."""
+    fixed = plan_memory(cfg, num_devices, batch_size=num_devices)
+    if fixed.total > memory_bytes:
+        return 0
+    per_sample = activation_bytes(cfg.model, 1)
+    static = fixed.total - fixed.activations
+    per_device = (memory_bytes - static) // max(1, per_sample)
+    # activation_bytes is linear in batch, so this is exact up to rounding.
+    while per_device > 0 and plan_memory(cfg, 1, batch_size=per_device).total > memory_bytes:
+        per_device -= 1
+    return int(per_device) * num_devices
+
+
+def format_bytes(n: int) -> str:
+    for unit, size in (("GiB", GIB), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n} B"
+
+
+def measure_training_memory(cfg: RunConfig, run_step: bool = False) -> dict:
+    """Measured bytes of one real training step of ``cfg`` on the default device.
+
+    Compiles the trainer's own jitted step (``kerastrain.training.loop.make_steps``) and reads XLA's
+    buffer assignment: arguments (weights, optimizer state, batch) + outputs + temporaries
+    - aliased (donated) buffers. With ``run_step`` it also runs the step and reports the
+    process's resident memory growth (``rss_growth``) as a second, noisier measure.
+    """
+    import os
+
+    import jax
+    import keras
+    import keras_hub  # noqa: F401  (imported by the model; its memory is not the step's)
+    import numpy as np
+
+    from kerastrain.model.gpt import apply_lora, apply_precision, build_model
+    from kerastrain.training.loop import make_steps
+    from kerastrain.training.optimizer import make_optimizer
+
+    def rss() -> int:
+        with open(f"/proc/{os.getpid()}/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    start_rss = rss()  # after the imports: their memory is not the step's
+    apply_precision(cfg.model)
+    try:
+        model = build_model(cfg.model)
+        if cfg.model.use_lora:
+            apply_lora(model, cfg.model.lora_rank)
+        optimizer = make_optimizer(cfg, cfg.train.learning_rate, model)
+        train_step, _ = make_steps(model, optimizer)
+        batch = cfg.train.batch_size
+        x = np.zeros((batch, cfg.model.seq_len), "int32")
+        state = (
+            [v.value for v in model.trainable_variables],
+            [v.value for v in model.non_trainable_variables],
+            [v.value for v in optimizer.variables],
+        )
+        compiled = train_step.lower(state, x, x).compile()
+        stats = compiled.memory_analysis()
+        result = {
+            "arguments": int(stats.argument_size_in_bytes),
+            "outputs": int(stats.output_size_in_bytes),
+            "temporaries": int(stats.temp_size_in_bytes),
+            "aliased": int(stats.alias_size_in_bytes),
+        }
+        result["peak"] = (
+            result["arguments"] + result["outputs"] + result["temporaries"] - result["aliased"]
+        )
+        if run_step:
+            loss, state = compiled(state, x, x)
+            jax.block_until_ready(loss)
+            result["rss_growth"] = rss() - start_rss
+        return result
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,285 @@
+"""``kerastrain run`` end to end: output directory, resume, data, model, optimizer, loop."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from pathlib import Path
+
+from kerastrain.config import RunConfig
+from kerastrain.errors import CheckpointError, ConfigError, UserError
+from kerastrain.training.optimizer import make_optimizer, make_schedule
+
+# What an output directory holds that --overwrite clears (the tokenizer is kept and reused).
+RUN_ARTIFACTS = ("metrics.jsonl", "tensorboard", "final_checkpoint", "best_checkpoint")
+
+
+def check_output_dir(path: Path) -> None:
+    """Fail early, before anything is written, when the output directory is unusable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{id(path)}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(
+            f"cannot write to output directory {path} ({exc.strerror or exc}); "
+            "choose another --output-dir"
+        ) from exc
+
+
+def estimate_total_steps(config: RunConfig, train_docs, tokenizer) -> tuple[int | None, str]:
+    """Optimizer updates the run will make: ``--max-steps`` or epochs × estimated data size."""
+    t = config.train
+    if t.max_steps:
+        return t.max_steps, f"{t.max_steps} steps (--max-steps)"
+    try:
+        n_docs = len(train_docs)
+    except TypeError:
+        n_docs = None
+    if config.data.max_train_examples:
+        n_docs = min(n_docs or config.data.max_train_examples, config.data.max_train_examples)
+    if n_docs is None:
+        raise ConfigError(
+            "the training stream's length is unknown; pass --max-steps (or --max-train-examples) "
+            "so the learning-rate schedule knows how long the run is"
+        )
+    sample = list(itertools.islice(train_docs.iter_from(0), min(n_docs, 500)))
+    tokens_per_doc = sum(len(ids) + 1 for ids in tokenizer.encode_batch(sample)) / max(1, len(sample))
+    stride = config.data.stride or config.model.seq_len
+    per_update = t.batch_size * stride * t.gradient_accumulation_steps
+    per_epoch = max(1, int(n_docs * tokens_per_doc / per_update))
+    return per_epoch * t.epochs, (
+        f"{per_epoch * t.epochs} steps ({t.epochs} epochs of ~{per_epoch} steps, "
+        f"~{n_docs * tokens_per_doc:,.0f} tokens per epoch)"
+    )
+
+
+FIT_MARGIN = 1.25  # refuse only what clearly cannot fit: the estimate is within ~25%
+
+
+def device_memory_bytes() -> tuple[int | None, str]:
+    """Memory of the first accelerator (its allocator's limit), or the host's available RAM."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform != "cpu":
+        stats = device.memory_stats() or {}
+        if stats.get("bytes_limit"):
+            return int(stats["bytes_limit"]), f"{device.device_kind} memory"
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "available host memory"
+    except OSError:
+        pass
+    return None, ""
+
+
+def check_memory_fits(config: RunConfig) -> None:
+    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device."""
+    from kerastrain.training.planner import estimate_training_memory, format_bytes, largest_batch
+
+    available, what = device_memory_bytes()
+    if available is None:
+        return
+    import jax
+
+    devices = jax.device_count()
+    need = estimate_training_memory(config, devices)
+    if need > FIT_MARGIN * available:
+        best = largest_batch(config, available, devices)
+        advice = (f"--batch-size {best} fits" if best else
+                  "no batch size fits: choose a smaller preset or --seq-len")
+        raise ConfigError(
+            f"this run needs about {format_bytes(need)} per device but the {what} is "
+            f"{format_bytes(available)}; {advice} (see `kerastrain plan` with the same options), "
+            "or use --gradient-accumulation-steps / --use-mixed-precision"
+        )
+
+
+def find_resume_point(config: RunConfig, output_dir: Path, say):
+    """The checkpoint to continue from, or None to start fresh."""
+    from kerastrain.training.checkpoint import newest_checkpoint
+
+    source = config.output.resume_from
+    if source:
+        if "://" in source:
+            from kerastrain.storage.remote import fetch_checkpoint
+
+            say(f"Downloading checkpoint {source} ...")
+            return fetch_checkpoint(source, output_dir / ".downloaded", config.cloud)
+        path = Path(source)
+        if not path.is_dir():
+            raise CheckpointError(f"--resume-from {source}: no such checkpoint directory")
+        return path
+    if config.output.overwrite:
+        return None
+    found = newest_checkpoint(output_dir)
+    if found:
+        say(f"Resuming from {found.path} (step {found.step}); pass --overwrite to start fresh")
+        return found.path
+    return None
+
+
+def adopt_checkpoint_tokenizer(config: RunConfig, checkpoint: Path, output_dir: Path, say) -> None:
+    """Resuming in a new output directory: take the tokenizer the checkpoint was trained with."""
+    from kerastrain.training.checkpoint import TOKENIZER_FILE
+
+    source = checkpoint / TOKENIZER_FILE
+    target = Path(config.tokenizer.path) if config.tokenizer.path else output_dir / TOKENIZER_FILE
+    if source.exists() and not target.exists() and not config.tokenizer.retrain:
+        shutil.copyfile(source, target)
+        say(f"Tokenizer: taken from the checkpoint {checkpoint}")
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    for name in RUN_ARTIFACTS:
+        p = output_dir / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    for p in output_dir.glob("checkpoint_step_*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def truncate_metrics(output_dir: Path, step: int) -> None:
+    """Drop metrics logged after the checkpoint we resume from: those steps run again."""
+    path = output_dir / "metrics.jsonl"
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step
+            and json.loads(line).get("kind") != "summary"]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> dict:
+    """Train as configured; returns the summary (steps, losses, checkpoint path)."""
+    from kerastrain.data.preparation import check_vocab, open_documents, prepare_tokenizer
+    from kerastrain.plugins import get_plugin_manager
+
+    def say(msg: str) -> None:
+        console.print(msg, highlight=False)
+
+    config.validate()
+    output_dir = Path(config.output.output_dir)
+    check_output_dir(output_dir)
+    hooks = get_plugin_manager().hook
+    if config.cloud.provider:  # refuse an unknown provider before any work is done
+        from kerastrain.storage.backends import backend_class, remote_root
+
+        backend_class(remote_root(config.cloud).scheme)
+
+    train_docs, val_docs, what = open_documents(config)
+    say(f"Data: {what}")
+    resume = find_resume_point(config, output_dir, say)
+    if resume is None and config.output.overwrite:
+        clear_previous_run(output_dir)
+    if resume is not None:
+        adopt_checkpoint_tokenizer(config, resume, output_dir, say)
+    tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
+    check_vocab(config, tokenizer, explicit_vocab)
+    total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer)
+    check_memory_fits(config)
+
+    import keras
+
+    from kerastrain.data.pipeline import PipelineState, StreamingTextPipeline
+    from kerastrain.model.gpt import apply_precision, build_model
+    from kerastrain.training.loop import Trainer, TrainingRun
+
+    apply_precision(config.model)
+    keras.utils.set_random_seed(config.train.seed)
+    model = build_model(config.model)
+    if config.train.init_from and resume is None:
+        from kerastrain.training.checkpoint import restore_model
+
+        restore_model(model, Path(config.train.init_from), rng=False)
+        say(f"Initialized weights from {config.train.init_from}")
+    if config.model.use_lora:
+        from kerastrain.model.gpt import apply_lora
+
+        apply_lora(model, config.model.lora_rank)
+    schedule, warmup = make_schedule(config, total_steps)
+    optimizer = make_optimizer(config, schedule, model)
+
+    start_step, best_val, pipeline_state = 0, None, PipelineState()
+    if resume is not None:
+        from kerastrain.training.checkpoint import PIPELINE_FILE, restore_model, restore_optimizer
+
+        state = restore_model(model, resume)
+        restore_optimizer(optimizer, resume, state)
+        start_step, best_val = int(state["step"]), state.get("best_val_loss")
+        if (resume / PIPELINE_FILE).exists():
+            pipeline_state = PipelineState.load(resume / PIPELINE_FILE)
+        truncate_metrics(output_dir, start_step)
+        if start_step >= total_steps:
+            say(f"Training is already complete at step {start_step} of {total_steps}; pass "
+                "--overwrite to start again, or raise --epochs / --max-steps to continue")
+            return {"steps": start_step, "reason": "already complete", "checkpoint": str(resume)}
+
+    config.model.save(output_dir / "model_config.json")
+    config.save(output_dir / "run_config.json")
+
+    d, t = config.data, config.train
+    train_pipeline = StreamingTextPipeline(
+        train_docs, tokenizer, seq_len=config.model.seq_len, batch_size=t.batch_size,
+        stride=d.stride, shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
+        max_documents=d.max_train_examples, epochs=None if t.max_steps else t.epochs,
+    )
+    train_pipeline.restore(pipeline_state)
+
+    def val_batches():
+        return StreamingTextPipeline(
+            val_docs, tokenizer, seq_len=config.model.seq_len, batch_size=t.batch_size,
+            shuffle_buffer_size=1, max_documents=d.max_val_examples, epochs=1,
+            drop_remainder=False,
+        )
+
+    run = TrainingRun(config=config, output_dir=output_dir, console=console, model=model,
+                      tokenizer=tokenizer, step=start_step, total_steps=total_steps)
+    params = model.count_params()
+    say(f"Model: {params:,} parameters ({config.preset or 'custom'}), vocab "
+        f"{config.model.vocab_size}, seq_len {config.model.seq_len}; training for {steps_note}, "
+        f"warm-up {warmup}")
+    trainer = Trainer(run, model, optimizer, schedule, train_pipeline,
+                      val_batches if val_docs is not None else None, hooks,
+                      start_step=start_step, best_val=best_val)
+    hooks.on_train_start(run=run)
+    summary: dict = {}
+    try:
+        with make_progress(console) as progress:
+            summary = trainer.fit(progress)
+    finally:
+        hooks.on_train_end(run=run, logs=summary)
+    return summary
+
+
+def make_progress(console):
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("[bold]step"),
+        MofNCompleteColumn(),
+        BarColumn(),
+        TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]:.4f}  "
+                   "lr {task.fields[lr]:.2e}  "
+                   "{task.fields[tps]:,.0f} tok/s"),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )

@@ -1,0 +1,146 @@
+"""`kerastrain run` end to end on tiny models: real data, real steps, real files."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY, kerastrain
+
+TOY = str(Path(__file__).parent.parent / "toy_plugin")
+
+
+def metrics(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_default_corpus_run_trains_and_writes_output_dir(tmp_path):
+    out = tmp_path / "out"
+    proc = kerastrain("run", "--output-dir", str(out), *TINY, "--tokenizer", "bpe",
+                      "--vocab-size", "400", "--tokenizer-train-examples", "300",
+                      "--max-steps", "40", "--log-every", "5", "--eval-every", "20",
+                      "--save-every", "20")
+    assert proc.returncode == 0, proc.stderr
+    assert "embedded default corpus" in proc.stdout
+    for name in ("tokenizer.json", "model_config.json", "run_config.json", "metrics.jsonl",
+                 "final_checkpoint/manifest.json", "best_checkpoint/manifest.json",
+                 "checkpoint_step_20/manifest.json"):
+        assert (out / name).exists(), name
+    train = [m for m in metrics(out) if m["kind"] == "train"]
+    assert train[-1]["loss"] < train[0]["loss"] - 0.5
+    assert json.loads((out / "model_config.json").read_text())["vocab_size"] <= 400
+    assert list((out / "tensorboard").iterdir())
+    # The same command again resumes (here: finds the run complete) and says so.
+    again = kerastrain("run", "--output-dir", str(out), *TINY, "--tokenizer", "bpe",
+                       "--vocab-size", "400", "--max-steps", "40")
+    assert again.returncode == 0, again.stderr
+    assert "Resuming from" in again.stdout and "already complete" in again.stdout
+    assert "reusing" in again.stdout
+
+
+def test_third_party_plugin_distribution_is_used(tmp_path):
+    env = {"PYTHONPATH": TOY + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    listed = json.loads(kerastrain("plugins", "--json", env=env).stdout)
+    toy = next(r for r in listed if r["name"] == "toy")
+    assert toy["distribution"] == "kerastrain-toy" and toy["version"] == "0.1.0"
+    assert toy["registers"] == ["data source:toy"]
+    assert kerastrain("toy-hello", env=env).stdout.strip() == "hello from kerastrain-toy"
+    out = tmp_path / "out"
+    proc = kerastrain("run", "--output-dir", str(out), *TINY, "--dataset-id", "toy:300",
+                      "--max-steps", "6", "--log-every", "2", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "source 'toy'" in proc.stdout
+    # Restricted away, the source is gone and the error says which sources exist.
+    env["KERASTRAIN_LOAD_PLUGINS"] = ""
+    refused = kerastrain("run", "--output-dir", str(tmp_path / "o2"), *TINY, "--dataset-id",
+                         "toy:300", env=env)
+    assert refused.returncode == 2
+
+
+def test_duplicate_names_are_an_error_naming_both_plugins(kerastrain_plugin):
+    from kerastrain.errors import PluginError
+    from kerastrain.hookspecs import hookimpl
+    from kerastrain.plugins import data_sources
+
+    class Clash:
+        @hookimpl
+        def register_data_sources(self, register):
+            from kerastrain.data.corpus import DefaultCorpusSource
+
+            register(DefaultCorpusSource())
+
+    kerastrain_plugin(Clash(), name="clashing-plugin")
+    with pytest.raises(PluginError, match="kerastrain.data.corpus.*clashing-plugin"):
+        data_sources()
+
+
+def test_misspelt_hook_is_an_error(kerastrain_plugin):
+    from pluggy import PluginValidationError
+
+    from kerastrain.hookspecs import hookimpl
+
+    class Typo:
+        @hookimpl
+        def register_data_source(self, register):  # missing "s"
+            pass
+
+    with pytest.raises(PluginValidationError):
+        kerastrain_plugin(Typo(), name="typo-plugin")
+
+
+def test_fixture_unregisters_after_the_test():
+    from kerastrain.plugins import get_plugin_manager
+
+    names = [name for name, _ in get_plugin_manager().list_name_plugin()]
+    assert "clashing-plugin" not in names and "typo-plugin" not in names
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_saves_a_checkpoint_and_the_same_command_resumes(tmp_path, sig):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "kerastrain", "run", "--output-dir", str(out), *TINY,
+            "--max-steps", "100000", "--max-train-examples", "5000", "--log-every", "5",
+            "--save-every", "100000"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if (out / "metrics.jsonl").exists() and "step" in (out / "metrics.jsonl").read_text():
+            break
+        time.sleep(0.5)
+    proc.send_signal(sig)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stderr
+    assert "Traceback" not in stderr
+    assert "checkpoint saved" in stdout
+    saved = list(out.glob("checkpoint_step_*"))
+    assert len(saved) == 1 and (saved[0] / "manifest.json").exists()
+    step = int(saved[0].name.rsplit("_", 1)[1])
+    resumed = kerastrain("run", "--output-dir", str(out), *TINY, "--max-steps", str(step + 4),
+                         "--max-train-examples", "5000", "--log-every", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resuming from {saved[0]}" in resumed.stdout.replace("\n", "")
+
+
+def test_auto_vocab_size_picks_and_reports_a_size(tmp_path):
+    from tests.helpers import invoke
+
+    out = tmp_path / "out"
+    args = [a for a in TINY]
+    args[args.index("bytes")] = "bpe"
+    result = invoke("run", "--output-dir", str(out), *args, "--auto-vocab-size",
+                    "--min-vocab-size", "300", "--max-vocab-size", "1200",
+                    "--tokenizer-train-examples", "400", "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    vocab = json.loads((out / "model_config.json").read_text())["vocab_size"]
+    assert 300 <= vocab <= 1200
+    assert str(vocab) in result.output and "chars/token" in result.output.replace("\n", "")
+    # A reused tokenizer that contradicts --vocab-size is a clear error.
+    clash = invoke("run", "--output-dir", str(out), *args, "--vocab-size", str(vocab + 7),
+                   "--max-steps", "3")
+    assert clash.exit_code == 2 and "disagrees with the tokenizer" in clash.output

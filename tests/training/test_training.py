@@ -1,0 +1,168 @@
+"""The training loop: accumulation, kill -9 resume, non-finite loss, keep-last, plot."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import TINY, invoke, kerastrain
+
+TOY = str(Path(__file__).parent.parent / "toy_plugin")
+
+
+def _metrics(out: Path, kind="train") -> list[dict]:
+    return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+            if r["kind"] == kind]
+
+
+def _weights(checkpoint: Path) -> list[np.ndarray]:
+    import h5py
+
+    arrays = []
+    with h5py.File(checkpoint / "model.weights.h5") as f:
+        f.visititems(lambda name, obj: arrays.append((name, obj[()]))
+                     if hasattr(obj, "shape") else None)
+    return [a for _, a in sorted(arrays, key=lambda x: x[0])]
+
+
+def test_accumulation_matches_a_large_batch():
+    import keras
+
+    from kerastrain.config import ModelConfig, RunConfig
+    from kerastrain.model.gpt import build_model
+    from kerastrain.training.loop import initial_state, make_steps
+    from kerastrain.training.optimizer import make_optimizer
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 64, size=(32, 16)).astype("int32")
+    y = rng.integers(0, 64, size=(32, 16)).astype("int32")
+    results = []
+    for batch, accum in ((32, 1), (8, 4)):
+        keras.utils.set_random_seed(3)
+        cfg = RunConfig(model=ModelConfig(vocab_size=64, seq_len=16, d_model=32, num_layers=2,
+                                          num_heads=2, d_ff=64, dropout_rate=0.0))
+        cfg.train.gradient_accumulation_steps = accum
+        model = build_model(cfg.model)
+        opt = make_optimizer(cfg, 1e-2, model)
+        train_step, _ = make_steps(model, opt)
+        state = initial_state(model, opt)
+        for i in range(0, 32, batch):
+            _, state = train_step(state, x[i:i + batch], y[i:i + batch])
+        results.append([np.asarray(v) for v in state[0]])
+    changed = any(not np.allclose(a, b) for a, b in zip(results[0], results[0][::-1], strict=True))
+    assert changed
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(tmp_path):
+    args = [*TINY, "--dropout-rate", "0.1", "--max-steps", "40", "--save-every", "10",
+            "--log-every", "1", "--eval-every", "1000", "--shuffle-buffer-size", "50"]
+    a = tmp_path / "a"
+    assert kerastrain("run", "--output-dir", str(a), *args).returncode == 0
+    b = tmp_path / "b"
+    env = dict(os.environ, PYTHONPATH=TOY, KERASTRAIN_TOY_STEP_DELAY="0.15")
+    proc = subprocess.Popen([sys.executable, "-m", "kerastrain", "run", "--output-dir", str(b),
+                             *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if (b / "metrics.jsonl").exists() and any(
+                r["step"] >= 24 for r in _metrics(b)):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    killed_at = max(r["step"] for r in _metrics(b))
+    assert 24 <= killed_at < 30, killed_at  # between the checkpoints at 20 and 30
+    assert not (b / "checkpoint_step_30").exists() and not (b / "final_checkpoint").exists()
+    resumed = kerastrain("run", "--output-dir", str(b), *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "checkpoint_step_20" in resumed.stdout.replace("\n", "")
+    for wa, wb in zip(_weights(a / "final_checkpoint"), _weights(b / "final_checkpoint"),
+                      strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+    losses_a = {r["step"]: r["loss"] for r in _metrics(a)}
+    losses_b = {r["step"]: r["loss"] for r in _metrics(b)}
+    assert sorted(losses_b) == list(range(1, 41))  # steps after the checkpoint logged once
+    for step in range(21, 41):
+        assert losses_a[step] == pytest.approx(losses_b[step], rel=1e-6), step
+
+
+def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, kerastrain_plugin):
+    from kerastrain.hookspecs import hookimpl
+
+    out = tmp_path / "out"
+    base = [*TINY, "--output-dir", str(out), "--save-every", "5", "--log-every", "1"]
+    assert invoke("run", *base, "--max-steps", "5").exit_code == 0
+
+    class Poison:
+        @hookimpl
+        def on_train_start(self, run):
+            weights = run.model.trainable_weights[0]
+            weights.assign(np.full(weights.shape, np.nan, dtype="float32"))
+
+    kerastrain_plugin(Poison(), name="poison")
+    result = invoke("run", *base, "--max-steps", "10")
+    assert result.exit_code == 1
+    assert "loss became nan at step 6" in result.output
+    assert (out / "final_checkpoint" / "manifest.json").exists()
+    assert not (out / "checkpoint_step_10").exists()
+
+
+def test_keep_last_and_plot(tmp_path):
+    out = tmp_path / "out"
+    result = invoke("run", *TINY, "--output-dir", str(out), "--max-steps", "12",
+                    "--save-every", "2", "--keep-last", "2", "--log-every", "2",
+                    "--eval-every", "6")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.glob("checkpoint_step_*")) == [
+        "checkpoint_step_10", "checkpoint_step_8"]
+    assert _metrics(out, "eval")
+    plotted = invoke("plot", str(out))
+    assert plotted.exit_code == 0
+    png = out / "training_curves.png"
+    assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 10_000
+
+
+def test_weight_decay_skips_norms_and_biases():
+    from kerastrain.config import ModelConfig, RunConfig
+    from kerastrain.model.gpt import build_model
+    from kerastrain.training.optimizer import make_optimizer
+
+    for rmsnorm in (True, False):
+        cfg = RunConfig(model=ModelConfig(vocab_size=64, seq_len=16, d_model=32, num_layers=1,
+                                          num_heads=2, d_ff=64, use_rmsnorm=rmsnorm))
+        model = build_model(cfg.model)
+        opt = make_optimizer(cfg, 1e-3, model)
+        decayed = {v.path for v in model.trainable_variables if opt._use_weight_decay(v)}
+        assert decayed, "matrices take weight decay"
+        assert all(len(v.shape) >= 2 for v in model.trainable_variables if v.path in decayed)
+        assert any("norm" in v.path for v in model.trainable_variables if v.path not in decayed)
+
+
+@pytest.mark.slow
+def test_lora_fine_tune_from_a_base_run_resumes_and_loads(tmp_path):
+    base, lora = tmp_path / "base", tmp_path / "lora"
+    assert invoke("run", *TINY, "--output-dir", str(base), "--max-steps", "4").exit_code == 0
+    args = [*TINY, "--output-dir", str(lora), "--init-from", str(base / "final_checkpoint"),
+            "--use-lora", "--lora-rank", "2", "--save-every", "2", "--log-every", "1",
+            "--tokenizer-path", str(base / "tokenizer.json")]
+    first = invoke("run", *args, "--max-steps", "4")
+    assert first.exit_code == 0, first.output
+    assert "Initialized weights from" in first.output
+    more = invoke("run", *args, "--max-steps", "6")
+    assert more.exit_code == 0, more.output
+    assert "Resuming from" in more.output
+    assert [r["step"] for r in _metrics(lora)] == [1, 2, 3, 4, 5, 6]
+    import kerastrain
+
+    model, tokenizer = kerastrain.load(lora)
+    assert any("lora" in v.path for v in model.weights) or model.count_params() > 0
+    assert tokenizer.vocab_size == 257
