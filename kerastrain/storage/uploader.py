@@ -57,6 +57,14 @@ class UploadJob:
     uploaded: set[str] = field(default_factory=set)  # files this process has sent already
 
 
+def not_uploaded_reason(job: UploadJob, timeout: float | None) -> str:
+    """``LOCAL → REMOTE (why)``: what ``finish`` prints after "Not uploaded:" for ``job``."""
+    why = job.error or f"still {job.state} when the {timeout:g} s upload timeout ran out"
+    if job.error is None and timeout is None:
+        why = f"still {job.state}"
+    return f"{job.local_dir} → {job.url} ({why})"
+
+
 class _Permanent(Exception):
     """A failure retrying cannot fix (the local checkpoint is gone or was never complete)."""
 
@@ -198,11 +206,12 @@ class CheckpointUploader:
         self.close()
         failed = self.outstanding()
         for job in failed:
-            why = job.error or f"still {job.state} when the {timeout:g} s upload timeout ran out"
-            if job.error is None and timeout is None:
-                why = f"still {job.state}"
+            # One plain line per checkpoint, never wrapped or cropped (soft_wrap): whatever the
+            # console's width or terminal detection, a user (or a log grep) finds the whole path.
             console.print(
-                f"[red]Not uploaded:[/] {job.local_dir} → {job.url} ({why})", highlight=False
+                f"[red]Not uploaded:[/] {not_uploaded_reason(job, timeout)}",
+                highlight=False,
+                soft_wrap=True,
             )
         if self.jobs and not failed:
             console.print(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 import threading
 import urllib.parse
 from types import SimpleNamespace
@@ -17,7 +18,7 @@ from kerastrain.storage import cloud_sync
 from kerastrain.storage.backends import LocalStorage, backend_for, parse_url
 from kerastrain.storage.manifest import MANIFEST_NAME, read_manifest, verify, write_manifest
 from kerastrain.storage.remote import fetch_checkpoint, list_remote_checkpoints, newest_complete
-from kerastrain.storage.uploader import CheckpointUploader, RetryPolicy
+from kerastrain.storage.uploader import CheckpointUploader, RetryPolicy, not_uploaded_reason
 from tests.storage_servers import AZURITE_ACCOUNT, AZURITE_KEY, PART_SIZE, make_checkpoint
 
 FAST_RETRY = RetryPolicy(total_s=1.5, initial_s=0.2, max_s=0.5)
@@ -129,8 +130,20 @@ def test_failures_are_reported_and_finish_lists_what_did_not_upload(tmp_path):
     assert uploader.pending_dirs() == {folder}
     failed = uploader.finish(timeout=5)
     assert [j.local_dir for j in failed] == [folder]
-    out = uploader.console.file.getvalue()
-    assert f"Not uploaded: {folder}" in out and "TimeoutError: timed out" in out
+    assert failed[0].state == "failed" and failed[0].error == "TimeoutError: timed out"
+    # The printed line is plain text, whole on one line, whatever the console's width or
+    # terminal detection (rich wraps and crops otherwise).
+    line = f"Not uploaded: {not_uploaded_reason(failed[0], 5)}"
+    assert str(folder) in line and "TimeoutError: timed out" in line
+    for console in (uploader.console, Console(file=io.StringIO(), width=40, force_terminal=True)):
+        if console is not uploader.console:
+            again = _uploader(parse_url(str(tmp_path / "bucket")), backend=backend,
+                              on_error=lambda job, msg: None, console=console)
+            again.submit(folder)
+            assert again.wait(timeout=10)
+            again.finish(timeout=5)
+        plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", console.file.getvalue())
+        assert line in plain.splitlines()
 
 
 def test_submit_refuses_an_incomplete_local_checkpoint(tmp_path):
