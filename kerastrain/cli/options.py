@@ -10,6 +10,7 @@ import functools
 
 import click
 
+from kerastrain.cli.config_file import config_file_option
 from kerastrain.config import (
     CloudConfig,
     DataConfig,
@@ -99,7 +100,7 @@ def run_options(f):
         kwargs = dict(kwargs)
         help_text = kwargs.pop("help", "")
         f = click.option(*decls, help=f"[{section}] {help_text}", **kwargs)(f)
-    return f
+    return config_file_option(OPTIONS)(f)
 
 
 def _preset_fields(name: str) -> dict:

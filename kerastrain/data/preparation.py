@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 from kerastrain.config import RunConfig
@@ -78,6 +79,8 @@ def prepare_tokenizer(
     if path.exists() and not tok_cfg.retrain:
         tokenizer = load_tokenizer(path)
         say(f"Tokenizer: reusing {path} (vocab {tokenizer.vocab_size})")
+        if _trained_short_for_this_request(config, tokenizer, Path(output_dir)):
+            config.model.vocab_size = tokenizer.vocab_size  # as when it was trained (below)
     else:
         kind = tokenizer_kind(tok_cfg.kind)
         limit = min(tok_cfg.train_examples, config.data.max_train_examples or tok_cfg.train_examples)
@@ -102,7 +105,25 @@ def prepare_tokenizer(
             f"Tokenizer: trained {kind.name} on {len(texts)} documents, vocab "
             f"{tokenizer.vocab_size}, saved to {path}"
         )
+        if not tok_cfg.auto_vocab_size and tokenizer.vocab_size < tok_cfg.vocab_size:
+            # The data (or the tokenizer kind) cannot fill the size asked: use what it reached.
+            say(f"Tokenizer: the data fills {tokenizer.vocab_size} of the {tok_cfg.vocab_size} "
+                f"tokens asked (--vocab-size); using {tokenizer.vocab_size}, the model follows")
+            config.model.vocab_size = tokenizer.vocab_size
     return tokenizer
+
+
+def _trained_short_for_this_request(config: RunConfig, tokenizer: TextTokenizer,
+                                    output_dir: Path) -> bool:
+    """True when this output directory's previous run asked for the same --vocab-size and
+    trained this very (smaller) tokenizer: resuming with the same command is no contradiction."""
+    try:
+        previous = json.loads((output_dir / "run_config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    asked = previous.get("tokenizer", {}).get("vocab_size")
+    used = previous.get("model", {}).get("vocab_size")
+    return asked == config.tokenizer.vocab_size and used == tokenizer.vocab_size < asked
 
 
 def check_vocab(config: RunConfig, tokenizer: TextTokenizer, explicit_vocab: bool) -> None:

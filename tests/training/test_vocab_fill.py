@@ -1,0 +1,39 @@
+"""A tokenizer the data cannot fill to --vocab-size is used at the size it reached."""
+
+from __future__ import annotations
+
+import json
+
+from tests.helpers import TINY, invoke
+
+SMALL = [a if a != "bytes" else "bpe" for a in TINY]
+
+
+def _corpus(tmp_path):
+    path = tmp_path / "small.txt"
+    path.write_text("".join(f"the cat sat on mat number {i % 7}.\n" for i in range(60)))
+    return str(path)
+
+
+def test_a_small_corpus_trains_at_the_size_it_reaches_and_resumes(tmp_path):
+    out, data = tmp_path / "out", _corpus(tmp_path)
+    args = ["run", "--output-dir", str(out), "--dataset-id", data, *SMALL, "--vocab-size", "500",
+            "--save-every", "2"]
+    first = invoke(*args, "--max-steps", "2")
+    assert first.exit_code == 0, first.output
+    reached = json.loads((out / "model_config.json").read_text())["vocab_size"]
+    assert 257 <= reached < 500
+    text = first.output.replace("\n", "")
+    assert f"the data fills {reached} of the 500 tokens asked" in text
+    assert json.loads((out / "tokenizer.json").read_text())  # saved, reused below
+    # The same command resumes with the tokenizer it trained: no contradiction.
+    resumed = invoke(*args, "--max-steps", "4")
+    assert resumed.exit_code == 0, resumed.output
+    assert "Resuming from" in resumed.output.replace("\n", "")
+    # --retrain-tokenizer (fresh) reaches the same size, with the notice again.
+    retrained = invoke(*args, "--max-steps", "1", "--retrain-tokenizer", "--overwrite")
+    assert retrained.exit_code == 0, retrained.output
+    assert f"fills {reached} of the 500" in retrained.output.replace("\n", "")
+    # Only a reused tokenizer contradicting an explicit, different --vocab-size is an error.
+    clash = invoke(*[a if a != "500" else "450" for a in args], "--max-steps", "6")
+    assert clash.exit_code == 2 and "disagrees with the tokenizer" in clash.output
