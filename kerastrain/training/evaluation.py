@@ -1,0 +1,126 @@
+"""``kerastrain eval``: score a checkpoint on a dataset without training.
+
+The data streams through the same :class:`~kerastrain.data.pipeline.StreamingTextPipeline` as
+training (no shuffling, every window once, the last batch kept), so a dataset of any size is
+scored in constant memory. Without a dataset, the validation data of the run that made the
+checkpoint is scored (its ``run_config.json``), which reproduces that run's ``val_loss``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from kerastrain.config import RunConfig
+from kerastrain.errors import ConfigError
+
+
+@dataclass
+class EvalRequest:
+    """What to score: a checkpoint and, optionally, a dataset other than its run's validation."""
+
+    checkpoint: str
+    dataset_id: str | None = None
+    dataset_config: str | None = None
+    text_column: str | None = None
+    split: str | None = None
+    data_dir: str | None = None
+    max_examples: int | None = None
+    batch_size: int | None = None
+
+
+def run_config_of(checkpoint: Path) -> RunConfig | None:
+    """The configuration of the run that wrote ``checkpoint`` (its own copy first)."""
+    from kerastrain.model.loading import _find
+
+    output_dir, ckpt = _find(checkpoint)
+    for candidate in (ckpt / "run_config.json", output_dir / "run_config.json"):
+        if candidate.is_file():
+            return RunConfig.from_dict(json.loads(candidate.read_text()))
+    return None
+
+
+def _data_config(request: EvalRequest, run: RunConfig | None) -> tuple[object, str]:
+    """(DataConfig for the split to score, the split's name)."""
+    from kerastrain.config import DataConfig
+
+    if request.dataset_id is None:
+        if run is None:
+            raise ConfigError(f"{request.checkpoint} has no run_config.json to find its run's "
+                              "validation data; pass --dataset-id (and --split)")
+        data = run.data
+        split = request.split or data.val_split
+        if split is None and data.dataset_id is None:
+            split = "validation"  # the embedded corpus always has its held-out split
+        if split is None:
+            raise ConfigError("the run that made this checkpoint had no validation split; pass "
+                              "--split (e.g. --split train) or --dataset-id")
+        data.max_val_examples = request.max_examples or data.max_val_examples
+        return data, split
+    data = DataConfig(dataset_id=request.dataset_id, dataset_config=request.dataset_config,
+                      text_column=request.text_column or "text", data_dir=request.data_dir,
+                      max_val_examples=request.max_examples)
+    return data, request.split or "validation"
+
+
+def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
+    """Loss (mean next-token cross-entropy), perplexity and token count on the requested data.
+
+    ``progress(tokens)`` is called after every batch when given."""
+    import jax
+    import keras
+
+    from kerastrain.data.pipeline import StreamingTextPipeline
+    from kerastrain.data.preparation import resolve_source
+    from kerastrain.data.sources import SourceRequest
+    from kerastrain.model.loading import _find, load, read_model_config
+
+    checkpoint = Path(request.checkpoint)
+    run = run_config_of(checkpoint)
+    data, split = _data_config(request, run)
+    model, tokenizer = load(checkpoint)
+    source, location = resolve_source(data.dataset_id)
+    documents = source.open(SourceRequest(
+        location=location, split=split, dataset_config=data.dataset_config,
+        text_column=data.text_column, streaming=True, data_dir=data.data_dir,
+    ))
+    batch_size = request.batch_size or (run.train.batch_size if run else 8)
+    seq_len = read_model_config(*_find(checkpoint)).seq_len
+    pipeline = StreamingTextPipeline(
+        documents, tokenizer, seq_len=seq_len, batch_size=batch_size, shuffle_buffer_size=1,
+        max_documents=data.max_val_examples, epochs=1, drop_remainder=False,
+    )
+
+    def score(trainable, non_trainable, x, y):
+        logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+        logits = keras.ops.cast(logits, "float32")
+        losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        return keras.ops.sum(losses), losses.size
+
+    score = jax.jit(score)
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    total, tokens, batches = 0.0, 0, 0
+    for batch in pipeline:
+        s, n = score(trainable, non_trainable, batch.inputs, batch.labels)
+        total += float(s)
+        tokens += int(n)
+        batches += 1
+        if progress is not None:
+            progress(tokens)
+    if tokens == 0:
+        raise ConfigError(f"split {split!r} gave no complete window of {seq_len + 1} tokens to "
+                          "score; pass more data (--max-examples) or another --split")
+    loss = total / tokens
+    return {
+        "checkpoint": str(checkpoint),
+        "dataset": data.dataset_id or "builtin",
+        "split": split,
+        "loss": loss,
+        "perplexity": math.exp(min(loss, 50.0)),
+        "tokens": tokens,
+        "batches": batches,
+        "seq_len": seq_len,
+    }
