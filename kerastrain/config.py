@@ -130,6 +130,8 @@ class OutputConfig:
     keep_last: int | None = None
     resume_from: str | None = None
     overwrite: bool = False
+    trackers: list[str] = field(default_factory=list)  # experiment-tracker plugins (--tracker)
+    sample_every: int | None = None  # None: at each evaluation when a terminal is attached; 0: off
 
 
 @dataclass
@@ -177,6 +179,8 @@ class RunConfig:
         ):
             if value is not None and value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
+        if o.sample_every is not None and o.sample_every < 0:
+            raise ConfigError(f"--sample-every must be 0 (off) or more, got {o.sample_every}")
         if t.learning_rate <= 0:
             raise ConfigError(f"--learning-rate must be positive, got {t.learning_rate}")
         if t.weight_decay < 0 or t.warmup_steps < 0 or t.grad_clip < 0:
