@@ -52,3 +52,36 @@ def read_metrics(output_dir: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsFollower:
+    """Reads the records ``metrics.jsonl`` gains, as they are appended (for tracker plugins).
+
+    It starts at the file's current end: records from before (a resumed run's past) are not
+    repeated. A line still being written is returned by the next call.
+    """
+
+    def __init__(self, output_dir: Path) -> None:
+        self.path = Path(output_dir) / "metrics.jsonl"
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+
+    def new_records(self) -> list[dict]:
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return []
+        if size <= self.offset:
+            return []
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            chunk = f.read(size - self.offset)
+        complete = chunk.rfind(b"\n") + 1
+        self.offset += complete
+        return [json.loads(line) for line in chunk[:complete].decode().splitlines() if line.strip()]
+
+
+def numeric_fields(record: dict) -> dict[str, float]:
+    """A record's figures (not its kind, step or time, nor text)."""
+    return {k: float(v) for k, v in record.items()
+            if k not in ("kind", "step", "time") and isinstance(v, (int, float))
+            and not isinstance(v, bool)}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from kerastrain.errors import UserError
+from kerastrain.training.metrics_log import MetricsFollower, numeric_fields
 
 RUN_ID_FILE = "mlflow_run_id"
-SKIP_KEYS = {"kind", "step", "time"}
 BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
 
 
@@ -29,11 +28,10 @@ class MlflowTracker:
     """Sends params at the start, new ``metrics.jsonl`` records as they appear, the final
     checkpoint, and the run's end status."""
 
-    def __init__(self, client, run_id: str, metrics_path: Path, offset: int) -> None:
+    def __init__(self, client, run_id: str, output_dir: Path) -> None:
         self.client = client
         self.run_id = run_id
-        self.metrics_path = metrics_path
-        self.offset = offset  # bytes of metrics.jsonl already sent (or from before this run)
+        self.follower = MetricsFollower(output_dir)  # from the end: a resumed run's past is not resent
 
     @classmethod
     def start(cls, run) -> MlflowTracker:
@@ -68,10 +66,8 @@ class MlflowTracker:
                 client.update_run(run_id, status="RUNNING")
         except MlflowException as exc:
             raise UserError(f"--tracker mlflow: {uri}: {str(exc).splitlines()[0]}") from exc
-        metrics_path = output_dir / "metrics.jsonl"
-        offset = metrics_path.stat().st_size if metrics_path.exists() else 0
         run.say(f"MLflow: {'continuing' if resumed else 'logging to'} run {run_id} at {uri}")
-        return cls(client, run_id, metrics_path, offset)
+        return cls(client, run_id, output_dir)
 
     @staticmethod
     def _resumed_run_id(client, output_dir: Path) -> str | None:
@@ -86,33 +82,17 @@ class MlflowTracker:
 
     def sync(self) -> None:
         """Send the records ``metrics.jsonl`` gained since the last call."""
-        try:
-            size = self.metrics_path.stat().st_size
-        except FileNotFoundError:
-            return
-        if size <= self.offset:
-            return
-        with open(self.metrics_path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read(size - self.offset)
-        complete = chunk.rfind(b"\n") + 1  # a line being written is sent next time
-        self.offset += complete
         from mlflow.entities import Metric
 
         metrics = []
-        for line in chunk[:complete].decode().splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
+        for record in self.follower.new_records():
             step, stamp = int(record.get("step", 0)), int(1000 * record.get("time", 0))
             if record.get("kind") == "sample" and isinstance(record.get("text"), str):
                 self.client.log_text(self.run_id, record["text"], f"samples/step_{step}.txt")
             if record.get("kind") == "summary":
                 continue  # the summary repeats the last figures under other names
-            for key, value in record.items():
-                if key not in SKIP_KEYS and isinstance(value, (int, float)) \
-                        and not isinstance(value, bool):
-                    metrics.append(Metric(key, float(value), stamp, step))
+            for key, value in numeric_fields(record).items():
+                metrics.append(Metric(key, value, stamp, step))
         for i in range(0, len(metrics), BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + BATCH])
 
