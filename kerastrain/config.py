@@ -132,6 +132,7 @@ class OutputConfig:
     overwrite: bool = False
     trackers: list[str] = field(default_factory=list)  # experiment-tracker plugins (--tracker)
     sample_every: int | None = None  # None: at each evaluation when a terminal is attached; 0: off
+    sample_prompt: str = "The"
 
 
 @dataclass

@@ -31,6 +31,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.storage.cloud_sync",
     "kerastrain.cli.model_commands",
     "kerastrain.cli.eval_command",
+    "kerastrain.training.samples",
 )
 
 pm = pluggy.PluginManager("kerastrain")

@@ -86,6 +86,7 @@ OPTIONS = [
     ("Checkpoint & logging", ["--overwrite"], dict(is_flag=True, help="Start fresh instead of resuming in OUTPUT_DIR")),
     ("Checkpoint & logging", ["--tracker", "trackers"], dict(multiple=True, help="Also send the run to an experiment tracker plugin (mlflow, wandb); repeatable")),
     ("Checkpoint & logging", ["--sample-every"], dict(type=int, default=None, help="Print and log a generated sample every N steps (0: never) [default: at each evaluation on a terminal]")),
+    ("Checkpoint & logging", ["--sample-prompt"], dict(default="The", show_default=True, help="The fixed prompt of those samples")),
     # Cloud storage
     ("Cloud storage", ["--cloud-provider"], dict(default=None, help="Upload checkpoints: s3, gcs, azure, or a plugin's")),
     ("Cloud storage", ["--cloud-bucket"], dict(default=None, help="Bucket or container")),
@@ -157,7 +158,7 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
             output_dir=p["output_dir"], log_every=p["log_every"], save_every=p["save_every"],
             eval_every=p["eval_every"], keep_last=p["keep_last"], resume_from=p["resume_from"],
             overwrite=p["overwrite"], trackers=list(p.get("trackers") or ()),
-            sample_every=p.get("sample_every"),
+            sample_every=p.get("sample_every"), sample_prompt=p.get("sample_prompt") or "The",
         ),
         cloud=CloudConfig(
             provider=p["cloud_provider"], bucket=p["cloud_bucket"], region=p["cloud_region"],

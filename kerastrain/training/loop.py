@@ -57,6 +57,9 @@ class TrainingRun:
     step: int = 0
     total_steps: int = 0
     logs: dict = field(default_factory=dict)
+    # (trainable, non-trainable, optimizer) values after the latest update; read them in a hook
+    # only (the next update reuses their buffers). The Keras variables lag until a checkpoint.
+    state: tuple | None = None
 
     def say(self, message: str) -> None:
         self.console.print(message, highlight=False)
@@ -210,6 +213,7 @@ class Trainer:
                 for batch in micro:
                     loss, state = self.train_step(state, batch.inputs, batch.labels)
                 self.step += 1
+                self.run.state = state
                 last_pipeline_state = micro[-1].state
                 if pending is not None:
                     value = self._read_loss(pending)
