@@ -73,6 +73,9 @@ class MlflowTracker:
     def _resumed_run_id(client, output_dir: Path) -> str | None:
         from mlflow.exceptions import MlflowException
 
+        metrics = output_dir / "metrics.jsonl"
+        if not metrics.exists() or metrics.stat().st_size == 0:
+            return None  # a fresh run (or --overwrite): a new MLflow run
         try:
             run_id = (output_dir / RUN_ID_FILE).read_text().strip()
             client.get_run(run_id)

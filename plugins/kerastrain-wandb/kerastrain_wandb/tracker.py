@@ -50,7 +50,9 @@ class WandbTracker:
         output_dir = Path(run.output_dir).resolve()
         mode, why = choose_mode()
         id_file = output_dir / RUN_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else None
+        metrics = output_dir / "metrics.jsonl"
+        resuming = metrics.exists() and metrics.stat().st_size > 0  # not fresh, not --overwrite
+        run_id = id_file.read_text().strip() if resuming and id_file.exists() else None
         wandb_run = wandb.init(
             project=os.environ.get("WANDB_PROJECT") or "kerastrain", name=output_dir.name,
             dir=str(output_dir), config=run.config.to_dict(), mode=mode, id=run_id,
