@@ -242,6 +242,7 @@ def test_hub_id_fails_fast_without_network(monkeypatch):
     # A refused port stands for "no network" even on a machine that has one.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", "/nonexistent-hf-cache")  # no cached copy
     started = time.monotonic()
     message = error_of("roneneldan/TinyStories")
     assert time.monotonic() - started < 10

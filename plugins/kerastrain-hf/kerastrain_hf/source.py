@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import glob
 import json
+import logging
 import os
 import re
 import time
@@ -46,6 +47,7 @@ LOCAL_HINT = (
 # Map-style preparation is cached under a key that includes ``encoding_errors``: a fixed handler
 # name keeps that key stable from run to run.
 _MAP_COUNTER: DecodeCounter | None = None
+log = logging.getLogger("kerastrain.hf")
 
 
 @dataclass
@@ -204,19 +206,58 @@ def probe_hub(repo_id: str, timeout: float = PROBE_TIMEOUT_S) -> None:
             # user's token and reports what it finds
         # Any other answer (5xx, or a 404 without the hub's error header, as a sandbox proxy
         # gives) means the hub itself did not answer.
-        raise DataError(
+        raise HubUnreachable(
             f"could not reach the Hugging Face Hub at {constants.ENDPOINT} for {repo_id} "
-            f"(HTTP {exc.code} without the hub's headers); {LOCAL_HINT}, or set HF_HUB_OFFLINE=1 "
-            f"to use the local cache"
+            f"(HTTP {exc.code} without the hub's headers) and the local cache has no copy of it; "
+            f"{LOCAL_HINT}"
         ) from None
     except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections
         reason = getattr(exc, "reason", exc)
         waited = time.monotonic() - started
-        raise DataError(
+        raise HubUnreachable(
             f"could not reach the Hugging Face Hub at {constants.ENDPOINT} for {repo_id} "
-            f"({reason}; {waited:.1f}s); {LOCAL_HINT}, or set HF_HUB_OFFLINE=1 to use the local "
-            f"cache"
+            f"({reason}; {waited:.1f}s) and the local cache has no copy of it; {LOCAL_HINT}"
         ) from None
+
+
+class HubUnreachable(DataError):
+    """The hub did not answer (as opposed to answering that the dataset does not exist)."""
+
+
+def cached_snapshot(repo_id: str) -> str | None:
+    """The newest local snapshot of a hub dataset in the Hugging Face cache (``HF_HOME``,
+    ``HF_HUB_CACHE``), as ``hf download --repo-type dataset`` or an earlier download leaves it."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, repo_type="dataset", local_files_only=True)
+    except Exception:  # not cached (LocalEntryNotFoundError) or an unusable cache entry
+        return None
+
+
+_NOTICED: set[str] = set()
+
+
+def hub_or_cache(location: Location) -> Location:
+    """``location`` when the hub answers; its cached snapshot, read as a local folder with a
+    one-line notice, when the hub cannot be reached and the dataset is in the local cache."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:  # datasets itself only finds copies it prepared, not snapshots
+        snapshot = cached_snapshot(location.path)
+        return Location("folder", snapshot) if snapshot else location
+    try:
+        probe_hub(location.path)
+        return location
+    except HubUnreachable:
+        snapshot = cached_snapshot(location.path)
+        if snapshot is None:
+            raise
+        if location.path not in _NOTICED:  # once per dataset, not once per split
+            _NOTICED.add(location.path)
+            log.warning(f"{location.path}: the Hugging Face Hub cannot be reached; using the "
+                        f"local cache ({snapshot})")
+        return Location("folder", snapshot)
 
 
 def _saved_splits(path: str) -> list[str]:
@@ -269,7 +310,7 @@ class HFSource:
         if location.kind == "saved":
             return self._open_saved(location, request)
         if location.kind == "hub":
-            probe_hub(location.path)
+            location = hub_or_cache(location)
         return self._open_loaded(location, request)
 
     def splits(self, request: SourceRequest) -> list[str] | None:
@@ -279,7 +320,7 @@ class HFSource:
         if location.kind == "saved":
             return _saved_splits(location.path)
         if location.kind == "hub":
-            probe_hub(location.path)
+            location = hub_or_cache(location)
         import datasets
 
         try:
