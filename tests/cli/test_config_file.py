@@ -135,3 +135,18 @@ def test_run_config_json_reproduces_a_run(tmp_path):
     b = json.loads((again / "run_config.json").read_text())
     a["output"].pop("output_dir"), b["output"].pop("output_dir")
     assert a == b
+
+
+def test_the_readme_example_config_file_is_valid(tmp_path):
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "tinystories" in b]
+    path = tmp_path / "tinystories-nano.toml"
+    path.write_text(block)
+    config, result = _configured("--config", str(path))
+    assert result.exit_code == 0, result.output
+    assert config.data.dataset_id == "roneneldan/TinyStories" and config.preset == "nano"
+    assert config.tokenizer.auto_vocab_size and config.output.trackers == ["mlflow"]
+    assert config.output.sample_every == 250 and config.train.batch_size == 64
