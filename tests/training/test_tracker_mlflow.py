@@ -51,3 +51,25 @@ def test_mlflow_run_matches_metrics_jsonl_and_holds_the_final_checkpoint(tmp_pat
 def test_an_unknown_tracker_is_a_one_line_error(tmp_path):
     result = invoke("run", "--output-dir", str(tmp_path / "o"), *TINY, "--tracker", "mlfow")
     assert result.exit_code == 2 and "--tracker mlfow: no tracker plugin" in result.output
+
+
+def test_a_tracker_failing_mid_run_does_not_stop_training(tmp_path):
+    import io
+    from types import SimpleNamespace
+
+    import kerastrain_mlflow
+    from rich.console import Console
+
+    class ServerGone:
+        def sync(self):
+            raise ConnectionError("API request to http://tracking:5000 failed\nretries exhausted")
+
+    console = Console(file=io.StringIO(), width=200)
+    run = SimpleNamespace(say=lambda m: console.print(m, highlight=False))
+    kerastrain_mlflow._trackers[id(run)] = ServerGone()
+    kerastrain_mlflow.on_train_step(run=run, step=1, logs={})
+    kerastrain_mlflow.on_train_step(run=run, step=2, logs={})  # said once, then without it
+    kerastrain_mlflow.on_train_end(run=run, logs={})
+    out = console.file.getvalue()
+    assert out.count("MLflow: sync failed (API request to http://tracking:5000 failed)") == 1
+    assert "training goes on without MLflow" in out and id(run) not in kerastrain_mlflow._trackers

@@ -27,26 +27,37 @@ def on_train_start(run):
         _trackers[id(run)] = WandbTracker.start(run)
 
 
+def _safely(run, action, *args) -> None:
+    """A tracker that fails mid-run (server down, disk full) must not stop training: say so
+    once and go on without it."""
+    tracker = _trackers.get(id(run))
+    if tracker is None:
+        return
+    try:
+        getattr(tracker, action)(*args)
+    except Exception as exc:  # any client error: the run and its checkpoints matter more
+        _trackers.pop(id(run), None)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        run.say(f"W&B: {action} failed ({first}); training goes on without W&B")
+
+
 @hookimpl
 def on_train_step(run, step, logs):
-    if id(run) in _trackers:
-        _trackers[id(run)].sync()
+    _safely(run, "sync")
 
 
 @hookimpl
 def on_evaluate(run, step, logs):
-    if id(run) in _trackers:
-        _trackers[id(run)].sync()
+    _safely(run, "sync")
 
 
 @hookimpl
 def on_checkpoint_saved(run, path, step, kind):
-    if id(run) in _trackers and kind == "final":
-        _trackers[id(run)].log_checkpoint(path)
+    if kind == "final":
+        _safely(run, "log_checkpoint", path)
 
 
 @hookimpl
 def on_train_end(run, logs):
-    tracker = _trackers.pop(id(run), None)
-    if tracker is not None:
-        tracker.finish(logs)
+    _safely(run, "finish", logs)
+    _trackers.pop(id(run), None)
