@@ -57,5 +57,21 @@ def test_a_terminal_gets_a_sample_at_each_evaluation_and_a_pipe_does_not(tmp_pat
     pipe = Console(file=io.StringIO(), force_terminal=False)
     run_training(config(tmp_path / "pipe"), pipe)
     assert _samples(tmp_path / "pipe") == []
-    run_training(config(tmp_path / "off", "--sample-every", "0"), terminal)
-    assert _samples(tmp_path / "off") == []
+
+
+def test_sample_every_zero_turns_samples_off_even_on_a_terminal():
+    from types import SimpleNamespace
+
+    from kerastrain.training import samples
+
+    said = []
+    for every, terminal, expected in ((0, True, 0), (None, True, 1), (None, False, 0), (3, False, 0)):
+        run = SimpleNamespace(config=SimpleNamespace(output=SimpleNamespace(sample_every=every)),
+                              console=SimpleNamespace(is_terminal=terminal))
+        original, samples.sample = samples.sample, lambda run, step: said.append(step)
+        try:
+            said.clear()
+            samples.on_evaluate(run=run, step=5, logs={})
+        finally:
+            samples.sample = original
+        assert len(said) == expected, (every, terminal)
