@@ -105,10 +105,12 @@ def prepare_tokenizer(
             f"Tokenizer: trained {kind.name} on {len(texts)} documents, vocab "
             f"{tokenizer.vocab_size}, saved to {path}"
         )
-        if not tok_cfg.auto_vocab_size and tokenizer.vocab_size < tok_cfg.vocab_size:
-            # The data (or the tokenizer kind) cannot fill the size asked: use what it reached.
+        if tokenizer.vocab_size < tok_cfg.vocab_size and not tok_cfg.auto_vocab_size \
+                and not getattr(kind, "fixed_vocab_size", False):
+            # The data cannot fill the size asked: use what it reached.
             say(f"Tokenizer: the data fills {tokenizer.vocab_size} of the {tok_cfg.vocab_size} "
                 f"tokens asked (--vocab-size); using {tokenizer.vocab_size}, the model follows")
+        if tokenizer.vocab_size < tok_cfg.vocab_size and not tok_cfg.auto_vocab_size:
             config.model.vocab_size = tokenizer.vocab_size
     return tokenizer
 

@@ -124,6 +124,7 @@ class ByteTokenizer:
 class ByteKind:
     name = "bytes"
     description = "UTF-8 bytes (vocab 257), no training"
+    fixed_vocab_size = True  # --vocab-size does not apply: no notice when it differs
 
     def train(self, texts: Iterable[str], vocab_size: int) -> ByteTokenizer:
         return ByteTokenizer()
