@@ -68,6 +68,16 @@ def run(config, explicit_vocab):
             + f"; model in {summary['checkpoint']}",
             highlight=False,
         )
+    if summary.get("not_uploaded"):
+        from kerastrain.errors import EXIT_NOT_UPLOADED
+
+        console.print(
+            f"{len(summary['not_uploaded'])} checkpoint(s) did not reach {summary.get('remote')}; "
+            f"they are kept locally: run `kerastrain sync {config.output.output_dir}` once it is "
+            "reachable",
+            highlight=False,
+        )
+        sys.exit(EXIT_NOT_UPLOADED)
 
 
 @cli.command()

@@ -169,10 +169,10 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     output_dir = Path(config.output.output_dir)
     check_output_dir(output_dir)
     hooks = get_plugin_manager().hook
-    if config.cloud.provider:  # refuse an unknown provider before any work is done
-        from kerastrain.storage.backends import backend_class, remote_root
+    if config.cloud.provider:  # open and probe the remote before any work is done
+        from kerastrain.storage.probe import open_remote
 
-        backend_class(remote_root(config.cloud).scheme)
+        open_remote(config.cloud)
 
     train_docs, val_docs, what = open_documents(config)
     say(f"Data: {what}")
