@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.model.presets",
     "kerastrain.storage.cloud_sync",
     "kerastrain.cli.model_commands",
+    "kerastrain.cli.storage_commands",
 )
 
 pm = pluggy.PluginManager("kerastrain")

@@ -25,7 +25,9 @@ from kerastrain.storage.remote import temp_file
 PROBE_PREFIX = ".kerastrain-probe-"
 
 
-def open_remote(cloud_config: Any, *, part_size: int | None = None) -> tuple[StorageURL, StorageBackend]:
+def open_remote(
+    cloud_config: Any, *, part_size: int | None = None
+) -> tuple[StorageURL, StorageBackend]:
     """The run's remote root URL and its opened, probed backend."""
     root = remote_root(cloud_config)
     klass = backend_class(root.scheme)

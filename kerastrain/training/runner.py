@@ -214,6 +214,7 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
         state = restore_model(model, resume)
         restore_optimizer(optimizer, resume, state)
         start_step, best_val = int(state["step"]), state.get("best_val_loss")
+        say(f"Resumed from {config.output.resume_from or resume} at step {start_step}")
         if (resume / PIPELINE_FILE).exists():
             pipeline_state = PipelineState.load(resume / PIPELINE_FILE)
         truncate_metrics(output_dir, start_step)
