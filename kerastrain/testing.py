@@ -21,8 +21,9 @@ def kerastrain_plugin():
     added = []
 
     def register(plugin, name: str | None = None):
-        added.append(pm.register(plugin, name=name))
-        pm.check_pending()
+        from kerastrain.validation import register_checked
+
+        added.append(register_checked(pm, plugin, name=name))  # a misspelt hook: PluginError
         return plugin
 
     try:

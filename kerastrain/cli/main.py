@@ -93,11 +93,16 @@ def plugins(as_json):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("plugin", "version", "registers", "hooks")
+    table = Table("plugin", "version", "registers", "commands", "hooks")
     for row in rows:
         name = row["name"] + ("" if row["builtin"] else f" ({row['distribution']})")
-        table.add_row(name, row["version"] or "", "\n".join(row["registers"]), ", ".join(row["hooks"]))
+        registers = row["registers"] + [f"[red]CONFLICT/ERROR:[/] {p}" for p in row["problems"]]
+        table.add_row(name, row["version"] or "", "\n".join(registers),
+                      ", ".join(row["commands"]), ", ".join(row["hooks"]))
     Console().print(table)
+    if any(row["problems"] for row in rows):
+        click.echo("Some plugins conflict or registered something invalid (marked above).",
+                   err=True)
 
 
 @cli.command()
