@@ -62,7 +62,7 @@ def run(config, explicit_vocab):
     if reason != "already complete":
         val = summary.get("val_loss")
         console.print(
-            f"Done: {summary['steps']} steps, loss {summary.get('first_loss') or float('nan'):.4f}"
+            f"Done: {_steps_done(summary)}, loss {summary.get('first_loss') or float('nan'):.4f}"
             f" -> {summary.get('last_loss') or float('nan'):.4f}"
             + (f", validation loss {val:.4f}" if val is not None else "")
             + f"; model in {summary['checkpoint']}",
@@ -78,6 +78,14 @@ def run(config, explicit_vocab):
             highlight=False,
         )
         sys.exit(EXIT_NOT_UPLOADED)
+
+
+def _steps_done(summary: dict) -> str:
+    """``N steps`` for a fresh run; ``N steps this run (of M in total)`` for a resumed one."""
+    total, start = summary["steps"], summary.get("start_step") or 0
+    if not start:
+        return f"{total} steps"
+    return f"{total - start} steps this run (steps {start + 1}-{total}; {total} in total)"
 
 
 @cli.command()

@@ -255,6 +255,7 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     try:
         with make_progress(console) as progress:
             summary = trainer.fit(progress)
+        summary["start_step"] = start_step  # the summary line says what this invocation ran
     finally:
         hooks.on_train_end(run=run, logs=summary)
     return summary
