@@ -39,3 +39,7 @@ class StorageError(UserError):
 
 class PluginError(UserError):
     """A plugin that conflicts with another or is not installed."""
+
+
+class DependencyError(UserError):
+    """An optional dependency a feature needs is not installed (the message says what to install)."""
