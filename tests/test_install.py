@@ -60,6 +60,16 @@ def test_uv_outside_the_workspace_installs_core_and_plugins_without_tensorflow(t
     rows = json.loads(_run(python, "-m", "kerastrain", "plugins", "--json", cwd=tmp_path))
     registers = {r for row in rows for r in row["registers"]}
     assert {"storage:s3", "data source:lines", "preset:nano"} <= registers
+    # Every bundled plugin too (resolved, not installed: the data plugins are large).
+    plugins = sorted((ROOT / "plugins").iterdir())
+    proc = subprocess.run([uv, "pip", "install", "--dry-run", "--python", str(python), str(ROOT),
+                           *map(str, plugins)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    would = {line.split()[1].split("==")[0] for line in proc.stderr.splitlines()
+             if line.startswith(" + ")}
+    assert {"kerastrain-tfds", "kerastrain-hf", "tensorflow-datasets"} <= would
+    assert not would & FORBIDDEN, sorted(would & FORBIDDEN)
 
 
 @pytest.mark.slow
