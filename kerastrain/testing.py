@@ -50,6 +50,15 @@ class RunResult:
     exception: BaseException | None = None
 
 
+def pytest_configure(config) -> None:
+    # Keras' JAX variables warn under NumPy 2 whenever converted with np.asarray; not the
+    # plugin author's to fix.
+    config.addinivalue_line(
+        "filterwarnings",
+        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning",
+    )
+
+
 @pytest.fixture
 def kerastrain_plugin():
     from kerastrain.plugins import get_plugin_manager

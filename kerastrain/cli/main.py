@@ -9,6 +9,7 @@ import click
 
 from kerastrain import __version__
 from kerastrain.cli.options import with_run_options
+from kerastrain.cli.plugin_template import new_plugin_command
 
 
 class PluginCommandsGroup(click.Group):
@@ -88,10 +89,14 @@ def _steps_done(summary: dict) -> str:
     return f"{total - start} steps this run (steps {start + 1}-{total}; {total} in total)"
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON")
-def plugins(as_json):
-    """List installed plugins, their versions and what each registered."""
+@click.pass_context
+def plugins(ctx, as_json):
+    """List installed plugins, their versions, what each registered and the commands it adds
+    (`kerastrain plugins new NAME` starts a new plugin)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from kerastrain.plugins import plugin_report
 
     rows = plugin_report()
@@ -111,6 +116,9 @@ def plugins(as_json):
     if any(row["problems"] for row in rows):
         click.echo("Some plugins conflict or registered something invalid (marked above).",
                    err=True)
+
+
+plugins.add_command(new_plugin_command)
 
 
 @cli.command()
