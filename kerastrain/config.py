@@ -143,6 +143,10 @@ class CloudConfig:
     prefix: str = "checkpoints"
     azure_sas_token: str | None = None  # secret: never written to disk or logs
     azure_account_name: str | None = None
+    # --cloud-option KEY=VALUE pairs, handed to the backend's from_config (as this object).
+    backend_options: dict[str, str] = field(default_factory=dict)
+    # How long the end of a run waits for uploads before listing what did not upload (seconds).
+    upload_timeout: float = 600.0
 
     SECRET_FIELDS = ("azure_sas_token",)
 
@@ -190,6 +194,8 @@ class RunConfig:
             raise ConfigError(f"--stride must be between 1 and --seq-len ({self.model.seq_len})")
         if tok.min_vocab_size > tok.max_vocab_size:
             raise ConfigError("--min-vocab-size is larger than --max-vocab-size")
+        if self.cloud.upload_timeout < 0:
+            raise ConfigError("--upload-timeout must be 0 or more seconds")
         if self.cloud.provider and not self.cloud.bucket:
             raise ConfigError("--cloud-provider needs --cloud-bucket (the bucket or container)")
 

@@ -1,8 +1,15 @@
-"""Errors a user can act on: printed as one line, exit code 2, no traceback."""
+"""Errors a user can act on: printed as one line, exit code 2, no traceback.
+
+Exit codes of ``kerastrain run``: 0 done; 2 bad input (a :class:`UserError`, nothing trained);
+3 (:data:`EXIT_NOT_UPLOADED`) trained, but some checkpoints did not reach the remote (they are listed
+and kept locally: ``kerastrain sync OUTPUT_DIR`` uploads them later); 130/143 interrupted.
+"""
 
 from __future__ import annotations
 
 import click
+
+EXIT_NOT_UPLOADED = 3
 
 
 class UserError(click.ClickException):
@@ -32,3 +39,7 @@ class StorageError(UserError):
 
 class PluginError(UserError):
     """A plugin that conflicts with another or is not installed."""
+
+
+class DependencyError(UserError):
+    """An optional dependency a feature needs is not installed (the message says what to install)."""

@@ -2,7 +2,8 @@
 
 Registration hooks hand the plugin a ``register`` callback (as ``llm`` does) rather than asking it
 to return lists, so one plugin can register several parts and the manager knows which plugin
-registered what. Training hooks let plugins observe the loop.
+registered what. Training hooks let plugins observe the loop. The plugin author's guide,
+``docs/plugins.md``, documents every interface these hooks hand over.
 """
 
 from __future__ import annotations

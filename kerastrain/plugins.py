@@ -19,6 +19,14 @@ import pluggy
 
 from kerastrain import hookspecs
 from kerastrain.errors import PluginError
+from kerastrain.validation import (
+    SOURCE_MEMBERS,
+    TOKENIZER_MEMBERS,
+    check_backend,
+    check_members,
+    check_preset,
+    register_checked,
+)
 
 ENTRY_POINT_GROUP = "kerastrain"
 LOAD_ENV = "KERASTRAIN_LOAD_PLUGINS"
@@ -32,6 +40,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.cli.model_commands",
     "kerastrain.cli.eval_command",
     "kerastrain.training.samples",
+    "kerastrain.cli.storage_commands",
 )
 
 pm = pluggy.PluginManager("kerastrain")
@@ -55,7 +64,7 @@ def _load_entry_points() -> None:
                 f"plugin {ep.name!r} ({dist}) failed to import: {exc}; reinstall it or exclude it "
                 f"with {LOAD_ENV}"
             ) from exc
-        pm.register(plugin, name=ep.name)
+        register_checked(pm, plugin, name=ep.name)  # a misspelt hook: one line naming it
         if dist:
             _dist_of[ep.name] = dist
 
@@ -70,7 +79,7 @@ def get_plugin_manager() -> pluggy.PluginManager:
         _loaded = True
         for name in DEFAULT_PLUGINS:
             if pm.get_plugin(name) is None:
-                pm.register(importlib.import_module(name), name=name)
+                register_checked(pm, importlib.import_module(name), name=name)
         _load_entry_points()
         pm.check_pending()  # a hookimpl that matches no hookspec is an error
     return pm
@@ -86,7 +95,16 @@ class Registered:
     extra: dict = field(default_factory=dict)
 
 
-def _collect(hook_name: str, kind: str, key: Callable[..., str]) -> dict[str, Registered]:
+def _collect(
+    hook_name: str,
+    kind: str,
+    key: Callable[..., str],
+    check: Callable[..., None] | None = None,
+    problems: list[dict] | None = None,
+) -> dict[str, Registered]:
+    """What every plugin registers through ``hook_name``, checked as it is registered. A part
+    registered twice or failing its check raises :class:`PluginError`, or, when ``problems`` is a
+    list, is recorded there (``kerastrain plugins`` lists everything, marking the problems)."""
     manager = get_plugin_manager()
     found: dict[str, Registered] = {}
     hook = getattr(manager.hook, hook_name)
@@ -95,36 +113,66 @@ def _collect(hook_name: str, kind: str, key: Callable[..., str]) -> dict[str, Re
 
         def register(obj, *args, _plugin=plugin_name, **kwargs):
             name = key(obj, *args, **kwargs)
-            if name in found:
-                raise PluginError(
-                    f"{kind} {name!r} is registered by both plugin {found[name].plugin!r} and "
-                    f"plugin {_plugin!r}; uninstall one or exclude it with {LOAD_ENV}"
+            try:
+                if check is not None:
+                    check(obj, *args, plugin=_plugin, **kwargs)
+                if name in found:
+                    raise PluginError(
+                        f"{kind} {name!r} is registered by both plugin {found[name].plugin!r} and "
+                        f"plugin {_plugin!r}; uninstall one or exclude it with {LOAD_ENV}"
+                    )
+            except PluginError as exc:
+                if problems is None:
+                    raise
+                problems.append(
+                    {"plugin": _plugin, "kind": kind, "name": name, "error": exc.format_message()}
                 )
+                return
             found[name] = Registered(name, obj, _plugin, {"args": args, **kwargs})
 
         impl.function(register=register)
     return found
 
 
-def data_sources() -> dict[str, Registered]:
-    return _collect("register_data_sources", "data source", lambda s: s.name)
+def _check_source(obj, *args, plugin: str, **kwargs) -> None:
+    check_members("data source", obj, SOURCE_MEMBERS, plugin)
 
 
-def tokenizer_kinds() -> dict[str, Registered]:
-    return _collect("register_tokenizers", "tokenizer", lambda t: t.name)
+def _check_tokenizer(obj, *args, plugin: str, **kwargs) -> None:
+    check_members("tokenizer", obj, TOKENIZER_MEMBERS, plugin)
 
 
-def storage_backends() -> dict[str, Registered]:
-    return _collect("register_storage_backends", "storage backend", lambda b: b.scheme)
+def _check_backend(obj, *args, plugin: str, **kwargs) -> None:
+    check_backend(obj, plugin)
 
 
-def presets() -> dict[str, Registered]:
-    """Model presets: ``Registered(name, fields_dict, plugin, {"description": ...})``."""
+def _check_preset(name, fields=None, description="", *, plugin: str) -> None:
+    check_preset(name, fields if fields is not None else {}, plugin)
+
+
+def data_sources(problems: list[dict] | None = None) -> dict[str, Registered]:
+    return _collect("register_data_sources", "data source", lambda s: s.name, _check_source,
+                    problems)
+
+
+def tokenizer_kinds(problems: list[dict] | None = None) -> dict[str, Registered]:
+    return _collect("register_tokenizers", "tokenizer", lambda t: t.name, _check_tokenizer,
+                    problems)
+
+
+def storage_backends(problems: list[dict] | None = None) -> dict[str, Registered]:
+    return _collect("register_storage_backends", "storage backend",
+                    lambda b: getattr(b, "scheme", repr(b)), _check_backend, problems)
+
+
+def presets(problems: list[dict] | None = None) -> dict[str, Registered]:
+    """Model presets: ``Registered(name, fields_dict, plugin, {"description": ...})``; the fields
+    are checked (known keys, a model that can build) as they are registered."""
 
     def key(name, fields=None, description=""):
         return name
 
-    found = _collect("register_presets", "preset", key)
+    found = _collect("register_presets", "preset", key, _check_preset, problems)
     for reg in found.values():
         fields = reg.extra.get("fields")
         if fields is None and reg.extra.get("args"):
@@ -137,14 +185,16 @@ def plugin_report() -> list[dict]:
     """What ``kerastrain plugins`` prints: each plugin, its version, hooks and registrations."""
     manager = get_plugin_manager()
     registered: dict[str, list[str]] = {}
+    problems: list[dict] = []
     for kind, parts in (
-        ("data source", data_sources()),
-        ("tokenizer", tokenizer_kinds()),
-        ("storage", storage_backends()),
-        ("preset", presets()),
+        ("data source", data_sources(problems)),
+        ("tokenizer", tokenizer_kinds(problems)),
+        ("storage", storage_backends(problems)),
+        ("preset", presets(problems)),
     ):
         for reg in parts.values():
             registered.setdefault(reg.plugin, []).append(f"{kind}:{reg.name}")
+    commands = plugin_commands()
     rows = []
     for name, plugin in manager.list_name_plugin():
         hooks = sorted(h.name for h in manager.get_hookcallers(plugin) or [])
@@ -162,6 +212,20 @@ def plugin_report() -> list[dict]:
                 "version": version,
                 "hooks": hooks,
                 "registers": registered.get(name, []),
+                "commands": commands.get(name, []),
+                "problems": [p["error"] for p in problems if p["plugin"] == name],
             }
         )
     return rows
+
+
+def plugin_commands() -> dict[str, list[str]]:
+    """The command names each plugin adds through ``register_commands``."""
+    import click
+
+    found: dict[str, list[str]] = {}
+    for impl in get_plugin_manager().hook.register_commands.get_hookimpls():
+        group = click.Group()
+        impl.function(cli=group)
+        found[impl.plugin_name] = sorted(group.commands)
+    return found

@@ -9,6 +9,7 @@ import click
 
 from kerastrain import __version__
 from kerastrain.cli.options import with_run_options
+from kerastrain.cli.plugin_template import new_plugin_command
 
 
 class PluginCommandsGroup(click.Group):
@@ -62,18 +63,40 @@ def run(config, explicit_vocab):
     if reason != "already complete":
         val = summary.get("val_loss")
         console.print(
-            f"Done: {summary['steps']} steps, loss {summary.get('first_loss') or float('nan'):.4f}"
+            f"Done: {_steps_done(summary)}, loss {summary.get('first_loss') or float('nan'):.4f}"
             f" -> {summary.get('last_loss') or float('nan'):.4f}"
             + (f", validation loss {val:.4f}" if val is not None else "")
             + f"; model in {summary['checkpoint']}",
             highlight=False,
         )
+    if summary.get("not_uploaded"):
+        from kerastrain.errors import EXIT_NOT_UPLOADED
+
+        console.print(
+            f"{len(summary['not_uploaded'])} checkpoint(s) did not reach {summary.get('remote')}; "
+            f"they are kept locally: run `kerastrain sync {config.output.output_dir}` once it is "
+            "reachable",
+            highlight=False,
+        )
+        sys.exit(EXIT_NOT_UPLOADED)
 
 
-@cli.command()
+def _steps_done(summary: dict) -> str:
+    """``N steps`` for a fresh run; ``N steps this run (of M in total)`` for a resumed one."""
+    total, start = summary["steps"], summary.get("start_step") or 0
+    if not start:
+        return f"{total} steps"
+    return f"{total - start} steps this run (steps {start + 1}-{total}; {total} in total)"
+
+
+@cli.group(invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON")
-def plugins(as_json):
-    """List installed plugins, their versions and what each registered."""
+@click.pass_context
+def plugins(ctx, as_json):
+    """List installed plugins, their versions, what each registered and the commands it adds
+    (`kerastrain plugins new NAME` starts a new plugin)."""
+    if ctx.invoked_subcommand is not None:
+        return
     from kerastrain.plugins import plugin_report
 
     rows = plugin_report()
@@ -83,11 +106,19 @@ def plugins(as_json):
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("plugin", "version", "registers", "hooks")
+    table = Table("plugin", "version", "registers", "commands", "hooks")
     for row in rows:
         name = row["name"] + ("" if row["builtin"] else f" ({row['distribution']})")
-        table.add_row(name, row["version"] or "", "\n".join(row["registers"]), ", ".join(row["hooks"]))
+        registers = row["registers"] + [f"[red]CONFLICT/ERROR:[/] {p}" for p in row["problems"]]
+        table.add_row(name, row["version"] or "", "\n".join(registers),
+                      ", ".join(row["commands"]), ", ".join(row["hooks"]))
     Console().print(table)
+    if any(row["problems"] for row in rows):
+        click.echo("Some plugins conflict or registered something invalid (marked above).",
+                   err=True)
+
+
+plugins.add_command(new_plugin_command)
 
 
 @cli.command()

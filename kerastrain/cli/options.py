@@ -82,7 +82,7 @@ OPTIONS = [
     ("Checkpoint & logging", ["--save-every"], dict(type=int, default=1000, show_default=True, help="Checkpoint every N steps")),
     ("Checkpoint & logging", ["--eval-every"], dict(type=int, default=500, show_default=True, help="Validate every N steps")),
     ("Checkpoint & logging", ["--keep-last"], dict(type=int, default=None, help="Keep only the newest N step checkpoints")),
-    ("Checkpoint & logging", ["--resume-from"], dict(default=None, help="Checkpoint directory or URL (s3://, gs://, az://)")),
+    ("Checkpoint & logging", ["--resume-from"], dict(default=None, help="Checkpoint directory or URL: s3://, gs://, az://, file://, or any scheme a storage plugin registers (see `kerastrain plugins`)")),
     ("Checkpoint & logging", ["--overwrite"], dict(is_flag=True, help="Start fresh instead of resuming in OUTPUT_DIR")),
     ("Checkpoint & logging", ["--tracker", "trackers"], dict(multiple=True, help="Also send the run to an experiment tracker plugin (mlflow, wandb); repeatable")),
     ("Checkpoint & logging", ["--sample-every"], dict(type=int, default=None, help="Print and log a generated sample every N steps (0: never) [default: at each evaluation on a terminal]")),
@@ -94,6 +94,8 @@ OPTIONS = [
     ("Cloud storage", ["--cloud-prefix"], dict(default="checkpoints", show_default=True, help="Key prefix")),
     ("Cloud storage", ["--azure-sas-token"], dict(default=None, envvar="AZURE_STORAGE_SAS_TOKEN", help="Azure SAS token (or $AZURE_STORAGE_SAS_TOKEN)")),
     ("Cloud storage", ["--azure-account-name"], dict(default=None, help="Azure storage account")),
+    ("Cloud storage", ["--cloud-option", "cloud_options"], dict(multiple=True, metavar="KEY=VALUE", help="A setting handed to the storage backend's from_config (repeatable; see the backend's docs)")),
+    ("Cloud storage", ["--upload-timeout"], dict(type=float, default=600.0, show_default=True, envvar="KERASTRAIN_UPLOAD_TIMEOUT", help="Seconds the end of a run waits for uploads; then it lists what did not upload and exits 3")),
 ]
 
 
@@ -110,6 +112,17 @@ def _preset_fields(name: str) -> dict:
     from kerastrain.model.presets import resolve_preset
 
     return resolve_preset(name)
+
+
+def parse_cloud_options(pairs) -> dict[str, str]:
+    """``--cloud-option KEY=VALUE`` pairs as a dict (a key given twice: the last wins)."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--cloud-option {pair!r} is not KEY=VALUE")
+        found[key.strip()] = value
+    return found
 
 
 def build_config(params: dict) -> tuple[RunConfig, bool]:
@@ -164,6 +177,8 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
             provider=p["cloud_provider"], bucket=p["cloud_bucket"], region=p["cloud_region"],
             prefix=p["cloud_prefix"], azure_sas_token=p["azure_sas_token"],
             azure_account_name=p["azure_account_name"],
+            backend_options=parse_cloud_options(p.get("cloud_options") or ()),
+            upload_timeout=p.get("upload_timeout", 600.0),
         ),
         preset=p.get("preset"),
     )

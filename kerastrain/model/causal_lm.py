@@ -9,11 +9,13 @@ tokenize ourselves (kerastrain tokenizers are not keras-hub preprocessors), so
 from __future__ import annotations
 
 import keras
-import keras_hub
 import numpy as np
 from keras import ops
 
 from kerastrain.errors import ConfigError
+from kerastrain.model.hub import require_keras_hub
+
+keras_hub = require_keras_hub("text generation")  # a one-line error naming the extra if missing
 
 
 class GPTCausalLM(keras_hub.models.CausalLM):

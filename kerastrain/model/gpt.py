@@ -48,11 +48,9 @@ class CausalSelfAttention(layers.Layer):
         self.output_projection = _dense(width, "output")
         self.rotary = None
         if use_rope:
-            import keras_hub  # heavy, but only needed when the model is built
+            from kerastrain.model.embeddings import RotaryEmbedding
 
-            self.rotary = keras_hub.layers.RotaryEmbedding(
-                max_wavelength=10000, sequence_axis=1, feature_axis=-1, name="rotary"
-            )
+            self.rotary = RotaryEmbedding(max_wavelength=10000, name="rotary")
 
     def build(self, input_shape):
         width = self.num_heads * self.head_dim
@@ -197,9 +195,9 @@ class GPT(keras.Model):
         )
         position_embedding = None
         if not cfg.use_rope:
-            import keras_hub
+            from kerastrain.model.embeddings import PositionEmbedding
 
-            position_embedding = keras_hub.layers.PositionEmbedding(
+            position_embedding = PositionEmbedding(
                 cfg.seq_len,
                 initializer=keras.initializers.RandomNormal(stddev=0.02),
                 name="position_embedding",

@@ -14,9 +14,10 @@ from pathlib import Path
 from kerastrain.config import ModelConfig
 from kerastrain.errors import ConfigError
 from kerastrain.hookspecs import hookimpl
+from kerastrain.validation import PRESET_ALIASES
 
 # Short JSON keys -> ModelConfig fields; other keys that name ModelConfig fields pass through.
-_ALIASES = {"layers": "num_layers", "heads": "num_heads"}
+_ALIASES = PRESET_ALIASES
 PRESET_ORDER = ("nano", "tiny", "small", "medium", "large", "xlarge")
 
 

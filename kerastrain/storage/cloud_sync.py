@@ -2,19 +2,16 @@
 
 Active when ``--cloud-provider`` is set. Checkpoints go to ``PROVIDER://BUCKET/PREFIX/<folder
 name>`` (e.g. ``s3://runs/checkpoints/checkpoint_step_20``) in a background thread; at the end of
-training the remaining uploads finish with a progress bar and whatever did not upload is listed.
+training the remaining uploads finish with a progress bar (waiting at most ``--upload-timeout``
+seconds) and whatever did not upload is listed; its folders go into the summary's ``not_uploaded``
+(``kerastrain run`` then exits with :data:`kerastrain.errors.EXIT_NOT_UPLOADED`).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from kerastrain.hookspecs import hookimpl
-
-# How long the end of training waits for uploads; override with this environment variable.
-FINISH_TIMEOUT_ENV = "KERASTRAIN_UPLOAD_TIMEOUT"
-DEFAULT_FINISH_TIMEOUT_S = 1800.0
 
 _uploaders: dict[int, Any] = {}  # id(run) -> CheckpointUploader
 
@@ -49,5 +46,7 @@ def on_checkpoint_saved(run, path, step: int, kind: str) -> None:
 def on_train_end(run, logs: dict) -> None:
     uploader = _uploaders.pop(id(run), None)
     if uploader is not None:
-        timeout = float(os.environ.get(FINISH_TIMEOUT_ENV, DEFAULT_FINISH_TIMEOUT_S))
-        uploader.finish(timeout)
+        failed = uploader.finish(run.config.cloud.upload_timeout)
+        if failed and logs is not None:
+            logs["not_uploaded"] = [str(job.local_dir) for job in failed]
+            logs["remote"] = str(uploader.remote)

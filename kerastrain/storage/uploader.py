@@ -4,6 +4,8 @@ The uploader sends every file of a checkpoint first and ``manifest.json`` last: 
 without a manifest (or whose files do not match it) is never taken for a complete checkpoint.
 Training never waits for the network; failures are retried with exponential backoff for a bounded
 time, then reported (never silently dropped) and retried again at the next checkpoint or at exit.
+An unreachable remote is one condition: all uploads share one retry clock (``retry_clock.py``),
+one message reports the outage, and ``finish`` keeps retrying on that clock until its timeout.
 """
 
 from __future__ import annotations
@@ -31,16 +33,9 @@ from kerastrain.storage.manifest import (
     read_manifest,
 )
 from kerastrain.storage.remote import files_present, remote_text, temp_file
+from kerastrain.storage.retry_clock import RemoteClock, RetryPolicy
 
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff: waits ``initial_s``, doubling up to ``max_s``, for at most
-    ``total_s`` seconds per round of attempts."""
-
-    total_s: float = 120.0
-    initial_s: float = 1.0
-    max_s: float = 30.0
+__all__ = ["CheckpointUploader", "RetryPolicy", "UploadJob"]
 
 
 @dataclass
@@ -55,6 +50,7 @@ class UploadJob:
     error: str | None = None
     attempts: int = 0
     uploaded: set[str] = field(default_factory=set)  # files this process has sent already
+    transient: bool = False  # failed for a reason retrying may fix (the remote was unreachable)
 
 
 def not_uploaded_reason(job: UploadJob, timeout: float | None) -> str:
@@ -95,7 +91,7 @@ class CheckpointUploader:
         self._backend = backend
         self._cloud_config = cloud_config
         self._secrets = config_secrets(cloud_config) if cloud_config is not None else ()
-        self.retry = retry
+        self.retry = retry  # also sets self.clock: one retry clock for the whole remote
         self.part_size = part_size
         self.console = console
         self.on_error = on_error or self._print_error
@@ -107,6 +103,14 @@ class CheckpointUploader:
         self._busy = False
         self._thread = threading.Thread(target=self._work, name="checkpoint-upload", daemon=True)
         self._thread.start()
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self.clock.policy
+
+    @retry.setter
+    def retry(self, policy: RetryPolicy) -> None:
+        self.clock = RemoteClock(policy)
 
     # -- public API ------------------------------------------------------------------------
 
@@ -138,6 +142,18 @@ class CheckpointUploader:
                 self._queue.append(job)
             self._cond.notify_all()
         return again
+
+    def _retry_transient(self) -> bool:
+        """Queue again the uploads that failed only because the remote was unreachable."""
+        with self._cond:
+            again = [
+                j for j in self.jobs if j.state == "failed" and j.transient and j.local_dir.is_dir()
+            ]
+            for job in again:
+                job.state = "pending"
+                self._queue.append(job)
+            self._cond.notify_all()
+        return bool(again)
 
     def outstanding(self) -> list[UploadJob]:
         """Uploads not (yet) complete remotely: pending, uploading or failed."""
@@ -197,7 +213,10 @@ class CheckpointUploader:
                         )
                     if progress is not None:
                         progress.update(task, total=total, completed=done)
-                    if idle or (deadline is not None and time.monotonic() >= deadline):
+                    if deadline is not None and time.monotonic() >= deadline:
+                        break
+                    # An unreachable remote: keep retrying on its clock until the deadline.
+                    if idle and (deadline is None or not self._retry_transient()):
                         break
                     time.sleep(0.1)
             finally:
@@ -257,8 +276,12 @@ class CheckpointUploader:
 
     def _run(self, job: UploadJob) -> None:
         started = time.monotonic()
-        delay = self.retry.initial_s
         while True:
+            # One clock for the remote: while it is down, every upload waits for the same clock.
+            wait = self.clock.wait_s()
+            if wait and self._stop.wait(wait):
+                self._fail_round(job, self.clock.reason or "the uploader was closed")
+                return
             job.attempts += 1
             try:
                 self._upload_once(job)
@@ -266,25 +289,47 @@ class CheckpointUploader:
                 reason = self._describe(exc)
                 permanent = isinstance(exc, _Permanent)
                 # A StorageError (no credentials, no such bucket) needs the user: stop this round.
-                needs_user = isinstance(exc, StorageError)
-                out_of_time = time.monotonic() - started + delay > self.retry.total_s
-                # close() interrupts the backoff wait: give up at once rather than retry.
-                if permanent or needs_user or out_of_time or self._stop.wait(delay):
-                    job.state = "failed"
-                    kept = (
-                        ""
-                        if permanent
-                        else f"; local copy kept at {job.local_dir}, will retry at the next checkpoint or at exit"
-                    )
-                    job.error = reason
+                if permanent or isinstance(exc, StorageError):
+                    job.state, job.error, job.transient = "failed", reason, False
+                    kept = "" if permanent else self._kept(job)
                     self.on_error(job, f"{job.local_dir.name} → {job.url}: {reason}{kept}")
                     return
-                delay = min(delay * 2, self.retry.max_s)
+                self.clock.failed(reason)
+                out_of_time = time.monotonic() - started + self.clock.wait_s() > self.retry.total_s
+                if out_of_time or self._stop.is_set():
+                    self._fail_round(job, reason)
+                    return
                 continue
-            job.state, job.error = "done", None
+            job.state, job.error, job.transient = "done", None, False
+            down_for = self.clock.succeeded()
+            if down_for is not None and down_for > 0:
+                self._get_console().print(
+                    f"{self.remote} is reachable again (after {down_for:.0f} s); uploading",
+                    highlight=False,
+                )
             if self.on_uploaded:
                 self.on_uploaded(job)
             return
+
+    @staticmethod
+    def _kept(job: UploadJob) -> str:
+        return (
+            f"; local copy kept at {job.local_dir}, will retry at the next checkpoint or at exit"
+        )
+
+    def _fail_round(self, job: UploadJob, reason: str) -> None:
+        """The remote stayed unreachable for a whole round: this upload and every upload queued
+        behind it (they would meet the same dead remote) fail together, reported once."""
+        with self._cond:
+            waiting = list(self._queue)
+            self._queue.clear()
+            for other in (job, *waiting):
+                other.state, other.error, other.transient = "failed", reason, True
+        if self.clock.reported:
+            return  # this outage was reported already; the clock keeps retrying
+        self.clock.reported = True
+        more = f" ({len(waiting)} more checkpoint(s) waiting too)" if waiting else ""
+        self.on_error(job, f"{job.local_dir.name} → {job.url}: {reason}{self._kept(job)}{more}")
 
     def _describe(self, exc: BaseException) -> str:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

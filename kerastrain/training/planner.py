@@ -126,7 +126,6 @@ def measure_training_memory(cfg: RunConfig, run_step: bool = False) -> dict:
 
     import jax
     import keras
-    import keras_hub  # noqa: F401  (imported by the model; its memory is not the step's)
     import numpy as np
 
     from kerastrain.model.gpt import apply_lora, apply_precision, build_model

@@ -183,10 +183,10 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     output_dir = Path(config.output.output_dir)
     check_output_dir(output_dir)
     hooks = get_plugin_manager().hook
-    if config.cloud.provider:  # refuse an unknown provider before any work is done
-        from kerastrain.storage.backends import backend_class, remote_root
+    if config.cloud.provider:  # open and probe the remote before any work is done
+        from kerastrain.storage.probe import open_remote
 
-        backend_class(remote_root(config.cloud).scheme)
+        open_remote(config.cloud)
     check_trackers(config.output.trackers)
 
     train_docs, val_docs, what = open_documents(config)
@@ -229,6 +229,7 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
         state = restore_model(model, resume)
         restore_optimizer(optimizer, resume, state)
         start_step, best_val = int(state["step"]), state.get("best_val_loss")
+        say(f"Resumed from {config.output.resume_from or resume} at step {start_step}")
         if (resume / PIPELINE_FILE).exists():
             pipeline_state = PipelineState.load(resume / PIPELINE_FILE)
         truncate_metrics(output_dir, start_step)
@@ -269,6 +270,7 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     try:
         with make_progress(console) as progress:
             summary = trainer.fit(progress)
+        summary["start_step"] = start_step  # the summary line says what this invocation ran
     finally:
         hooks.on_train_end(run=run, logs=summary)
     return summary

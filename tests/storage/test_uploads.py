@@ -351,7 +351,7 @@ def test_secrets_never_appear_in_output_or_files(azure, tmp_path, monkeypatch, c
     cloud_sync.on_train_start(run=failing)
     cloud_sync.uploader_for(failing).retry = FAST_RETRY
     cloud_sync.on_checkpoint_saved(run=failing, path=fetched, step=1, kind="step")
-    monkeypatch.setenv("KERASTRAIN_UPLOAD_TIMEOUT", "20")
+    failing.config.cloud.upload_timeout = 3  # the remote stays unreachable: wait 3 s, then list
     cloud_sync.on_train_end(run=failing, logs={})
     messages.append(failing.console.file.getvalue())
     assert "Not uploaded" in messages[-1]

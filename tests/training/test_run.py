@@ -80,8 +80,7 @@ def test_duplicate_names_are_an_error_naming_both_plugins(kerastrain_plugin):
 
 
 def test_misspelt_hook_is_an_error(kerastrain_plugin):
-    from pluggy import PluginValidationError
-
+    from kerastrain.errors import PluginError
     from kerastrain.hookspecs import hookimpl
 
     class Typo:
@@ -89,7 +88,7 @@ def test_misspelt_hook_is_an_error(kerastrain_plugin):
         def register_data_source(self, register):  # missing "s"
             pass
 
-    with pytest.raises(PluginValidationError):
+    with pytest.raises(PluginError, match="did you mean 'register_data_sources'"):
         kerastrain_plugin(Typo(), name="typo-plugin")
 
 

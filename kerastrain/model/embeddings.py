@@ -1,0 +1,79 @@
+"""Position information for the GPT: rotary embeddings (RoPE) and learned position embeddings.
+
+Written here rather than taken from keras-hub so that training needs no keras-hub (whose published
+requirements pull TensorFlow into a plain ``pip install``). They compute exactly what
+``keras_hub.layers.RotaryEmbedding(max_wavelength, sequence_axis=1, feature_axis=-1)`` and
+``keras_hub.layers.PositionEmbedding`` compute (tested side by side), with the same weight names,
+so checkpoints written with either load into the other.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+
+@keras.saving.register_keras_serializable(package="kerastrain")
+class RotaryEmbedding(layers.Layer):
+    """Rotates each (first half, second half) feature pair of ``(batch, seq, heads, head_dim)``
+    inputs by an angle proportional to the token's position (RoFormer, "rotate half" layout)."""
+
+    def __init__(self, max_wavelength: int = 10000, **kwargs):
+        super().__init__(**kwargs)
+        self.max_wavelength = max_wavelength
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        dim = ops.shape(inputs)[-1]
+        seq_len = ops.shape(inputs)[1]
+        inverse_freq = ops.power(
+            ops.cast(self.max_wavelength, "float32"),
+            -(ops.arange(0, dim, 2, dtype="float32") / ops.cast(dim, "float32")),
+        )
+        positions = ops.arange(seq_len, dtype="float32") + ops.cast(start_index, "float32")
+        freq = ops.einsum("i,j->ij", positions, inverse_freq)  # (seq, dim/2)
+        angles = ops.concatenate([freq, freq], axis=-1)[None, :, None, :]  # (1, seq, 1, dim)
+        cos = ops.cast(ops.cos(angles), self.compute_dtype)
+        sin = ops.cast(ops.sin(angles), self.compute_dtype)
+        first, second = ops.split(inputs, 2, axis=-1)
+        rotated = ops.concatenate([-second, first], axis=-1)
+        return inputs * cos + rotated * sin
+
+    def get_config(self):
+        return {**super().get_config(), "max_wavelength": self.max_wavelength}
+
+
+@keras.saving.register_keras_serializable(package="kerastrain")
+class PositionEmbedding(layers.Layer):
+    """A learned vector per position (up to ``sequence_length``), broadcast over the batch."""
+
+    def __init__(self, sequence_length: int, initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.sequence_length = int(sequence_length)
+        self.initializer = keras.initializers.get(initializer)
+
+    def build(self, input_shape):
+        self.position_embeddings = self.add_weight(
+            name="embeddings",
+            shape=[self.sequence_length, input_shape[-1]],
+            initializer=self.initializer,
+            trainable=True,
+        )
+        self.built = True
+
+    def call(self, inputs, start_index=0):
+        shape = ops.shape(inputs)
+        table = ops.slice(
+            ops.convert_to_tensor(self.position_embeddings), (start_index, 0), (shape[-2], shape[-1])
+        )
+        return ops.broadcast_to(table, shape)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "sequence_length": self.sequence_length,
+            "initializer": keras.initializers.serialize(self.initializer),
+        }

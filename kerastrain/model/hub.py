@@ -1,0 +1,26 @@
+"""keras-hub, an optional dependency: the one place that imports it.
+
+Training needs no keras-hub. Text generation (``kerastrain generate``, :mod:`kerastrain.model.causal_lm`)
+and keras-hub export/import do; they call :func:`require_keras_hub`, which names the extra to install
+when it is missing. It is an extra because keras-hub's published requirements pull tensorflow-text
+and with it TensorFlow (~2 GB) into a plain ``pip install``.
+"""
+
+from __future__ import annotations
+
+from kerastrain.errors import DependencyError
+
+HUB_EXTRA = "kerastrain[hub]"
+
+
+def require_keras_hub(feature: str = "this feature"):
+    """The ``keras_hub`` module; a one-line :class:`DependencyError` saying what to install when it
+    is not installed."""
+    try:
+        import keras_hub
+    except ImportError:
+        raise DependencyError(
+            f"{feature} needs keras-hub, which is not installed: pip install '{HUB_EXTRA}' "
+            "(or `uv pip install keras-hub`; see the README's 'Installing' section)"
+        ) from None
+    return keras_hub
