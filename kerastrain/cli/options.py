@@ -13,6 +13,7 @@ import click
 from kerastrain.config import (
     CloudConfig,
     DataConfig,
+    DistributionConfig,
     ModelConfig,
     OutputConfig,
     RunConfig,
@@ -90,6 +91,13 @@ OPTIONS = [
     ("Cloud storage", ["--cloud-prefix"], dict(default="checkpoints", show_default=True, help="Key prefix")),
     ("Cloud storage", ["--azure-sas-token"], dict(default=None, envvar="AZURE_STORAGE_SAS_TOKEN", help="Azure SAS token (or $AZURE_STORAGE_SAS_TOKEN)")),
     ("Cloud storage", ["--azure-account-name"], dict(default=None, help="Azure storage account")),
+    # Distribution (kerastrain.training.distribution)
+    ("Distribution", ["--data-parallel"], dict(type=int, default=None, help="Data-parallel devices [default: the devices --fsdp and --tensor-parallel leave]")),
+    ("Distribution", ["--fsdp"], dict(type=int, default=None, help="Devices that shard weights, gradients and optimizer state (ZeRO-3) [default: 1]")),
+    ("Distribution", ["--tensor-parallel"], dict(type=int, default=None, help="Devices that split attention heads and MLP columns [default: 1]")),
+    ("Distribution", ["--coordinator-address"], dict(default=None, help="HOST:PORT of process 0 for a multi-process run")),
+    ("Distribution", ["--num-processes"], dict(type=int, default=None, help="Processes of a multi-process run")),
+    ("Distribution", ["--process-id"], dict(type=int, default=None, help="This process's id, 0 .. num-processes - 1")),
 ]
 
 
@@ -161,6 +169,11 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
             azure_account_name=p["azure_account_name"],
         ),
         preset=p.get("preset"),
+        distribution=DistributionConfig(
+            data_parallel=p["data_parallel"], fsdp=p["fsdp"],
+            tensor_parallel=p["tensor_parallel"], coordinator_address=p["coordinator_address"],
+            num_processes=p["num_processes"], process_id=p["process_id"],
+        ),
     )
     if explicit_vocab and p["auto_vocab_size"]:
         raise ConfigError("--vocab-size and --auto-vocab-size contradict each other; pass one")

@@ -78,8 +78,13 @@ def initial_state(model, optimizer) -> tuple:
     )
 
 
-def make_steps(model, optimizer):
-    """Jitted (train_step, eval_step) over explicit state tuples."""
+def make_steps(model, optimizer, mesh_plan=None):
+    """Jitted (train_step, eval_step) over explicit state tuples.
+
+    With a ``mesh_plan`` (``kerastrain.training.distribution``) the train step keeps every state
+    array in the sharding it was created with and takes the batch split over the mesh's batch
+    axes: XLA's SPMD partitioner does the rest.
+    """
 
     def loss_fn(trainable, non_trainable, x, y):
         logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -99,6 +104,11 @@ def make_steps(model, optimizer):
         losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         return keras.ops.sum(losses), losses.size
 
+    if mesh_plan is not None:
+        shardings = mesh_plan.state_shardings(initial_state(model, optimizer))
+        batch = mesh_plan.batch_sharding
+        return jax.jit(train_step, donate_argnums=0, in_shardings=(shardings, batch, batch),
+                       out_shardings=(mesh_plan.replicated, shardings)), jax.jit(eval_step)
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
 
 
@@ -106,7 +116,8 @@ class Trainer:
     """Runs updates until the data, ``--max-steps`` or a signal ends the run."""
 
     def __init__(self, run: TrainingRun, model, optimizer, schedule, train_pipeline,
-                 val_pipeline_factory, hooks, start_step: int = 0, best_val: float | None = None):
+                 val_pipeline_factory, hooks, start_step: int = 0, best_val: float | None = None,
+                 mesh_plan=None):
         self.run = run
         self.cfg = run.config
         self.model = model
@@ -120,10 +131,12 @@ class Trainer:
         self.stop_signal: int | None = None
         self.first_step_seconds: float | None = None
         self.process_start = process_start_time()
-        self.train_step, self.eval_step = make_steps(model, optimizer)
+        self.mesh_plan = mesh_plan
+        self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan)
         self.tokens_per_update = (
             self.cfg.train.batch_size * self.cfg.model.seq_len
             * self.cfg.train.gradient_accumulation_steps
+            * (mesh_plan.shape.devices if mesh_plan else 1)  # --batch-size is per device
         )
 
     # -- state -------------------------------------------------------------------------------
@@ -135,6 +148,12 @@ class Trainer:
             var.assign(value)
         for var, value in zip(self.optimizer.variables, opt_vars, strict=True):
             var.assign(value)
+
+    def _place(self, batch) -> tuple:
+        """(inputs, labels) as the step takes them: global arrays over the mesh, if any."""
+        if self.mesh_plan is None:
+            return batch.inputs, batch.labels
+        return self.mesh_plan.place_batch(batch.inputs), self.mesh_plan.place_batch(batch.labels)
 
     # -- pieces ------------------------------------------------------------------------------
     def evaluate(self, state) -> dict | None:
@@ -208,7 +227,7 @@ class Trainer:
                 if len(micro) < accum:
                     break  # not enough data left for a whole update
                 for batch in micro:
-                    loss, state = self.train_step(state, batch.inputs, batch.labels)
+                    loss, state = self.train_step(state, *self._place(batch))
                 self.step += 1
                 last_pipeline_state = micro[-1].state
                 if pending is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
@@ -29,8 +30,10 @@ def check_output_dir(path: Path) -> None:
         ) from exc
 
 
-def estimate_total_steps(config: RunConfig, train_docs, tokenizer) -> tuple[int | None, str]:
-    """Optimizer updates the run will make: ``--max-steps`` or epochs × estimated data size."""
+def estimate_total_steps(config: RunConfig, train_docs, tokenizer,
+                         devices: int = 1) -> tuple[int | None, str]:
+    """Optimizer updates the run will make: ``--max-steps`` or epochs × estimated data size
+    (``--batch-size`` rows on each of ``devices``)."""
     t = config.train
     if t.max_steps:
         return t.max_steps, f"{t.max_steps} steps (--max-steps)"
@@ -48,7 +51,7 @@ def estimate_total_steps(config: RunConfig, train_docs, tokenizer) -> tuple[int 
     sample = list(itertools.islice(train_docs.iter_from(0), min(n_docs, 500)))
     tokens_per_doc = sum(len(ids) + 1 for ids in tokenizer.encode_batch(sample)) / max(1, len(sample))
     stride = config.data.stride or config.model.seq_len
-    per_update = t.batch_size * stride * t.gradient_accumulation_steps
+    per_update = t.batch_size * devices * stride * t.gradient_accumulation_steps
     per_epoch = max(1, int(n_docs * tokens_per_doc / per_update))
     return per_epoch * t.epochs, (
         f"{per_epoch * t.epochs} steps ({t.epochs} epochs of ~{per_epoch} steps, "
@@ -166,6 +169,9 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
         console.print(msg, highlight=False)
 
     config.validate()
+    from kerastrain.training.distribution import make_mesh_plan
+
+    mesh_plan = make_mesh_plan(config)  # a bad mesh fails here, before anything is written
     output_dir = Path(config.output.output_dir)
     check_output_dir(output_dir)
     hooks = get_plugin_manager().hook
@@ -183,7 +189,8 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
         adopt_checkpoint_tokenizer(config, resume, output_dir, say)
     tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
     check_vocab(config, tokenizer, explicit_vocab)
-    total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer)
+    total_steps, steps_note = estimate_total_steps(
+        config, train_docs, tokenizer, mesh_plan.shape.devices if mesh_plan else 1)
     check_memory_fits(config)
 
     import keras
@@ -194,7 +201,8 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
 
     apply_precision(config.model)
     keras.utils.set_random_seed(config.train.seed)
-    model = build_model(config.model)
+    with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
+        model = build_model(config.model)
     if config.train.init_from and resume is None:
         from kerastrain.training.checkpoint import restore_model
 
@@ -203,9 +211,11 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     if config.model.use_lora:
         from kerastrain.model.gpt import apply_lora
 
-        apply_lora(model, config.model.lora_rank)
+        with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
+            apply_lora(model, config.model.lora_rank)
     schedule, warmup = make_schedule(config, total_steps)
-    optimizer = make_optimizer(config, schedule, model)
+    with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
+        optimizer = make_optimizer(config, schedule, model)
 
     start_step, best_val, pipeline_state = 0, None, PipelineState()
     if resume is not None:
@@ -227,8 +237,8 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
 
     d, t = config.data, config.train
     train_pipeline = StreamingTextPipeline(
-        train_docs, tokenizer, seq_len=config.model.seq_len, batch_size=t.batch_size,
-        stride=d.stride, shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
+        train_docs, tokenizer, seq_len=config.model.seq_len,
+        batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride, shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
         max_documents=d.max_train_examples, epochs=None if t.max_steps else t.epochs,
     )
     train_pipeline.restore(pipeline_state)
@@ -246,9 +256,11 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     say(f"Model: {params:,} parameters ({config.preset or 'custom'}), vocab "
         f"{config.model.vocab_size}, seq_len {config.model.seq_len}; training for {steps_note}, "
         f"warm-up {warmup}")
+    if mesh_plan:
+        say(mesh_plan.describe(config.model.seq_len, t.gradient_accumulation_steps))
     trainer = Trainer(run, model, optimizer, schedule, train_pipeline,
                       val_batches if val_docs is not None else None, hooks,
-                      start_step=start_step, best_val=best_val)
+                      start_step=start_step, best_val=best_val, mesh_plan=mesh_plan)
     hooks.on_train_start(run=run)
     summary: dict = {}
     try:
