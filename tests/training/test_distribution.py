@@ -43,7 +43,7 @@ def train_losses(out: Path) -> list[float]:
 
 def assert_close(a: list[float], b: list[float], what: str) -> None:
     assert len(a) == len(b), what
-    worst = max(abs(x - y) / abs(y) for x, y in zip(a, b))
+    worst = max(abs(x - y) / abs(y) for x, y in zip(a, b, strict=True))
     assert worst <= REL_TOL, f"{what}: relative difference {worst:.2e}\n{a}\n{b}"
 
 
