@@ -105,7 +105,7 @@ def check_memory_fits(config: RunConfig) -> None:
 
 def find_resume_point(config: RunConfig, output_dir: Path, say):
     """The checkpoint to continue from, or None to start fresh."""
-    from kerastrain.training.checkpoint import newest_checkpoint
+    from kerastrain.training.checkpoint import newest_verified_checkpoint
 
     source = config.output.resume_from
     if source:
@@ -120,7 +120,7 @@ def find_resume_point(config: RunConfig, output_dir: Path, say):
         return path
     if config.output.overwrite:
         return None
-    found = newest_checkpoint(output_dir)
+    found = newest_verified_checkpoint(output_dir, say)
     if found:
         say(f"Resuming from {found.path} (step {found.step}); pass --overwrite to start fresh")
         return found.path

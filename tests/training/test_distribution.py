@@ -27,7 +27,8 @@ REL_TOL = 2e-6  # losses are logged with 6 decimals; measured differences are <=
 
 
 def forced_devices(n: int) -> dict:
-    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+    # A wide console: rich would otherwise wrap long paths in the middle of a word.
+    return {"XLA_FLAGS": f"--xla_force_host_platform_device_count={n}", "COLUMNS": "1000"}
 
 
 def run_script(script: str, devices: int, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -110,3 +111,32 @@ def test_fsdp_shards_weights_and_optimizer_state():
     ratio = sharded["arguments"] / whole["arguments"]
     assert ratio <= 0.25 + 0.10, (ratio, whole, sharded)
     assert ratio < 0.3
+
+
+def test_checkpoint_from_4_devices_resumes_on_2_and_1_and_skips_a_corrupt_newest(tmp_path):
+    """The checkpoint holds whole arrays: any mesh reshards it on load. With the same global
+    batch (``--batch-size`` x devices = 8) the resumed runs repeat the uninterrupted losses."""
+    run = [*SMALL, "--max-steps", "8", "--save-every", "4"]
+    out = tmp_path / "run"
+    first = kerastrain("run", *run, "--batch-size", "2", "--fsdp", "2", "--output-dir", str(out),
+                       env=forced_devices(4))
+    assert first.returncode == 0, first.stderr
+    uninterrupted = train_losses(out)
+    assert len(uninterrupted) == 8
+    # The newest checkpoint is damaged on disk: auto-resume says so and takes step 4 instead.
+    damaged = out / "final_checkpoint" / "optimizer.npz"
+    data = bytearray(damaged.read_bytes())
+    data[-100] ^= 1
+    damaged.write_bytes(bytes(data))
+    two = kerastrain("run", *run, "--batch-size", "4", "--output-dir", str(out),
+                     env=forced_devices(2))
+    assert two.returncode == 0, two.stderr
+    said = " ".join(two.stdout.split())
+    assert "Skipping final_checkpoint" in said and "fails its sha256 check" in said
+    assert "falling back to the previous complete checkpoint" in said
+    assert "Resuming from" in said and "checkpoint_step_4 (step 4)" in said
+    assert_close(train_losses(out), uninterrupted, "resumed on 2 devices")
+    one = kerastrain("run", *run, "--batch-size", "8", "--output-dir", str(tmp_path / "one"),
+                     "--resume-from", str(out / "checkpoint_step_4"), env=forced_devices(1))
+    assert one.returncode == 0, one.stderr
+    assert_close(train_losses(tmp_path / "one"), uninterrupted[4:], "resumed on 1 device")
