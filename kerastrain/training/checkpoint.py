@@ -56,8 +56,12 @@ def save_checkpoint(
     pipeline_state=None,
     run_config=None,
     tokenizer=None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write a complete checkpoint at ``path`` atomically (replacing an older one there)."""
+    """Write a complete checkpoint at ``path`` atomically (replacing an older one there).
+
+    ``extra_files``: relative path -> bytes, written inside it too (e.g. per-process data
+    positions)."""
     path = Path(path)
     tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
     if tmp.exists():
@@ -80,6 +84,9 @@ def save_checkpoint(
         run_config.model.save(tmp / MODEL_CONFIG_FILE)
     if tokenizer is not None:  # a checkpoint is self-contained: resumable anywhere
         tokenizer.save(tmp / TOKENIZER_FILE)
+    for rel, data in (extra_files or {}).items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
     fsync_tree(tmp)  # the data first: the manifest must never vouch for unwritten files
     write_manifest(tmp, {"step": state.get("step")})
     fsync_dir(tmp)

@@ -132,6 +132,8 @@ class Trainer:
         self.first_step_seconds: float | None = None
         self.process_start = process_start_time()
         self.mesh_plan = mesh_plan
+        # In a multi-process run only process 0 writes metrics and checkpoints.
+        self.primary = mesh_plan is None or mesh_plan.process_index == 0
         self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan)
         self.tokens_per_update = (
             self.cfg.train.batch_size * self.cfg.model.seq_len
@@ -171,6 +173,10 @@ class Trainer:
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_tokens": count}
 
     def save(self, state, name: str, kind: str, pipeline_state: PipelineState | None) -> Path:
+        if self.mesh_plan is not None and self.mesh_plan.multi_process:
+            from kerastrain.training.sharded_checkpoint import save_from_all_processes
+
+            return save_from_all_processes(self, state, name, kind, pipeline_state)
         self._write_back(state)
         path = save_checkpoint(
             self.run.output_dir / name,
@@ -203,7 +209,12 @@ class Trainer:
         cfg, out = self.cfg, self.run.output_dir
         accum = cfg.train.gradient_accumulation_steps
         total = self.run.total_steps
-        metrics = MetricsLog(out)
+        if self.primary:
+            metrics = MetricsLog(out)
+        else:
+            from kerastrain.training.processes import DiscardedMetrics
+
+            metrics = DiscardedMetrics()
         state = initial_state(self.model, self.optimizer)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         batches = Prefetcher(self.train_pipeline, depth=4)
@@ -275,7 +286,8 @@ class Trainer:
                 if self.step % cfg.output.save_every == 0 and not last_step:
                     self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
                     last_saved_step = self.step
-                    prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
+                    if self.primary:
+                        prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
                 if self.stop_signal is not None:
                     reason = "interrupted"
                     break

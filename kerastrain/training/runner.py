@@ -170,11 +170,16 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
 
     config.validate()
     from kerastrain.training.distribution import make_mesh_plan
+    from kerastrain.training.processes import SilentHooks, barrier, initialize_processes
 
+    processes = initialize_processes(config)  # before any other JAX call
     mesh_plan = make_mesh_plan(config)  # a bad mesh fails here, before anything is written
+    primary = mesh_plan is None or mesh_plan.process_index == 0
+    if not primary:  # only process 0 prints, logs, writes and uploads
+        console.quiet = True
     output_dir = Path(config.output.output_dir)
     check_output_dir(output_dir)
-    hooks = get_plugin_manager().hook
+    hooks = get_plugin_manager().hook if primary else SilentHooks()
     if config.cloud.provider:  # refuse an unknown provider before any work is done
         from kerastrain.storage.backends import backend_class, remote_root
 
@@ -183,11 +188,16 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     train_docs, val_docs, what = open_documents(config)
     say(f"Data: {what}")
     resume = find_resume_point(config, output_dir, say)
-    if resume is None and config.output.overwrite:
+    if resume is None and config.output.overwrite and primary:
         clear_previous_run(output_dir)
-    if resume is not None:
+    if resume is not None and primary:
         adopt_checkpoint_tokenizer(config, resume, output_dir, say)
-    tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
+    if primary:
+        tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
+    barrier("tokenizer ready")
+    if not primary:  # reuses process 0's tokenizer (shared disk) or trains the same one
+        config.tokenizer.retrain = False
+        tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
     check_vocab(config, tokenizer, explicit_vocab)
     total_steps, steps_note = estimate_total_steps(
         config, train_docs, tokenizer, mesh_plan.shape.devices if mesh_plan else 1)
@@ -219,27 +229,39 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
 
     start_step, best_val, pipeline_state = 0, None, PipelineState()
     if resume is not None:
-        from kerastrain.training.checkpoint import PIPELINE_FILE, restore_model, restore_optimizer
+        from kerastrain.training.checkpoint import restore_model, restore_optimizer
+        from kerastrain.training.sharded_checkpoint import restore_data_position
 
         state = restore_model(model, resume)
         restore_optimizer(optimizer, resume, state)
         start_step, best_val = int(state["step"]), state.get("best_val_loss")
-        if (resume / PIPELINE_FILE).exists():
-            pipeline_state = PipelineState.load(resume / PIPELINE_FILE)
-        truncate_metrics(output_dir, start_step)
+        pipeline_state = restore_data_position(
+            resume, mesh_plan.process_index if mesh_plan else 0, processes, say)
+        if primary:
+            truncate_metrics(output_dir, start_step)
         if start_step >= total_steps:
             say(f"Training is already complete at step {start_step} of {total_steps}; pass "
                 "--overwrite to start again, or raise --epochs / --max-steps to continue")
             return {"steps": start_step, "reason": "already complete", "checkpoint": str(resume)}
 
-    config.model.save(output_dir / "model_config.json")
-    config.save(output_dir / "run_config.json")
+    if primary:
+        config.model.save(output_dir / "model_config.json")
+        config.save(output_dir / "run_config.json")
 
     d, t = config.data, config.train
+    max_docs, epochs = d.max_train_examples, None if t.max_steps else t.epochs
+    if processes > 1:
+        from kerastrain.data.sharding import ProcessShare
+
+        # Each process reads its own share; the shares run out at different steps, so the stream
+        # repeats and the step count fixed above (from the whole stream) ends the run everywhere.
+        train_docs = ProcessShare(train_docs, mesh_plan.process_index, processes, max_docs)
+        max_docs, epochs = None, None
     train_pipeline = StreamingTextPipeline(
         train_docs, tokenizer, seq_len=config.model.seq_len,
-        batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride, shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
-        max_documents=d.max_train_examples, epochs=None if t.max_steps else t.epochs,
+        batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride,
+        shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
+        max_documents=max_docs, epochs=epochs,
     )
     train_pipeline.restore(pipeline_state)
 
