@@ -81,8 +81,9 @@ def device_memory_bytes() -> tuple[int | None, str]:
     return None, ""
 
 
-def check_memory_fits(config: RunConfig) -> None:
-    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device."""
+def check_memory_fits(config: RunConfig, mesh_shape=None) -> None:
+    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device
+    (on a mesh: per device, with ``--batch-size`` rows per device)."""
     from kerastrain.training.planner import estimate_training_memory, format_bytes, largest_batch
 
     available, what = device_memory_bytes()
@@ -92,8 +93,13 @@ def check_memory_fits(config: RunConfig) -> None:
 
     devices = jax.device_count()
     need = estimate_training_memory(config, devices)
+    if mesh_shape is not None:
+        from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
+
+        need = plan_mesh_memory(config, mesh_shape).total
     if need > FIT_MARGIN * available:
-        best = largest_batch(config, available, devices)
+        best = (largest_batch_per_device(config, mesh_shape, available) if mesh_shape else
+                largest_batch(config, available, devices))
         advice = (f"--batch-size {best} fits" if best else
                   "no batch size fits: choose a smaller preset or --seq-len")
         raise ConfigError(
@@ -201,7 +207,7 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     check_vocab(config, tokenizer, explicit_vocab)
     total_steps, steps_note = estimate_total_steps(
         config, train_docs, tokenizer, mesh_plan.shape.devices if mesh_plan else 1)
-    check_memory_fits(config)
+    check_memory_fits(config, mesh_plan.shape if mesh_plan else None)
 
     import keras
 
