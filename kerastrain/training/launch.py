@@ -55,13 +55,24 @@ def launch(num_processes: int, args: list[str], devices_per_process: int | None 
     procs = [
         subprocess.Popen([sys.executable, "-m", "kerastrain", *args, "--coordinator-address",
                           address, "--num-processes", str(num_processes), "--process-id", str(i)],
-                         env=env)
+                         env=env, start_new_session=True)  # signals reach them once, from here
         for i in range(num_processes)
     ]
+
+    def forward(signum, frame):  # Ctrl-C / a scheduler's SIGTERM: every process saves and stops
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         while True:
             codes = [p.poll() for p in procs]
             failed = [(i, c) for i, c in enumerate(codes) if c not in (None, 0)]
+            if failed and all(c in (130, 143) for _, c in failed):  # stopped by a signal
+                for p in procs:  # the others are saving the same checkpoint: let them finish
+                    p.wait()
+                return failed[0][1]
             if failed:
                 i, code = failed[0]
                 say(f"kerastrain launch: process {i} {_describe(code)}; the others cannot go on "
@@ -76,10 +87,6 @@ def launch(num_processes: int, args: list[str], devices_per_process: int | None 
             if all(c == 0 for c in codes):
                 return 0
             time.sleep(0.2)
-    except KeyboardInterrupt:  # Ctrl-C reached every child too (same process group)
-        for p in procs:
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        return 130
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)

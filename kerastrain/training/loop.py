@@ -199,6 +199,16 @@ class Trainer:
         uploader = uploader_for(self.run)
         return set(uploader.pending_dirs()) if uploader else set()
 
+    def _should_stop(self) -> bool:
+        """A signal stops the run; in several processes all stop after the same step."""
+        if self.mesh_plan is None or not self.mesh_plan.multi_process:
+            return self.stop_signal is not None
+        from kerastrain.training.processes import any_process
+
+        if any_process(self.stop_signal is not None) and self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM  # another process was signalled
+        return self.stop_signal is not None
+
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
@@ -288,7 +298,7 @@ class Trainer:
                     last_saved_step = self.step
                     if self.primary:
                         prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
-                if self.stop_signal is not None:
+                if self._should_stop():
                     reason = "interrupted"
                     break
             else:

@@ -139,3 +139,15 @@ class DiscardedMetrics:
 
     def close(self) -> None:
         pass
+
+
+def any_process(flag: bool) -> bool:
+    """Whether ``flag`` is set in any process (a collective: all processes must call it)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return flag
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(np.any(multihost_utils.process_allgather(np.array([flag]))))
