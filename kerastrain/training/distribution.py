@@ -44,8 +44,10 @@ class MeshShape:
         return f"data {self.data} x fsdp {self.fsdp} x tensor {self.model}"
 
 
-def resolve_mesh(config: RunConfig, device_count: int) -> MeshShape:
-    """The mesh for ``device_count`` devices; unnamed ``--data-parallel`` takes what is left."""
+def resolve_mesh(config: RunConfig, device_count: int, local_devices: int | None = None,
+                 ) -> MeshShape:
+    """The mesh for ``device_count`` devices (``local_devices`` of them in this process, when
+    there are several processes); unnamed ``--data-parallel`` takes what is left."""
     d = config.distribution
     fsdp, tp = d.fsdp or 1, d.tensor_parallel or 1
     for name, value in (("--data-parallel", d.data_parallel), ("--fsdp", d.fsdp),
@@ -64,6 +66,13 @@ def resolve_mesh(config: RunConfig, device_count: int) -> MeshShape:
         raise ConfigError(
             f"--tensor-parallel {tp} must divide --num-heads ({m.num_heads}) and --d-ff "
             f"({m.d_ff}); choose a tensor-parallel size that divides both"
+        )
+    if local_devices is not None and local_devices != device_count and local_devices % tp:
+        # Each process feeds the rows of its own devices; a tensor-parallel group spread over two
+        # processes would need the same rows from both, which read different documents.
+        raise ConfigError(
+            f"the batch cannot be split: --tensor-parallel {tp} must divide the {local_devices} "
+            "devices of each process, so that a tensor-parallel group stays in one process"
         )
     return shape
 
@@ -98,7 +107,7 @@ class MeshPlan:
         import jax
         import keras
 
-        self.shape = resolve_mesh(config, jax.device_count())
+        self.shape = resolve_mesh(config, jax.device_count(), jax.local_device_count())
         self.process_count = jax.process_count()
         self.process_index = jax.process_index()
         self.local_devices = jax.local_device_count()

@@ -49,3 +49,19 @@ def test_plan_command_reports_the_mesh():
     assert data["global_batch"] == 32 and data["largest_batch_per_device"] >= 4
     bad = invoke("plan", "--preset", "small", "--tensor-parallel", "3")
     assert bad.exit_code == 2 and "must divide --num-heads" in bad.output
+
+
+def test_a_tensor_parallel_group_must_stay_in_one_process():
+    import pytest
+
+    from kerastrain.errors import ConfigError
+    from kerastrain.training.distribution import resolve_mesh
+
+    cfg = small()
+    cfg.distribution.tensor_parallel = 2
+    assert resolve_mesh(cfg, 4, local_devices=2) == MeshShape(data=2, model=2)
+    with pytest.raises(ConfigError, match="the batch cannot be split"):
+        resolve_mesh(cfg, 2, local_devices=1)
+    cfg.distribution.data_parallel = 3
+    with pytest.raises(ConfigError, match="has 6 devices but 4 are present"):
+        resolve_mesh(cfg, 4)
