@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from kerastrain.training import processes
+from kerastrain.training.checkpoint import newest_verified_checkpoint
 from tests.helpers import invoke, kerastrain
 from tests.training.test_distribution import SMALL, assert_close, train_losses
 
@@ -82,11 +83,11 @@ def test_a_killed_process_stops_the_run_with_a_clear_message(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "kerastrain", "launch", "--num-processes", "2",
          "--devices-per-process", "2", "--", "run", *SMALL, "--max-steps", "100000",
-         "--batch-size", "2", "--output-dir", str(out)],
+         "--batch-size", "2", "--save-every", "2", "--output-dir", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **WIDE))
     try:
         deadline = time.monotonic() + 300
-        while not (out / "metrics.jsonl").exists() or not train_losses(out):
+        while not (out / "checkpoint_step_2").exists():
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.5)
         workers = _children(proc.pid)
@@ -101,3 +102,5 @@ def test_a_killed_process_stops_the_run_with_a_clear_message(tmp_path):
     assert proc.returncode != 0
     assert "process 1 was killed by SIGKILL; the others cannot go on" in err
     assert "Run the same command again to resume" in err
+    kept = newest_verified_checkpoint(out)  # every file of the newest checkpoint checks out
+    assert kept is not None and kept.step >= 2
