@@ -152,6 +152,18 @@ class CloudConfig:
 
 
 @dataclass
+class DistributionConfig:
+    """The device mesh and the processes of a run (``kerastrain.training.distribution``)."""
+
+    data_parallel: int | None = None  # None: the devices the other axes leave
+    fsdp: int | None = None
+    tensor_parallel: int | None = None
+    coordinator_address: str | None = None  # HOST:PORT of process 0 (multi-process runs)
+    num_processes: int | None = None
+    process_id: int | None = None
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -160,6 +172,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
     preset: str | None = None
+    distribution: DistributionConfig = field(default_factory=DistributionConfig)
 
     def validate(self) -> None:
         self.model.validate()
@@ -215,6 +228,7 @@ class RunConfig:
             "train": TrainConfig,
             "output": OutputConfig,
             "cloud": CloudConfig,
+            "distribution": DistributionConfig,
         }
         kwargs = {}
         for name, klass in sections.items():

@@ -132,6 +132,20 @@ def plot(output_dir, png):
     click.echo(f"Wrote {path}")
 
 
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.option("--num-processes", type=int, required=True, help="Processes to start")
+@click.option("--devices-per-process", type=int, default=None,
+              help="Forced host (CPU) devices per process")
+@click.option("--port", type=int, default=None, help="Coordinator port [default: a free one]")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def launch(num_processes, devices_per_process, port, command):
+    """Start N local processes of one run: kerastrain launch --num-processes 2 -- run ..."""
+    from kerastrain.training.launch import launch as launch_processes
+
+    sys.exit(launch_processes(num_processes, list(command), devices_per_process, port,
+                              say=lambda m: click.echo(m, err=True)))
+
+
 def main():
     cli(prog_name="kerastrain")
 

@@ -118,6 +118,11 @@ def _plan_command():
 
         if num_devices < 1:
             raise click.BadParameter("must be at least 1", param_hint="--num-devices")
+        d = config.distribution
+        if any(v is not None for v in (d.data_parallel, d.fsdp, d.tensor_parallel)):
+            from kerastrain.training.mesh_report import report_mesh_plan
+
+            return report_mesh_plan(config, memory_gb, as_json)
         plan_ = plan_memory(config, num_devices)
         result = {"preset": config.preset, "model": config.model.to_dict(), **plan_.as_dict()}
         if memory_gb is not None:

@@ -14,6 +14,7 @@ from kerastrain.cli.config_file import config_file_option
 from kerastrain.config import (
     CloudConfig,
     DataConfig,
+    DistributionConfig,
     ModelConfig,
     OutputConfig,
     RunConfig,
@@ -96,6 +97,13 @@ OPTIONS = [
     ("Cloud storage", ["--azure-account-name"], dict(default=None, help="Azure storage account")),
     ("Cloud storage", ["--cloud-option", "cloud_options"], dict(multiple=True, metavar="KEY=VALUE", help="A setting handed to the storage backend's from_config (repeatable; see the backend's docs)")),
     ("Cloud storage", ["--upload-timeout"], dict(type=float, default=600.0, show_default=True, envvar="KERASTRAIN_UPLOAD_TIMEOUT", help="Seconds the end of a run waits for uploads; then it lists what did not upload and exits 3")),
+    # Distribution (kerastrain.training.distribution)
+    ("Distribution", ["--data-parallel"], dict(type=int, default=None, help="Data-parallel devices [default: the devices --fsdp and --tensor-parallel leave]")),
+    ("Distribution", ["--fsdp"], dict(type=int, default=None, help="Devices that shard weights, gradients and optimizer state (ZeRO-3) [default: 1]")),
+    ("Distribution", ["--tensor-parallel"], dict(type=int, default=None, help="Devices that split attention heads and MLP columns [default: 1]")),
+    ("Distribution", ["--coordinator-address"], dict(default=None, help="HOST:PORT of process 0 for a multi-process run")),
+    ("Distribution", ["--num-processes"], dict(type=int, default=None, help="Processes of a multi-process run")),
+    ("Distribution", ["--process-id"], dict(type=int, default=None, help="This process's id, 0 .. num-processes - 1")),
 ]
 
 
@@ -181,6 +189,11 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
             upload_timeout=p.get("upload_timeout", 600.0),
         ),
         preset=p.get("preset"),
+        distribution=DistributionConfig(
+            data_parallel=p["data_parallel"], fsdp=p["fsdp"],
+            tensor_parallel=p["tensor_parallel"], coordinator_address=p["coordinator_address"],
+            num_processes=p["num_processes"], process_id=p["process_id"],
+        ),
     )
     if explicit_vocab and p["auto_vocab_size"]:
         raise ConfigError("--vocab-size and --auto-vocab-size contradict each other; pass one")

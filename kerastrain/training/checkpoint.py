@@ -20,6 +20,7 @@ import numpy as np
 
 from kerastrain.errors import CheckpointError
 from kerastrain.model.weights import load_weights_verified, save_weights
+from kerastrain.storage.durable import fsync_dir, fsync_tree
 from kerastrain.storage.manifest import is_complete, verify, write_manifest
 
 WEIGHTS_FILE = "model.weights.h5"
@@ -55,8 +56,12 @@ def save_checkpoint(
     pipeline_state=None,
     run_config=None,
     tokenizer=None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
-    """Write a complete checkpoint at ``path`` atomically (replacing an older one there)."""
+    """Write a complete checkpoint at ``path`` atomically (replacing an older one there).
+
+    ``extra_files``: relative path -> bytes, written inside it too (e.g. per-process data
+    positions)."""
     path = Path(path)
     tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
     if tmp.exists():
@@ -79,12 +84,18 @@ def save_checkpoint(
         run_config.model.save(tmp / MODEL_CONFIG_FILE)
     if tokenizer is not None:  # a checkpoint is self-contained: resumable anywhere
         tokenizer.save(tmp / TOKENIZER_FILE)
+    for rel, data in (extra_files or {}).items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
+    fsync_tree(tmp)  # the data first: the manifest must never vouch for unwritten files
     write_manifest(tmp, {"step": state.get("step")})
+    fsync_dir(tmp)
     old = None
     if path.exists():
         old = path.parent / f".old-{path.name}-{os.getpid()}"
         os.replace(path, old)
     os.replace(tmp, path)
+    fsync_dir(path.parent)  # the rename itself
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return path
@@ -159,6 +170,22 @@ def newest_checkpoint(output_dir: Path) -> CheckpointInfo | None:
     """The checkpoint to resume from: the newest complete one, best_checkpoint excluded."""
     candidates = [c for c in list_checkpoints(output_dir) if c.path.name != "best_checkpoint"]
     return candidates[-1] if candidates else None
+
+
+def newest_verified_checkpoint(output_dir: Path, say=None) -> CheckpointInfo | None:
+    """Like :func:`newest_checkpoint`, but every file's sha256 is checked; a checkpoint that
+    fails is skipped (saying so through ``say``) for the previous complete one."""
+    candidates = [c for c in list_checkpoints(output_dir) if c.path.name != "best_checkpoint"]
+    for info in reversed(candidates):
+        try:
+            verify(info.path)
+        except CheckpointError as exc:
+            if say is not None:
+                say(f"Skipping {info.path.name}: {exc}; falling back to the previous complete "
+                    "checkpoint")
+            continue
+        return info
+    return None
 
 
 def prune_step_checkpoints(output_dir: Path, keep_last: int | None,

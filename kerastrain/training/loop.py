@@ -81,8 +81,13 @@ def initial_state(model, optimizer) -> tuple:
     )
 
 
-def make_steps(model, optimizer):
-    """Jitted (train_step, eval_step) over explicit state tuples."""
+def make_steps(model, optimizer, mesh_plan=None):
+    """Jitted (train_step, eval_step) over explicit state tuples.
+
+    With a ``mesh_plan`` (``kerastrain.training.distribution``) the train step keeps every state
+    array in the sharding it was created with and takes the batch split over the mesh's batch
+    axes: XLA's SPMD partitioner does the rest.
+    """
 
     def loss_fn(trainable, non_trainable, x, y):
         logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
@@ -102,6 +107,11 @@ def make_steps(model, optimizer):
         losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
         return keras.ops.sum(losses), losses.size
 
+    if mesh_plan is not None:
+        shardings = mesh_plan.state_shardings(initial_state(model, optimizer))
+        batch = mesh_plan.batch_sharding
+        return jax.jit(train_step, donate_argnums=0, in_shardings=(shardings, batch, batch),
+                       out_shardings=(mesh_plan.replicated, shardings)), jax.jit(eval_step)
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
 
 
@@ -109,7 +119,8 @@ class Trainer:
     """Runs updates until the data, ``--max-steps`` or a signal ends the run."""
 
     def __init__(self, run: TrainingRun, model, optimizer, schedule, train_pipeline,
-                 val_pipeline_factory, hooks, start_step: int = 0, best_val: float | None = None):
+                 val_pipeline_factory, hooks, start_step: int = 0, best_val: float | None = None,
+                 mesh_plan=None):
         self.run = run
         self.cfg = run.config
         self.model = model
@@ -123,10 +134,14 @@ class Trainer:
         self.stop_signal: int | None = None
         self.first_step_seconds: float | None = None
         self.process_start = process_start_time()
-        self.train_step, self.eval_step = make_steps(model, optimizer)
+        self.mesh_plan = mesh_plan
+        # In a multi-process run only process 0 writes metrics and checkpoints.
+        self.primary = mesh_plan is None or mesh_plan.process_index == 0
+        self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan)
         self.tokens_per_update = (
             self.cfg.train.batch_size * self.cfg.model.seq_len
             * self.cfg.train.gradient_accumulation_steps
+            * (mesh_plan.shape.devices if mesh_plan else 1)  # --batch-size is per device
         )
 
     # -- state -------------------------------------------------------------------------------
@@ -138,6 +153,12 @@ class Trainer:
             var.assign(value)
         for var, value in zip(self.optimizer.variables, opt_vars, strict=True):
             var.assign(value)
+
+    def _place(self, batch) -> tuple:
+        """(inputs, labels) as the step takes them: global arrays over the mesh, if any."""
+        if self.mesh_plan is None:
+            return batch.inputs, batch.labels
+        return self.mesh_plan.place_batch(batch.inputs), self.mesh_plan.place_batch(batch.labels)
 
     # -- pieces ------------------------------------------------------------------------------
     def evaluate(self, state) -> dict | None:
@@ -155,6 +176,10 @@ class Trainer:
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_tokens": count}
 
     def save(self, state, name: str, kind: str, pipeline_state: PipelineState | None) -> Path:
+        if self.mesh_plan is not None and self.mesh_plan.multi_process:
+            from kerastrain.training.sharded_checkpoint import save_from_all_processes
+
+            return save_from_all_processes(self, state, name, kind, pipeline_state)
         self._write_back(state)
         path = save_checkpoint(
             self.run.output_dir / name,
@@ -177,6 +202,16 @@ class Trainer:
         uploader = uploader_for(self.run)
         return set(uploader.pending_dirs()) if uploader else set()
 
+    def _should_stop(self) -> bool:
+        """A signal stops the run; in several processes all stop after the same step."""
+        if self.mesh_plan is None or not self.mesh_plan.multi_process:
+            return self.stop_signal is not None
+        from kerastrain.training.processes import any_process
+
+        if any_process(self.stop_signal is not None) and self.stop_signal is None:
+            self.stop_signal = signal.SIGTERM  # another process was signalled
+        return self.stop_signal is not None
+
     def _on_signal(self, signum, frame) -> None:
         if self.stop_signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
@@ -187,7 +222,12 @@ class Trainer:
         cfg, out = self.cfg, self.run.output_dir
         accum = cfg.train.gradient_accumulation_steps
         total = self.run.total_steps
-        metrics = MetricsLog(out)
+        if self.primary:
+            metrics = MetricsLog(out)
+        else:
+            from kerastrain.training.processes import DiscardedMetrics
+
+            metrics = DiscardedMetrics()
         state = initial_state(self.model, self.optimizer)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         batches = Prefetcher(self.train_pipeline, depth=4)
@@ -211,7 +251,7 @@ class Trainer:
                 if len(micro) < accum:
                     break  # not enough data left for a whole update
                 for batch in micro:
-                    loss, state = self.train_step(state, batch.inputs, batch.labels)
+                    loss, state = self.train_step(state, *self._place(batch))
                 self.step += 1
                 self.run.state = state
                 last_pipeline_state = micro[-1].state
@@ -260,8 +300,9 @@ class Trainer:
                 if self.step % cfg.output.save_every == 0 and not last_step:
                     self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
                     last_saved_step = self.step
-                    prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
-                if self.stop_signal is not None:
+                    if self.primary:
+                        prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
+                if self._should_stop():
                     reason = "interrupted"
                     break
             else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import shutil
@@ -29,8 +30,10 @@ def check_output_dir(path: Path) -> None:
         ) from exc
 
 
-def estimate_total_steps(config: RunConfig, train_docs, tokenizer) -> tuple[int | None, str]:
-    """Optimizer updates the run will make: ``--max-steps`` or epochs × estimated data size."""
+def estimate_total_steps(config: RunConfig, train_docs, tokenizer,
+                         devices: int = 1) -> tuple[int | None, str]:
+    """Optimizer updates the run will make: ``--max-steps`` or epochs × estimated data size
+    (``--batch-size`` rows on each of ``devices``)."""
     t = config.train
     if t.max_steps:
         return t.max_steps, f"{t.max_steps} steps (--max-steps)"
@@ -48,7 +51,7 @@ def estimate_total_steps(config: RunConfig, train_docs, tokenizer) -> tuple[int 
     sample = list(itertools.islice(train_docs.iter_from(0), min(n_docs, 500)))
     tokens_per_doc = sum(len(ids) + 1 for ids in tokenizer.encode_batch(sample)) / max(1, len(sample))
     stride = config.data.stride or config.model.seq_len
-    per_update = t.batch_size * stride * t.gradient_accumulation_steps
+    per_update = t.batch_size * devices * stride * t.gradient_accumulation_steps
     per_epoch = max(1, int(n_docs * tokens_per_doc / per_update))
     return per_epoch * t.epochs, (
         f"{per_epoch * t.epochs} steps ({t.epochs} epochs of ~{per_epoch} steps, "
@@ -78,8 +81,9 @@ def device_memory_bytes() -> tuple[int | None, str]:
     return None, ""
 
 
-def check_memory_fits(config: RunConfig) -> None:
-    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device."""
+def check_memory_fits(config: RunConfig, mesh_shape=None) -> None:
+    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device
+    (on a mesh: per device, with ``--batch-size`` rows per device)."""
     from kerastrain.training.planner import estimate_training_memory, format_bytes, largest_batch
 
     available, what = device_memory_bytes()
@@ -89,8 +93,13 @@ def check_memory_fits(config: RunConfig) -> None:
 
     devices = jax.device_count()
     need = estimate_training_memory(config, devices)
+    if mesh_shape is not None:
+        from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
+
+        need = plan_mesh_memory(config, mesh_shape).total
     if need > FIT_MARGIN * available:
-        best = largest_batch(config, available, devices)
+        best = (largest_batch_per_device(config, mesh_shape, available) if mesh_shape else
+                largest_batch(config, available, devices))
         advice = (f"--batch-size {best} fits" if best else
                   "no batch size fits: choose a smaller preset or --seq-len")
         raise ConfigError(
@@ -102,7 +111,7 @@ def check_memory_fits(config: RunConfig) -> None:
 
 def find_resume_point(config: RunConfig, output_dir: Path, say):
     """The checkpoint to continue from, or None to start fresh."""
-    from kerastrain.training.checkpoint import newest_checkpoint
+    from kerastrain.training.checkpoint import newest_verified_checkpoint
 
     source = config.output.resume_from
     if source:
@@ -117,7 +126,7 @@ def find_resume_point(config: RunConfig, output_dir: Path, say):
         return path
     if config.output.overwrite:
         return None
-    found = newest_checkpoint(output_dir)
+    found = newest_verified_checkpoint(output_dir, say)
     if found:
         say(f"Resuming from {found.path} (step {found.step}); pass --overwrite to start fresh")
         return found.path
@@ -180,10 +189,18 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
         console.print(msg, highlight=False)
 
     config.validate()
+    from kerastrain.training.distribution import make_mesh_plan
+    from kerastrain.training.processes import SilentHooks, barrier, initialize_processes
+
+    processes = initialize_processes(config)  # before any other JAX call
+    mesh_plan = make_mesh_plan(config)  # a bad mesh fails here, before anything is written
+    primary = mesh_plan is None or mesh_plan.process_index == 0
+    if not primary:  # only process 0 prints, logs, writes and uploads
+        console.quiet = True
     output_dir = Path(config.output.output_dir)
     check_output_dir(output_dir)
-    hooks = get_plugin_manager().hook
-    if config.cloud.provider:  # open and probe the remote before any work is done
+    hooks = get_plugin_manager().hook if primary else SilentHooks()
+    if config.cloud.provider and primary:  # open and probe the remote before any work is done
         from kerastrain.storage.probe import open_remote
 
         open_remote(config.cloud)
@@ -192,14 +209,20 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     train_docs, val_docs, what = open_documents(config)
     say(f"Data: {what}")
     resume = find_resume_point(config, output_dir, say)
-    if resume is None and config.output.overwrite:
+    if resume is None and config.output.overwrite and primary:
         clear_previous_run(output_dir)
-    if resume is not None:
+    if resume is not None and primary:
         adopt_checkpoint_tokenizer(config, resume, output_dir, say)
-    tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
+    if primary:
+        tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
+    barrier("tokenizer ready")
+    if not primary:  # reuses process 0's tokenizer (shared disk) or trains the same one
+        config.tokenizer.retrain = False
+        tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
     check_vocab(config, tokenizer, explicit_vocab)
-    total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer)
-    check_memory_fits(config)
+    total_steps, steps_note = estimate_total_steps(
+        config, train_docs, tokenizer, mesh_plan.shape.devices if mesh_plan else 1)
+    check_memory_fits(config, mesh_plan.shape if mesh_plan else None)
 
     import keras
 
@@ -209,7 +232,8 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
 
     apply_precision(config.model)
     keras.utils.set_random_seed(config.train.seed)
-    model = build_model(config.model)
+    with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
+        model = build_model(config.model)
     if config.train.init_from and resume is None:
         from kerastrain.training.checkpoint import restore_model
 
@@ -218,34 +242,48 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     if config.model.use_lora:
         from kerastrain.model.gpt import apply_lora
 
-        apply_lora(model, config.model.lora_rank)
+        with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
+            apply_lora(model, config.model.lora_rank)
     schedule, warmup = make_schedule(config, total_steps)
-    optimizer = make_optimizer(config, schedule, model)
+    with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
+        optimizer = make_optimizer(config, schedule, model)
 
     start_step, best_val, pipeline_state = 0, None, PipelineState()
     if resume is not None:
-        from kerastrain.training.checkpoint import PIPELINE_FILE, restore_model, restore_optimizer
+        from kerastrain.training.checkpoint import restore_model, restore_optimizer
+        from kerastrain.training.sharded_checkpoint import restore_data_position
 
         state = restore_model(model, resume)
         restore_optimizer(optimizer, resume, state)
         start_step, best_val = int(state["step"]), state.get("best_val_loss")
         say(f"Resumed from {config.output.resume_from or resume} at step {start_step}")
-        if (resume / PIPELINE_FILE).exists():
-            pipeline_state = PipelineState.load(resume / PIPELINE_FILE)
-        truncate_metrics(output_dir, start_step)
+        pipeline_state = restore_data_position(
+            resume, mesh_plan.process_index if mesh_plan else 0, processes, say)
+        if primary:
+            truncate_metrics(output_dir, start_step)
         if start_step >= total_steps:
             say(f"Training is already complete at step {start_step} of {total_steps}; pass "
                 "--overwrite to start again, or raise --epochs / --max-steps to continue")
             return {"steps": start_step, "reason": "already complete", "checkpoint": str(resume)}
 
-    config.model.save(output_dir / "model_config.json")
-    config.save(output_dir / "run_config.json")
+    if primary:
+        config.model.save(output_dir / "model_config.json")
+        config.save(output_dir / "run_config.json")
 
     d, t = config.data, config.train
+    max_docs, epochs = d.max_train_examples, None if t.max_steps else t.epochs
+    if processes > 1:
+        from kerastrain.data.sharding import ProcessShare
+
+        # Each process reads its own share; the shares run out at different steps, so the stream
+        # repeats and the step count fixed above (from the whole stream) ends the run everywhere.
+        train_docs = ProcessShare(train_docs, mesh_plan.process_index, processes, max_docs)
+        max_docs, epochs = None, None
     train_pipeline = StreamingTextPipeline(
-        train_docs, tokenizer, seq_len=config.model.seq_len, batch_size=t.batch_size,
-        stride=d.stride, shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
-        max_documents=d.max_train_examples, epochs=None if t.max_steps else t.epochs,
+        train_docs, tokenizer, seq_len=config.model.seq_len,
+        batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride,
+        shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
+        max_documents=max_docs, epochs=epochs,
     )
     train_pipeline.restore(pipeline_state)
 
@@ -262,9 +300,11 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     say(f"Model: {params:,} parameters ({config.preset or 'custom'}), vocab "
         f"{config.model.vocab_size}, seq_len {config.model.seq_len}; training for {steps_note}, "
         f"warm-up {warmup}")
+    if mesh_plan:
+        say(mesh_plan.describe(config.model.seq_len, t.gradient_accumulation_steps))
     trainer = Trainer(run, model, optimizer, schedule, train_pipeline,
                       val_batches if val_docs is not None else None, hooks,
-                      start_step=start_step, best_val=best_val)
+                      start_step=start_step, best_val=best_val, mesh_plan=mesh_plan)
     hooks.on_train_start(run=run)
     summary: dict = {}
     try:

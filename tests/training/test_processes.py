@@ -1,0 +1,106 @@
+"""Several processes (gloo between CPU processes, 2 forced devices each) train one run together;
+bad process options fail with one line before anything is written."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from kerastrain.training import processes
+from kerastrain.training.checkpoint import newest_verified_checkpoint
+from tests.helpers import invoke, kerastrain
+from tests.training.test_distribution import SMALL, assert_close, train_losses
+
+WIDE = {"COLUMNS": "1000"}
+
+
+def launch(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    return kerastrain("launch", "--num-processes", "2", "--devices-per-process", "2", "--",
+                      "run", *args, env=WIDE, timeout=timeout)
+
+
+def test_bad_process_options_fail_with_one_line_and_write_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(processes, "CONNECT_TIMEOUT_S", 3)
+    out = tmp_path / "out"
+    cases = {
+        "--process-id 2 is out of range": ["--num-processes", "2", "--process-id", "2",
+                                           "--coordinator-address", "127.0.0.1:9"],
+        "needs all of --coordinator-address": ["--num-processes", "2"],
+        "cannot reach the coordinator 127.0.0.1:9 within 3 s": [
+            "--num-processes", "2", "--process-id", "1", "--coordinator-address", "127.0.0.1:9"],
+    }
+    for message, extra in cases.items():
+        start = time.monotonic()
+        result = invoke("run", *SMALL, "--output-dir", str(out), *extra)
+        assert time.monotonic() - start < 30  # a bounded wait, not JAX's 5 minutes
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and message in lines[0], result.output
+        assert not out.exists()
+
+
+def test_two_processes_train_share_the_data_and_resume_exactly(tmp_path):
+    run = [*SMALL, "--max-train-examples", "8", "--max-steps", "6", "--save-every", "3",
+           "--batch-size", "2"]
+    out = tmp_path / "run"
+    first = launch(*run, "--output-dir", str(out))
+    assert first.returncode == 0, first.stderr[-3000:]
+    said = " ".join(first.stdout.split())
+    assert "Mesh: 4 devices in 2 processes" in said and "global batch 8" in said
+    assert said.count("Done: 6 steps") == 1  # process 1 prints nothing
+    losses = train_losses(out)
+    assert len(losses) == 6  # one metrics line per step: only process 0 writes
+    assert losses[-1] < losses[0]
+    final = out / "final_checkpoint"
+    assert json.loads((final / "state.json").read_text())["processes"] == 2
+    positions = [json.loads(gzip.decompress(p.read_bytes()))
+                 for p in sorted((final / "pipeline_states").iterdir())]
+    assert len(positions) == 2
+    # Each process went through its whole share (the shares are disjoint and together hold
+    # every document once: tests/data/test_sharding.py) and on into the next epoch.
+    assert all(p["epoch"] >= 1 for p in positions)
+    # The same process count resumes exactly from the step-3 checkpoint.
+    again = launch(*run, "--output-dir", str(tmp_path / "again"), "--resume-from",
+                   str(out / "checkpoint_step_3"))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "Data position: epoch" in again.stdout and "this process's share (0)" in again.stdout
+    assert_close(train_losses(tmp_path / "again"), losses[3:], "resumed with 2 processes")
+
+
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(c) for c in path.read_text().split()] if path.exists() else []
+
+
+def test_a_killed_process_stops_the_run_with_a_clear_message(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kerastrain", "launch", "--num-processes", "2",
+         "--devices-per-process", "2", "--", "run", *SMALL, "--max-steps", "100000",
+         "--batch-size", "2", "--save-every", "2", "--output-dir", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **WIDE))
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint_step_2").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.5)
+        workers = _children(proc.pid)
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = proc.communicate(timeout=60)
+        assert time.monotonic() - killed < 60
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert "process 1 was killed by SIGKILL; the others cannot go on" in err
+    assert "Run the same command again to resume" in err
+    kept = newest_verified_checkpoint(out)  # every file of the newest checkpoint checks out
+    assert kept is not None and kept.step >= 2
