@@ -31,7 +31,7 @@ class ModelConfig:
     num_heads: int = 8
     d_ff: int = 2048
     dropout_rate: float = 0.1
-    activation: str = "gelu"  # the plain MLP's activation (with use_swiglu=False)
+    activation: str = "gelu"  # the plain MLP's activation (with use_swiglu=False); gelu_tanh: GPT-2's
     use_rmsnorm: bool = True
     use_swiglu: bool = True
     use_rope: bool = True
@@ -59,8 +59,8 @@ class ModelConfig:
             )
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError("--dropout-rate must be in [0, 1)")
-        if self.activation not in ("relu", "gelu", "silu"):
-            raise ConfigError("--activation must be one of relu, gelu, silu")
+        if self.activation not in ("relu", "gelu", "gelu_tanh", "silu"):
+            raise ConfigError("--activation must be one of relu, gelu, gelu_tanh, silu")
         if self.use_lora and self.lora_rank < 1:
             raise ConfigError("--lora-rank must be at least 1")
 

@@ -30,6 +30,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.model.presets",
     "kerastrain.storage.cloud_sync",
     "kerastrain.cli.model_commands",
+    "kerastrain.cli.export_command",
 )
 
 pm = pluggy.PluginManager("kerastrain")

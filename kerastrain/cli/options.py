@@ -52,7 +52,7 @@ OPTIONS = [
     ("Model", ["--d-ff"], dict(type=int, default=None, help="Feed-forward size [default: 2048]")),
     ("Model", ["--seq-len"], dict(type=int, default=None, help="Sequence length [default: 256]")),
     ("Model", ["--dropout-rate"], dict(type=float, default=None, help="Dropout rate [default: 0.1]")),
-    ("Model", ["--activation"], dict(type=click.Choice(["relu", "gelu", "silu"]), default=None, help="Plain-MLP activation (with --no-swiglu) [default: gelu]")),
+    ("Model", ["--activation"], dict(type=click.Choice(["relu", "gelu", "gelu_tanh", "silu"]), default=None, help="Plain-MLP activation (with --no-swiglu) [default: gelu]")),
     ("Model", ["--no-rmsnorm"], dict(is_flag=True, default=None, help="LayerNorm instead of RMSNorm")),
     ("Model", ["--no-swiglu"], dict(is_flag=True, default=None, help="Plain MLP instead of SwiGLU")),
     ("Model", ["--no-rope"], dict(is_flag=True, default=None, help="Learned positions instead of RoPE")),

@@ -101,6 +101,12 @@ class CausalSelfAttention(layers.Layer):
         }
 
 
+def _activation(name: str):
+    if name == "gelu_tanh":  # GPT-2's GELU (transformers' "gelu_new"), for exact GPT-2 export
+        return lambda x: keras.activations.gelu(x, approximate=True)
+    return keras.activations.get(name)
+
+
 @keras.saving.register_keras_serializable(package="kerastrain")
 class FeedForward(layers.Layer):
     """SwiGLU (``down(silu(gate(x)) * up(x))``) or a plain two-layer MLP."""
@@ -124,7 +130,7 @@ class FeedForward(layers.Layer):
         if self.gate is not None:
             hidden = ops.silu(self.gate(x)) * self.up(x)
         else:
-            hidden = keras.activations.get(self.activation)(self.up(x))
+            hidden = _activation(self.activation)(self.up(x))
         return self.down(hidden)
 
     def get_config(self):

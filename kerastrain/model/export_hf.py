@@ -1,0 +1,131 @@
+"""``kerastrain export``: a trained model as a Hugging Face folder or a keras-hub preset.
+
+The GPT is first copied, exactly, into the keras-hub backbone of the architecture that holds it
+(:mod:`kerastrain.model.keras_hub_mapping`: Llama 3 for RMSNorm + SwiGLU + RoPE, GPT-2 for
+LayerNorm + GELU + learned positions); keras-hub then writes the format: its
+``export_to_transformers`` for ``hf`` (``config.json`` + ``model.safetensors``), its
+``save_to_preset`` for ``keras-hub``. We add what keras-hub cannot know: our tokenizer (our
+``tokenizer.json`` already is a Hugging Face fast tokenizer), its EOS id in the configs, and
+``generation_config.json``. LoRA checkpoints hold merged kernels, so they export merged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from kerastrain.errors import ConfigError
+
+FORMATS = ("hf", "keras-hub")
+HF_ARCHITECTURES = {"llama3": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}
+
+
+def _prepare_target(target: Path, overwrite: bool) -> None:
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--to {target} is a file; name a directory")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"--to {target} is not empty; choose a new directory or pass --overwrite")
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+
+
+def _hf_tokenizer(tokenizer):
+    """Our tokenizer's HF ``tokenizers.Tokenizer``; only BPE tokenizers have one."""
+    hf = getattr(tokenizer, "hf", None)
+    if hf is None or getattr(tokenizer, "eos_id", None) is None:
+        raise ConfigError(
+            f"the model's {getattr(tokenizer, 'kind', '?')!r} tokenizer has no Hugging Face form; "
+            "export needs a model trained with --tokenizer bpe"
+        )
+    return hf
+
+
+def write_hf_tokenizer(tokenizer, target: Path, seq_len: int) -> None:
+    """``tokenizer.json`` (ours, a fast tokenizer) + ``tokenizer_config.json`` with its EOS."""
+    from kerastrain.data.tokenizer import EOS_TOKEN
+
+    _hf_tokenizer(tokenizer).save(str(target / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": EOS_TOKEN,
+        "eos_token": EOS_TOKEN,
+        "unk_token": None,
+        "pad_token": None,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "model_max_length": seq_len,
+        "clean_up_tokenization_spaces": False,
+    }
+    (target / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    special = {"bos_token": EOS_TOKEN, "eos_token": EOS_TOKEN}
+    (target / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+def _patch_hf_config(target: Path, architecture: str, cfg, eos_id: int) -> None:
+    """keras-hub's exporter writes GPT-2's ids (50256) and activation; set ours."""
+    path = target / "config.json"
+    config = json.loads(path.read_text())
+    config.update(bos_token_id=eos_id, eos_token_id=eos_id, torch_dtype="float32")
+    config["architectures"] = [HF_ARCHITECTURES[architecture]]
+    if architecture == "gpt2":
+        # transformers' "gelu" is the exact (erf) GELU, "gelu_new" the tanh one; keras-hub's GPT-2
+        # always computes the tanh one, so only gelu_tanh models re-import into keras-hub exactly.
+        config["activation_function"] = "gelu_new" if cfg.activation == "gelu_tanh" else "gelu"
+        config["n_inner"] = cfg.d_ff
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    generation = {"bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
+                  "max_length": cfg.seq_len}
+    (target / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def _causal_lm(backbone, architecture: str, preprocessor=None):
+    import keras_hub
+
+    cls = keras_hub.models.Llama3CausalLM if architecture == "llama3" else keras_hub.models.GPT2CausalLM
+    return cls(backbone=backbone, preprocessor=preprocessor)
+
+
+def keras_hub_preprocessor(tokenizer, architecture: str, seq_len: int):
+    """A keras-hub preprocessor over our BPE vocabulary and merges (no TensorFlow needed).
+
+    keras-hub's GPT-2 tokenizer is a byte-level BPE with the GPT-2 split pattern and
+    ``<|endoftext|>`` as its start and end token: exactly our tokenizer, for either backbone.
+    """
+    import keras_hub
+
+    data = json.loads(_hf_tokenizer(tokenizer).to_str())
+    merges = [" ".join(m) if isinstance(m, list) else m for m in data["model"]["merges"]]
+    kh_tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=data["model"]["vocab"], merges=merges)
+    return keras_hub.models.GPT2CausalLMPreprocessor(
+        tokenizer=kh_tokenizer, sequence_length=seq_len, add_start_token=False
+    )
+
+
+def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
+                 overwrite: bool = False) -> dict:
+    """Export the model in ``source`` (an output or checkpoint directory) to ``target``.
+
+    Returns a summary: format, architecture, files written.
+    """
+    from kerastrain.model.keras_hub_mapping import architecture_for, to_keras_hub
+    from kerastrain.model.loading import load
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    model, tokenizer = load(source)
+    architecture = architecture_for(model.config)  # refuse before anything is written
+    _hf_tokenizer(tokenizer)
+    target = Path(target)
+    _prepare_target(target, overwrite)
+    backbone = to_keras_hub(model, architecture)
+    if fmt == "hf":
+        _causal_lm(backbone, architecture).export_to_transformers(str(target))
+        _patch_hf_config(target, architecture, model.config, tokenizer.eos_id)
+        write_hf_tokenizer(tokenizer, target, model.config.seq_len)
+    else:
+        preprocessor = keras_hub_preprocessor(tokenizer, architecture, model.config.seq_len)
+        _causal_lm(backbone, architecture, preprocessor).save_to_preset(str(target))
+    return {"format": fmt, "architecture": architecture, "to": str(target),
+            "files": sorted(p.name for p in target.iterdir())}

@@ -1,0 +1,241 @@
+"""Our GPT's weights to and from keras-hub's ``Llama3Backbone`` and ``GPT2Backbone``, exactly.
+
+The layouts differ only in shape, never in order: our ``query`` Dense kernel ``(d, heads*hd)`` is
+keras-hub's EinsumDense kernel ``(d, heads, hd)`` (heads split the last axis the same way), our
+``output`` kernel ``(heads*hd, d)`` is ``(heads, hd, d)``; norms, MLP kernels and embeddings have
+the same shapes. So every weight maps by a reshape. What must *also* agree, checked by
+:func:`problems_for`:
+
+- Llama 3: RMSNorm (epsilon 1e-6 both), SwiGLU (``down(silu(gate) * up)`` both), RoPE with
+  max_wavelength 10000 and the rotate-half convention (keras-hub's ``RotaryEmbedding`` and
+  ``LlamaRotaryEmbedding`` are the same function without scaling), no biases, queries = key/value
+  heads (our GPT has no grouped-query attention), no RoPE scaling.
+- GPT-2: LayerNorm (epsilon 1e-5 both), a GELU MLP, learned positions (``seq_len`` of them),
+  tied embeddings; keras-hub's GPT-2 uses the tanh GELU (``--activation gelu_tanh`` here) and its
+  transformers loader assumes ``d_ff = 4 * d_model``. GPT-2 has biases; ours are zero on export,
+  and a checkpoint with non-zero biases cannot be imported.
+
+Dropout is off in both directions' inference copies (rate 0); it only matters while training.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kerastrain.config import ModelConfig
+from kerastrain.errors import ConfigError
+
+RMS_EPSILON = 1e-6  # kerastrain.model.gpt._norm
+ROPE_WAVELENGTH = 10000  # kerastrain.model.gpt.CausalSelfAttention
+
+
+def problems_for(cfg: ModelConfig, architecture: str) -> list[str]:
+    """The options of ``cfg`` that ``architecture`` ('llama3' or 'gpt2') cannot hold, as flags."""
+    found = []
+    if architecture == "llama3":
+        if not cfg.use_rmsnorm:
+            found.append("--no-rmsnorm (Llama uses RMSNorm)")
+        if not cfg.use_swiglu:
+            found.append("--no-swiglu (Llama uses a SwiGLU MLP)")
+        if not cfg.use_rope:
+            found.append("--no-rope (Llama uses rotary positions)")
+    elif architecture == "gpt2":
+        if cfg.use_rmsnorm:
+            found.append("RMSNorm (GPT-2 needs --no-rmsnorm)")
+        if cfg.use_swiglu:
+            found.append("SwiGLU (GPT-2 needs --no-swiglu)")
+        if cfg.use_rope:
+            found.append("RoPE (GPT-2 needs --no-rope)")
+        if not cfg.tie_embeddings:
+            found.append("untied embeddings (GPT-2 ties them)")
+        if cfg.activation not in ("gelu", "gelu_tanh"):
+            found.append(f"--activation {cfg.activation} (GPT-2 uses gelu_tanh)")
+        if cfg.d_ff != 4 * cfg.d_model:
+            found.append(f"--d-ff {cfg.d_ff} (GPT-2 needs 4 x d_model = {4 * cfg.d_model})")
+    else:
+        raise ValueError(f"unknown architecture {architecture!r}")
+    return found
+
+
+def architecture_for(cfg: ModelConfig) -> str:
+    """'llama3' or 'gpt2': the format that holds ``cfg``; :class:`ConfigError` if neither does."""
+    llama, gpt2 = problems_for(cfg, "llama3"), problems_for(cfg, "gpt2")
+    if not llama:
+        return "llama3"
+    if not gpt2:
+        return "gpt2"
+    raise ConfigError(
+        "no export format holds this model: Llama 3 cannot because of " + ", ".join(llama)
+        + "; GPT-2 cannot because of " + ", ".join(gpt2)
+    )
+
+
+def _pairs_llama3(gpt, backbone) -> list[tuple]:
+    """(our variable, keras-hub variable) for every weight of a Llama 3 backbone."""
+    pairs = [(gpt.token_embedding.embeddings, backbone.token_embedding.embeddings)]
+    if not gpt.config.tie_embeddings:
+        pairs.append((gpt.token_embedding.reverse_embeddings,
+                      backbone.token_embedding.reverse_embeddings))
+    for block, layer in zip(gpt.blocks, backbone.transformer_layers, strict=True):
+        attn, theirs = block.attention, layer._self_attention_layer
+        pairs += [
+            (block.attention_norm.scale, layer._self_attention_layernorm.scale),
+            (attn.query, theirs._query_dense.kernel),
+            (attn.key, theirs._key_dense.kernel),
+            (attn.value, theirs._value_dense.kernel),
+            (attn.output_projection, theirs._output_dense.kernel),
+            (block.mlp_norm.scale, layer._feedforward_layernorm.scale),
+            (block.mlp.gate, layer._feedforward_gate_dense.kernel),
+            (block.mlp.up, layer._feedforward_intermediate_dense.kernel),
+            (block.mlp.down, layer._feedforward_output_dense.kernel),
+        ]
+    pairs.append((gpt.final_norm.scale, backbone.get_layer("sequence_output_layernorm").scale))
+    return pairs
+
+
+def _pairs_gpt2(gpt, backbone) -> tuple[list[tuple], list]:
+    """(our variable, keras-hub variable) pairs, and keras-hub's biases (ours are all zero)."""
+    pairs = [
+        (gpt.token_embedding.embeddings, backbone.token_embedding.embeddings),
+        (gpt.position_embedding.position_embeddings, backbone.position_embedding.position_embeddings),
+    ]
+    biases = []
+    for block, layer in zip(gpt.blocks, backbone.transformer_layers, strict=True):
+        attn, theirs = block.attention, layer._self_attention_layer
+        dense = [
+            (attn.query, theirs._query_dense),
+            (attn.key, theirs._key_dense),
+            (attn.value, theirs._value_dense),
+            (attn.output_projection, theirs._output_dense),
+            (block.mlp.up, layer._feedforward_intermediate_dense),
+            (block.mlp.down, layer._feedforward_output_dense),
+        ]
+        pairs += [(ours, their.kernel) for ours, their in dense]
+        biases += [their.bias for _, their in dense]
+        for ours, their in ((block.attention_norm, layer._self_attention_layer_norm),
+                            (block.mlp_norm, layer._feedforward_layer_norm)):
+            pairs += [(ours.gamma, their.gamma), (ours.beta, their.beta)]
+    final = backbone.get_layer("layer_norm")
+    pairs += [(gpt.final_norm.gamma, final.gamma), (gpt.final_norm.beta, final.beta)]
+    return pairs, biases
+
+
+def _value(source) -> np.ndarray:
+    """A variable's value; for one of our Dense layers its kernel with any LoRA adapter merged."""
+    if hasattr(source, "lora_enabled"):
+        if source.lora_enabled:
+            from kerastrain.model.lora import merged_kernel
+
+            return merged_kernel(source)
+        return np.asarray(source.kernel.value if hasattr(source.kernel, "value") else source.kernel)
+    return np.asarray(source.value)
+
+
+def _target(source):
+    """The variable to write in one of our layers (the base kernel of a Dense)."""
+    if hasattr(source, "lora_enabled"):
+        return source._kernel
+    return source
+
+
+def to_keras_hub(gpt, architecture: str | None = None):
+    """A float32 keras-hub backbone computing exactly what ``gpt`` computes (LoRA merged)."""
+    import keras
+    import keras_hub
+
+    cfg = gpt.config
+    architecture = architecture or architecture_for(cfg)
+    problems = problems_for(cfg, architecture)
+    if problems:
+        raise ConfigError(f"{architecture} cannot hold this model: " + ", ".join(problems))
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        if architecture == "llama3":
+            backbone = keras_hub.models.Llama3Backbone(
+                vocabulary_size=cfg.vocab_size, num_layers=cfg.num_layers,
+                num_query_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+                hidden_dim=cfg.d_model, intermediate_dim=cfg.d_ff,
+                rope_max_wavelength=ROPE_WAVELENGTH, layer_norm_epsilon=RMS_EPSILON, dropout=0,
+                tie_word_embeddings=cfg.tie_embeddings, dtype="float32",
+            )
+            pairs, biases = _pairs_llama3(gpt, backbone), []
+        else:
+            backbone = keras_hub.models.GPT2Backbone(
+                vocabulary_size=cfg.vocab_size, num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+                hidden_dim=cfg.d_model, intermediate_dim=cfg.d_ff, dropout=0,
+                max_sequence_length=cfg.seq_len, dtype="float32",
+            )
+            pairs, biases = _pairs_gpt2(gpt, backbone)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    for ours, theirs in pairs:
+        theirs.assign(_value(ours).reshape(tuple(theirs.shape)).astype("float32"))
+    for bias in biases:
+        bias.assign(np.zeros(tuple(bias.shape), "float32"))
+    return backbone
+
+
+def config_from_keras_hub(backbone, seq_len: int | None = None) -> tuple[str, ModelConfig]:
+    """(architecture, ModelConfig) of our GPT that computes what ``backbone`` computes.
+
+    Raises :class:`ConfigError` naming what our GPT lacks (grouped-query attention, RoPE scaling,
+    another RoPE base, non-zero biases) when the backbone cannot be held exactly.
+    """
+    import keras_hub
+
+    if isinstance(backbone, keras_hub.models.Llama3Backbone):
+        lacks = []
+        if backbone.num_key_value_heads != backbone.num_query_heads:
+            lacks.append(f"grouped-query attention ({backbone.num_key_value_heads} key/value heads "
+                         f"for {backbone.num_query_heads} query heads)")
+        if backbone.rope_frequency_adjustment_factor is not None or (
+                backbone.rope_position_scaling_factor not in (None, 1.0)):
+            lacks.append("RoPE scaling")
+        if float(backbone.rope_max_wavelength) != ROPE_WAVELENGTH:
+            lacks.append(f"RoPE base {backbone.rope_max_wavelength} (ours is {ROPE_WAVELENGTH})")
+        if abs(float(backbone.layer_norm_epsilon) - RMS_EPSILON) > 1e-12:
+            lacks.append(f"RMSNorm epsilon {backbone.layer_norm_epsilon} (ours is {RMS_EPSILON})")
+        if lacks:
+            raise ConfigError("this Llama model needs " + ", ".join(lacks)
+                              + ", which kerastrain's GPT does not have; it cannot be fine-tuned here")
+        cfg = ModelConfig(
+            vocab_size=backbone.vocabulary_size, seq_len=seq_len or 2048,
+            d_model=backbone.hidden_dim, num_layers=backbone.num_layers,
+            num_heads=backbone.num_query_heads, d_ff=backbone.intermediate_dim, dropout_rate=0.0,
+            use_rmsnorm=True, use_swiglu=True, use_rope=True,
+            tie_embeddings=bool(backbone.tie_word_embeddings),
+        )
+        return "llama3", cfg
+    if isinstance(backbone, keras_hub.models.GPT2Backbone):
+        cfg = ModelConfig(
+            vocab_size=backbone.vocabulary_size,
+            seq_len=min(seq_len or backbone.max_sequence_length, backbone.max_sequence_length),
+            d_model=backbone.hidden_dim, num_layers=backbone.num_layers,
+            num_heads=backbone.num_heads, d_ff=backbone.intermediate_dim, dropout_rate=0.0,
+            activation="gelu_tanh", use_rmsnorm=False, use_swiglu=False, use_rope=False,
+            tie_embeddings=True,
+        )
+        return "gpt2", cfg
+    raise ConfigError(
+        f"kerastrain cannot fine-tune a {type(backbone).__name__}; supported: Llama 3 "
+        "(LlamaForCausalLM) and GPT-2 (GPT2LMHeadModel) folders"
+    )
+
+
+def load_from_keras_hub(gpt, backbone, architecture: str) -> None:
+    """Copy ``backbone``'s weights into our ``gpt`` (built by ``config_from_keras_hub``'s config)."""
+    if architecture == "llama3":
+        pairs = _pairs_llama3(gpt, backbone)
+    else:
+        pairs, biases = _pairs_gpt2(gpt, backbone)
+        if any(np.any(np.asarray(b.value) != 0) for b in biases):
+            raise ConfigError(
+                "this GPT-2 model has non-zero biases in its projections; kerastrain's GPT has no "
+                "biases, so it cannot be fine-tuned here"
+            )
+    for ours, theirs in pairs:
+        target = _target(ours)
+        if tuple(target.shape) == (0,):
+            continue
+        target.assign(np.asarray(theirs.value).reshape(tuple(target.shape)))
