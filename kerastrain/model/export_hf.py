@@ -103,6 +103,17 @@ def keras_hub_preprocessor(tokenizer, architecture: str, seq_len: int):
     )
 
 
+def _record_tied_embeddings(target: Path, tied: bool) -> None:
+    """keras-hub 0.32's ``LlamaBackbone.get_config`` omits ``tie_word_embeddings``, so a tied
+    backbone saved to a preset reloads untied and fails to load its weights; write it in."""
+    for name in ("config.json", "task.json"):  # the backbone's config, alone and in the task's
+        path = target / name
+        config = json.loads(path.read_text())
+        backbone = config if name == "config.json" else config["config"]["backbone"]
+        backbone["config"]["tie_word_embeddings"] = bool(tied)
+        path.write_text(json.dumps(config, indent=4) + "\n")
+
+
 def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
                  overwrite: bool = False) -> dict:
     """Export the model in ``source`` (an output or checkpoint directory) to ``target``.
@@ -127,5 +138,7 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
     else:
         preprocessor = keras_hub_preprocessor(tokenizer, architecture, model.config.seq_len)
         _causal_lm(backbone, architecture, preprocessor).save_to_preset(str(target))
+        if architecture == "llama3":
+            _record_tied_embeddings(target, backbone.tie_word_embeddings)
     return {"format": fmt, "architecture": architecture, "to": str(target),
             "files": sorted(p.name for p in target.iterdir())}
