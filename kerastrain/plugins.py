@@ -28,6 +28,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.data.tokenizer",
     "kerastrain.storage.backends",
     "kerastrain.model.presets",
+    "kerastrain.model.architectures",
     "kerastrain.storage.cloud_sync",
     "kerastrain.cli.model_commands",
     "kerastrain.cli.export_command",
@@ -117,6 +118,11 @@ def storage_backends() -> dict[str, Registered]:
     return _collect("register_storage_backends", "storage backend", lambda b: b.scheme)
 
 
+def architectures() -> dict[str, Registered]:
+    """Model architectures (export targets, ``--init-from`` sources), in registration order."""
+    return _collect("register_architectures", "architecture", lambda a: a.name)
+
+
 def presets() -> dict[str, Registered]:
     """Model presets: ``Registered(name, fields_dict, plugin, {"description": ...})``."""
 
@@ -141,6 +147,7 @@ def plugin_report() -> list[dict]:
         ("tokenizer", tokenizer_kinds()),
         ("storage", storage_backends()),
         ("preset", presets()),
+        ("architecture", architectures()),
     ):
         for reg in parts.values():
             registered.setdefault(reg.plugin, []).append(f"{kind}:{reg.name}")

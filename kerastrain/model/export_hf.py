@@ -68,7 +68,8 @@ def _patch_hf_config(target: Path, architecture: str, cfg, eos_id: int) -> None:
     path = target / "config.json"
     config = json.loads(path.read_text())
     config.update(bos_token_id=eos_id, eos_token_id=eos_id, torch_dtype="float32")
-    config["architectures"] = [HF_ARCHITECTURES[architecture]]
+    if architecture in HF_ARCHITECTURES:
+        config["architectures"] = [HF_ARCHITECTURES[architecture]]
     if architecture == "gpt2":
         # transformers' "gelu" is the exact (erf) GELU, "gelu_new" the tanh one; keras-hub's GPT-2
         # always computes the tanh one, so only gelu_tanh models re-import into keras-hub exactly.
@@ -80,14 +81,20 @@ def _patch_hf_config(target: Path, architecture: str, cfg, eos_id: int) -> None:
     (target / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 
-def _causal_lm(backbone, architecture: str, preprocessor=None):
+def _causal_lm(backbone, preprocessor=None):
+    """keras-hub's causal-LM task for ``backbone`` (the subclass whose ``backbone_cls`` it is)."""
     import keras_hub
 
-    cls = keras_hub.models.Llama3CausalLM if architecture == "llama3" else keras_hub.models.GPT2CausalLM
-    return cls(backbone=backbone, preprocessor=preprocessor)
+    todo = list(keras_hub.models.CausalLM.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if getattr(cls, "backbone_cls", None) is type(backbone):
+            return cls(backbone=backbone, preprocessor=preprocessor)
+        todo.extend(cls.__subclasses__())
+    raise ConfigError(f"keras-hub has no causal LM for {type(backbone).__name__}")
 
 
-def keras_hub_preprocessor(tokenizer, architecture: str, seq_len: int):
+def keras_hub_preprocessor(tokenizer, seq_len: int):
     """A keras-hub preprocessor over our BPE vocabulary and merges (no TensorFlow needed).
 
     keras-hub's GPT-2 tokenizer is a byte-level BPE with the GPT-2 split pattern and
@@ -120,24 +127,25 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
 
     Returns a summary: format, architecture, files written.
     """
-    from kerastrain.model.keras_hub_mapping import architecture_for, to_keras_hub
+    from kerastrain.model.architectures import export_architecture
     from kerastrain.model.loading import load
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model, tokenizer = load(source)
-    architecture = architecture_for(model.config)  # refuse before anything is written
+    architecture = export_architecture(model.config)  # refuse before anything is written
     _hf_tokenizer(tokenizer)
     target = Path(target)
     _prepare_target(target, overwrite)
-    backbone = to_keras_hub(model, architecture)
+    backbone = architecture.to_keras_hub(model)
+    architecture = architecture.name
     if fmt == "hf":
-        _causal_lm(backbone, architecture).export_to_transformers(str(target))
+        _causal_lm(backbone).export_to_transformers(str(target))
         _patch_hf_config(target, architecture, model.config, tokenizer.eos_id)
         write_hf_tokenizer(tokenizer, target, model.config.seq_len)
     else:
-        preprocessor = keras_hub_preprocessor(tokenizer, architecture, model.config.seq_len)
-        _causal_lm(backbone, architecture, preprocessor).save_to_preset(str(target))
+        preprocessor = keras_hub_preprocessor(tokenizer, model.config.seq_len)
+        _causal_lm(backbone, preprocessor).save_to_preset(str(target))
         if architecture == "llama3":
             _record_tied_embeddings(target, backbone.tie_word_embeddings)
     return {"format": fmt, "architecture": architecture, "to": str(target),

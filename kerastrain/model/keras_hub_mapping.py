@@ -57,19 +57,6 @@ def problems_for(cfg: ModelConfig, architecture: str) -> list[str]:
     return found
 
 
-def architecture_for(cfg: ModelConfig) -> str:
-    """'llama3' or 'gpt2': the format that holds ``cfg``; :class:`ConfigError` if neither does."""
-    llama, gpt2 = problems_for(cfg, "llama3"), problems_for(cfg, "gpt2")
-    if not llama:
-        return "llama3"
-    if not gpt2:
-        return "gpt2"
-    raise ConfigError(
-        "no export format holds this model: Llama 3 cannot because of " + ", ".join(llama)
-        + "; GPT-2 cannot because of " + ", ".join(gpt2)
-    )
-
-
 def _pairs_llama3(gpt, backbone) -> list[tuple]:
     """(our variable, keras-hub variable) for every weight of a Llama 3 backbone."""
     pairs = [(gpt.token_embedding.embeddings, backbone.token_embedding.embeddings)]
@@ -138,13 +125,12 @@ def _target(source):
     return source
 
 
-def to_keras_hub(gpt, architecture: str | None = None):
+def to_keras_hub(gpt, architecture: str):
     """A float32 keras-hub backbone computing exactly what ``gpt`` computes (LoRA merged)."""
     import keras
     import keras_hub
 
     cfg = gpt.config
-    architecture = architecture or architecture_for(cfg)
     problems = problems_for(cfg, architecture)
     if problems:
         raise ConfigError(f"{architecture} cannot hold this model: " + ", ".join(problems))
@@ -236,6 +222,7 @@ def load_from_keras_hub(gpt, backbone, architecture: str) -> None:
             )
     for ours, theirs in pairs:
         target = _target(ours)
-        if tuple(target.shape) == (0,):
-            continue
-        target.assign(np.asarray(theirs.value).reshape(tuple(target.shape)))
+        value = np.asarray(theirs.value)
+        if architecture == "gpt2" and theirs is backbone.position_embedding.position_embeddings:
+            value = value[: target.shape[0]]  # we train on --seq-len positions of the table
+        target.assign(value.reshape(tuple(target.shape)))

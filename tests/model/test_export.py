@@ -157,7 +157,7 @@ def test_keras_hub_preset_loads_as_a_causal_lm_and_generates(tmp_path):
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        (dict(use_swiglu=False), "Llama 3 cannot because of --no-swiglu"),
+        (dict(use_swiglu=False), "llama3 cannot because of --no-swiglu"),
         (dict(use_rope=False, use_rmsnorm=False, use_swiglu=False, d_ff=64),
          "--d-ff 64 (GPT-2 needs 4 x d_model = 128)"),
     ],
