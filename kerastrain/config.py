@@ -39,6 +39,7 @@ class ModelConfig:
     use_lora: bool = False
     lora_rank: int = 8
     mixed_precision: bool = False
+    use_bias: bool = False  # biases in every projection (GPT-2 checkpoints have them)
 
     def validate(self) -> None:
         positive = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff")

@@ -22,11 +22,11 @@ def _norm(cfg: ModelConfig, name: str) -> keras.layers.Layer:
     return layers.LayerNormalization(epsilon=1e-5, name=name)
 
 
-def _dense(units: int, name: str) -> layers.Dense:
-    # No biases: they add little to a pre-norm transformer and keep LoRA targets uniform.
+def _dense(units: int, name: str, use_bias: bool = False) -> layers.Dense:
+    # No biases by default: they add little to a pre-norm transformer; GPT-2 checkpoints have them.
     return layers.Dense(
         units,
-        use_bias=False,
+        use_bias=use_bias,
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
         name=name,
     )
@@ -36,16 +36,18 @@ def _dense(units: int, name: str) -> layers.Dense:
 class CausalSelfAttention(layers.Layer):
     """Multi-head causal self-attention with an optional rotary embedding and KV cache."""
 
-    def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True, **kwargs):
+    def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True,
+                 use_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.use_rope = use_rope
+        self.use_bias = use_bias
         width = num_heads * head_dim
-        self.query = _dense(width, "query")
-        self.key = _dense(width, "key")
-        self.value = _dense(width, "value")
-        self.output_projection = _dense(width, "output")
+        self.query = _dense(width, "query", use_bias)
+        self.key = _dense(width, "key", use_bias)
+        self.value = _dense(width, "value", use_bias)
+        self.output_projection = _dense(width, "output", use_bias)
         self.rotary = None
         if use_rope:
             import keras_hub  # heavy, but only needed when the model is built
@@ -98,6 +100,7 @@ class CausalSelfAttention(layers.Layer):
             "num_heads": self.num_heads,
             "head_dim": self.head_dim,
             "use_rope": self.use_rope,
+            "use_bias": self.use_bias,
         }
 
 
@@ -111,13 +114,14 @@ def _activation(name: str):
 class FeedForward(layers.Layer):
     """SwiGLU (``down(silu(gate(x)) * up(x))``) or a plain two-layer MLP."""
 
-    def __init__(self, d_model: int, d_ff: int, use_swiglu: bool, activation: str, **kwargs):
+    def __init__(self, d_model: int, d_ff: int, use_swiglu: bool, activation: str,
+                 use_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.d_model, self.d_ff = d_model, d_ff
-        self.use_swiglu, self.activation = use_swiglu, activation
-        self.gate = _dense(d_ff, "gate") if use_swiglu else None
-        self.up = _dense(d_ff, "up")
-        self.down = _dense(d_model, "down")
+        self.use_swiglu, self.activation, self.use_bias = use_swiglu, activation, use_bias
+        self.gate = _dense(d_ff, "gate", use_bias) if use_swiglu else None
+        self.up = _dense(d_ff, "up", use_bias)
+        self.down = _dense(d_model, "down", use_bias)
 
     def build(self, input_shape):
         if self.gate is not None:
@@ -140,6 +144,7 @@ class FeedForward(layers.Layer):
             "d_ff": self.d_ff,
             "use_swiglu": self.use_swiglu,
             "activation": self.activation,
+            "use_bias": self.use_bias,
         }
 
 
@@ -153,12 +158,12 @@ class TransformerBlock(layers.Layer):
         self.cfg_dict = cfg.to_dict()
         self.attention_norm = _norm(cfg, "attention_norm")
         self.attention = CausalSelfAttention(
-            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, name="attention"
+            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, cfg.use_bias, name="attention"
         )
         self.attention_dropout = layers.Dropout(cfg.dropout_rate, name="attention_dropout")
         self.mlp_norm = _norm(cfg, "mlp_norm")
         self.mlp = FeedForward(
-            cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation, name="mlp"
+            cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation, cfg.use_bias, name="mlp"
         )
         self.mlp_dropout = layers.Dropout(cfg.dropout_rate, name="mlp_dropout")
 

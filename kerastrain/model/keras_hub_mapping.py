@@ -12,8 +12,8 @@ the same shapes. So every weight maps by a reshape. What must *also* agree, chec
   heads (our GPT has no grouped-query attention), no RoPE scaling.
 - GPT-2: LayerNorm (epsilon 1e-5 both), a GELU MLP, learned positions (``seq_len`` of them),
   tied embeddings; keras-hub's GPT-2 uses the tanh GELU (``--activation gelu_tanh`` here) and its
-  transformers loader assumes ``d_ff = 4 * d_model``. GPT-2 has biases; ours are zero on export,
-  and a checkpoint with non-zero biases cannot be imported.
+  transformers loader assumes ``d_ff = 4 * d_model``. GPT-2 has biases: a GPT without
+  ``use_bias`` exports zeros; an imported GPT-2 gets ``use_bias``.
 
 Dropout is off in both directions' inference copies (rate 0); it only matters while training.
 """
@@ -39,6 +39,8 @@ def problems_for(cfg: ModelConfig, architecture: str) -> list[str]:
             found.append("--no-swiglu (Llama uses a SwiGLU MLP)")
         if not cfg.use_rope:
             found.append("--no-rope (Llama uses rotary positions)")
+        if cfg.use_bias:
+            found.append("biases (Llama has none)")
     elif architecture == "gpt2":
         if cfg.use_rmsnorm:
             found.append("RMSNorm (GPT-2 needs --no-rmsnorm)")
@@ -81,7 +83,8 @@ def _pairs_llama3(gpt, backbone) -> list[tuple]:
 
 
 def _pairs_gpt2(gpt, backbone) -> tuple[list[tuple], list]:
-    """(our variable, keras-hub variable) pairs, and keras-hub's biases (ours are all zero)."""
+    """(our variable, keras-hub variable) pairs, and keras-hub's biases we do not have (a GPT
+    without ``use_bias``): zero on export, and they must be zero to import."""
     pairs = [
         (gpt.token_embedding.embeddings, backbone.token_embedding.embeddings),
         (gpt.position_embedding.position_embeddings, backbone.position_embedding.position_embeddings),
@@ -98,7 +101,10 @@ def _pairs_gpt2(gpt, backbone) -> tuple[list[tuple], list]:
             (block.mlp.down, layer._feedforward_output_dense),
         ]
         pairs += [(ours, their.kernel) for ours, their in dense]
-        biases += [their.bias for _, their in dense]
+        if gpt.config.use_bias:
+            pairs += [(ours.bias, their.bias) for ours, their in dense]
+        else:
+            biases += [their.bias for _, their in dense]
         for ours, their in ((block.attention_norm, layer._self_attention_layer_norm),
                             (block.mlp_norm, layer._feedforward_layer_norm)):
             pairs += [(ours.gamma, their.gamma), (ours.beta, their.beta)]
@@ -200,7 +206,7 @@ def config_from_keras_hub(backbone, seq_len: int | None = None) -> tuple[str, Mo
             d_model=backbone.hidden_dim, num_layers=backbone.num_layers,
             num_heads=backbone.num_heads, d_ff=backbone.intermediate_dim, dropout_rate=0.0,
             activation="gelu_tanh", use_rmsnorm=False, use_swiglu=False, use_rope=False,
-            tie_embeddings=True,
+            tie_embeddings=True, use_bias=True,
         )
         return "gpt2", cfg
     raise ConfigError(

@@ -89,6 +89,8 @@ def count_parameters(cfg: ModelConfig) -> int:
     attention = 4 * d * d  # query, key, value, output
     mlp = (3 if cfg.use_swiglu else 2) * d * ff
     per_layer = attention + mlp + 2 * norm
+    if cfg.use_bias:  # query, key, value, output; gate and up (d_ff each), down
+        per_layer += 4 * d + (2 if cfg.use_swiglu else 1) * ff + d
     embeddings = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
     positions = 0 if cfg.use_rope else cfg.seq_len * d
     return embeddings + positions + cfg.num_layers * per_layer + norm
