@@ -16,10 +16,16 @@ from kerastrain.config import ModelConfig
 from kerastrain.model.lora import apply_lora, merge_lora  # noqa: F401  (re-exported for callers)
 
 
+def norm_epsilon(cfg: ModelConfig) -> float:
+    if cfg.norm_epsilon is not None:
+        return cfg.norm_epsilon
+    return 1e-6 if cfg.use_rmsnorm else 1e-5
+
+
 def _norm(cfg: ModelConfig, name: str) -> keras.layers.Layer:
     if cfg.use_rmsnorm:
-        return layers.RMSNormalization(epsilon=1e-6, name=name)
-    return layers.LayerNormalization(epsilon=1e-5, name=name)
+        return layers.RMSNormalization(epsilon=norm_epsilon(cfg), name=name)
+    return layers.LayerNormalization(epsilon=norm_epsilon(cfg), name=name)
 
 
 def _dense(units: int, name: str, use_bias: bool = False) -> layers.Dense:
@@ -37,23 +43,33 @@ class CausalSelfAttention(layers.Layer):
     """Multi-head causal self-attention with an optional rotary embedding and KV cache."""
 
     def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True,
-                 use_bias: bool = False, **kwargs):
+                 use_bias: bool = False, num_kv_heads: int | None = None,
+                 rope_theta: float = 10000.0, rope_scaling: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.use_rope = use_rope
         self.use_bias = use_bias
+        self.num_kv_heads = num_kv_heads or num_heads  # fewer: grouped-query attention
+        self.rope_theta, self.rope_scaling = rope_theta, rope_scaling
         width = num_heads * head_dim
         self.query = _dense(width, "query", use_bias)
-        self.key = _dense(width, "key", use_bias)
-        self.value = _dense(width, "value", use_bias)
+        self.key = _dense(self.num_kv_heads * head_dim, "key", use_bias)
+        self.value = _dense(self.num_kv_heads * head_dim, "value", use_bias)
         self.output_projection = _dense(width, "output", use_bias)
         self.rotary = None
         if use_rope:
-            import keras_hub  # heavy, but only needed when the model is built
+            # keras-hub's Llama rotary embedding: the plain RotaryEmbedding (rotate-half) unless
+            # Llama 3's frequency scaling is given. Heavy import, only when the model is built.
+            from keras_hub.src.models.llama.llama_rotary_embedding import LlamaRotaryEmbedding
 
-            self.rotary = keras_hub.layers.RotaryEmbedding(
-                max_wavelength=10000, sequence_axis=1, feature_axis=-1, name="rotary"
+            scaling = rope_scaling or {}
+            self.rotary = LlamaRotaryEmbedding(
+                max_wavelength=rope_theta, sequence_axis=1, feature_axis=-1, name="rotary",
+                frequency_adjustment_factor=scaling.get("factor"),
+                low_freq_factor=scaling.get("low_freq_factor"),
+                high_freq_factor=scaling.get("high_freq_factor"),
+                pretraining_sequence_length=scaling.get("original_max_position_embeddings"),
             )
 
     def build(self, input_shape):
@@ -63,16 +79,22 @@ class CausalSelfAttention(layers.Layer):
         self.output_projection.build(tuple(input_shape[:-1]) + (width,))
         self.built = True
 
-    def _split_heads(self, x):
+    def _split_heads(self, x, heads=None):
         batch, seq = ops.shape(x)[0], ops.shape(x)[1]
-        return ops.reshape(x, (batch, seq, self.num_heads, self.head_dim))
+        return ops.reshape(x, (batch, seq, heads or self.num_heads, self.head_dim))
+
+    def _repeat_kv(self, x):
+        # Key/value head j serves query heads j*n .. j*n+n-1 (as transformers' repeat_kv).
+        x = self._split_heads(x, self.num_kv_heads)
+        groups = self.num_heads // self.num_kv_heads
+        return x if groups == 1 else ops.repeat(x, groups, axis=2)
 
     def call(self, x, cache=None, cache_update_index=None):
         """``cache``: (batch, 2, max_len, heads, head_dim) keys/values; returns (out, cache)."""
         start = 0 if cache_update_index is None else cache_update_index
         q = self._split_heads(self.query(x))
-        k = self._split_heads(self.key(x))
-        v = self._split_heads(self.value(x))
+        k = self._repeat_kv(self.key(x))
+        v = self._repeat_kv(self.value(x))
         if self.rotary is not None:
             q = self.rotary(q, start_index=start)
             k = self.rotary(k, start_index=start)
@@ -101,6 +123,9 @@ class CausalSelfAttention(layers.Layer):
             "head_dim": self.head_dim,
             "use_rope": self.use_rope,
             "use_bias": self.use_bias,
+            "num_kv_heads": self.num_kv_heads,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling,
         }
 
 
@@ -158,7 +183,8 @@ class TransformerBlock(layers.Layer):
         self.cfg_dict = cfg.to_dict()
         self.attention_norm = _norm(cfg, "attention_norm")
         self.attention = CausalSelfAttention(
-            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, cfg.use_bias, name="attention"
+            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, cfg.use_bias,
+            cfg.num_kv_heads, cfg.rope_theta, cfg.rope_scaling, name="attention",
         )
         self.attention_dropout = layers.Dropout(cfg.dropout_rate, name="attention_dropout")
         self.mlp_norm = _norm(cfg, "mlp_norm")

@@ -6,10 +6,10 @@ keras-hub's EinsumDense kernel ``(d, heads, hd)`` (heads split the last axis the
 the same shapes. So every weight maps by a reshape. What must *also* agree, checked by
 :func:`problems_for`:
 
-- Llama 3: RMSNorm (epsilon 1e-6 both), SwiGLU (``down(silu(gate) * up)`` both), RoPE with
-  max_wavelength 10000 and the rotate-half convention (keras-hub's ``RotaryEmbedding`` and
-  ``LlamaRotaryEmbedding`` are the same function without scaling), no biases, queries = key/value
-  heads (our GPT has no grouped-query attention), no RoPE scaling.
+- Llama 3: RMSNorm, SwiGLU (``down(silu(gate) * up)`` both), RoPE (we use keras-hub's
+  ``LlamaRotaryEmbedding``: rotate-half, base ``rope_theta``, Llama 3 frequency scaling), no
+  biases; the configuration carries key/value heads (grouped-query attention, key/value head j
+  serving query heads j*n..j*n+n-1 in both), RoPE base and scaling and the norm epsilon.
 - GPT-2: LayerNorm (epsilon 1e-5 both), a GELU MLP, learned positions (``seq_len`` of them),
   tied embeddings; keras-hub's GPT-2 uses the tanh GELU (``--activation gelu_tanh`` here) and its
   transformers loader assumes ``d_ff = 4 * d_model``. GPT-2 has biases: a GPT without
@@ -24,9 +24,6 @@ import numpy as np
 
 from kerastrain.config import ModelConfig
 from kerastrain.errors import ConfigError
-
-RMS_EPSILON = 1e-6  # kerastrain.model.gpt._norm
-ROPE_WAVELENGTH = 10000  # kerastrain.model.gpt.CausalSelfAttention
 
 
 def problems_for(cfg: ModelConfig, architecture: str) -> list[str]:
@@ -54,6 +51,10 @@ def problems_for(cfg: ModelConfig, architecture: str) -> list[str]:
             found.append(f"--activation {cfg.activation} (GPT-2 uses gelu_tanh)")
         if cfg.d_ff != 4 * cfg.d_model:
             found.append(f"--d-ff {cfg.d_ff} (GPT-2 needs 4 x d_model = {4 * cfg.d_model})")
+        if (cfg.num_kv_heads or cfg.num_heads) != cfg.num_heads:
+            found.append("grouped-query attention (GPT-2 has none)")
+        if cfg.norm_epsilon not in (None, 1e-5):
+            found.append(f"norm epsilon {cfg.norm_epsilon} (GPT-2 uses 1e-5)")
     else:
         raise ValueError(f"unknown architecture {architecture!r}")
     return found
@@ -144,12 +145,20 @@ def to_keras_hub(gpt, architecture: str):
     keras.mixed_precision.set_global_policy("float32")
     try:
         if architecture == "llama3":
+            from kerastrain.model.gpt import norm_epsilon
+
+            scaling = cfg.rope_scaling or {}
             backbone = keras_hub.models.Llama3Backbone(
                 vocabulary_size=cfg.vocab_size, num_layers=cfg.num_layers,
-                num_query_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+                num_query_heads=cfg.num_heads,
+                num_key_value_heads=cfg.num_kv_heads or cfg.num_heads,
                 hidden_dim=cfg.d_model, intermediate_dim=cfg.d_ff,
-                rope_max_wavelength=ROPE_WAVELENGTH, layer_norm_epsilon=RMS_EPSILON, dropout=0,
-                tie_word_embeddings=cfg.tie_embeddings, dtype="float32",
+                rope_max_wavelength=cfg.rope_theta, layer_norm_epsilon=norm_epsilon(cfg),
+                rope_frequency_adjustment_factor=scaling.get("factor"),
+                rope_low_freq_factor=scaling.get("low_freq_factor"),
+                rope_high_freq_factor=scaling.get("high_freq_factor"),
+                rope_pretraining_sequence_length=scaling.get("original_max_position_embeddings"),
+                dropout=0, tie_word_embeddings=cfg.tie_embeddings, dtype="float32",
             )
             pairs, biases = _pairs_llama3(gpt, backbone), []
         else:
@@ -177,26 +186,25 @@ def config_from_keras_hub(backbone, seq_len: int | None = None) -> tuple[str, Mo
     import keras_hub
 
     if isinstance(backbone, keras_hub.models.Llama3Backbone):
-        lacks = []
-        if backbone.num_key_value_heads != backbone.num_query_heads:
-            lacks.append(f"grouped-query attention ({backbone.num_key_value_heads} key/value heads "
-                         f"for {backbone.num_query_heads} query heads)")
-        if backbone.rope_frequency_adjustment_factor is not None or (
-                backbone.rope_position_scaling_factor not in (None, 1.0)):
-            lacks.append("RoPE scaling")
-        if float(backbone.rope_max_wavelength) != ROPE_WAVELENGTH:
-            lacks.append(f"RoPE base {backbone.rope_max_wavelength} (ours is {ROPE_WAVELENGTH})")
-        if abs(float(backbone.layer_norm_epsilon) - RMS_EPSILON) > 1e-12:
-            lacks.append(f"RMSNorm epsilon {backbone.layer_norm_epsilon} (ours is {RMS_EPSILON})")
-        if lacks:
-            raise ConfigError("this Llama model needs " + ", ".join(lacks)
-                              + ", which kerastrain's GPT does not have; it cannot be fine-tuned here")
+        if backbone.rope_position_scaling_factor not in (None, 1.0):
+            raise ConfigError("this Llama model needs linear RoPE position scaling, which "
+                              "kerastrain's GPT does not have; it cannot be fine-tuned here")
+        scaling = None
+        if backbone.rope_frequency_adjustment_factor is not None:
+            scaling = {"factor": backbone.rope_frequency_adjustment_factor,
+                       "low_freq_factor": backbone.rope_low_freq_factor,
+                       "high_freq_factor": backbone.rope_high_freq_factor,
+                       "original_max_position_embeddings": backbone.rope_pretraining_sequence_length}
         cfg = ModelConfig(
             vocab_size=backbone.vocabulary_size, seq_len=seq_len or 2048,
             d_model=backbone.hidden_dim, num_layers=backbone.num_layers,
             num_heads=backbone.num_query_heads, d_ff=backbone.intermediate_dim, dropout_rate=0.0,
             use_rmsnorm=True, use_swiglu=True, use_rope=True,
             tie_embeddings=bool(backbone.tie_word_embeddings),
+            num_kv_heads=(backbone.num_key_value_heads
+                          if backbone.num_key_value_heads != backbone.num_query_heads else None),
+            rope_theta=float(backbone.rope_max_wavelength), rope_scaling=scaling,
+            norm_epsilon=float(backbone.layer_norm_epsilon),
         )
         return "llama3", cfg
     if isinstance(backbone, keras_hub.models.GPT2Backbone):

@@ -131,3 +131,40 @@ def test_bad_init_from_folders_are_one_line_errors(tmp_path, llama_folder, how, 
     assert result.exit_code == 2, result.output
     error = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(error) == 1 and message in error[0], result.output
+
+
+def test_a_llama_3_with_grouped_query_attention_and_scaled_rope_maps_exactly_both_ways():
+    from kerastrain.model.causal_lm import generate_ids
+    from kerastrain.model.gpt import build_model
+    from kerastrain.model.keras_hub_mapping import (
+        config_from_keras_hub,
+        load_from_keras_hub,
+        to_keras_hub,
+    )
+    from tests.model.test_export import _their_greedy
+
+    keras.utils.set_random_seed(7)
+    theirs = keras_hub.models.Llama3Backbone(
+        vocabulary_size=97, num_layers=2, num_query_heads=4, num_key_value_heads=2, hidden_dim=32,
+        intermediate_dim=48, rope_max_wavelength=500000, layer_norm_epsilon=1e-5,
+        rope_frequency_adjustment_factor=8.0, rope_low_freq_factor=1.0, rope_high_freq_factor=4.0,
+        rope_pretraining_sequence_length=16, tie_word_embeddings=False, dtype="float32")
+    rng = np.random.default_rng(0)
+    for v in theirs.weights:
+        v.assign(np.asarray(v.value) * 8 + rng.normal(0, 0.05, v.shape).astype("float32"))
+    _, cfg = config_from_keras_hub(theirs, seq_len=48)
+    assert (cfg.num_kv_heads, cfg.rope_theta, cfg.norm_epsilon) == (2, 500000.0, 1e-5)
+    ours = build_model(cfg)
+    load_from_keras_hub(ours, theirs, "llama3")
+    ids = rng.integers(0, 97, (2, 40)).astype("int32")  # past the 16 "pretraining" positions
+    np.testing.assert_allclose(np.asarray(ours(ids)), _their_logits(theirs, ids), atol=1e-4)
+    prompt = ids[0, :6].tolist()
+    mine = generate_ids(ours, prompt, 10, keras_hub.samplers.GreedySampler(), None)
+    assert mine == _their_greedy(keras_hub.models.Llama3CausalLM(theirs, preprocessor=None), prompt, 10)
+    back = to_keras_hub(ours, "llama3")
+    np.testing.assert_allclose(_their_logits(back, ids), _their_logits(theirs, ids), atol=1e-5)
+
+
+def _their_logits(backbone, ids):
+    hidden = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+    return np.asarray(backbone.token_embedding(hidden, reverse=True))
