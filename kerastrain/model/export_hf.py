@@ -44,8 +44,9 @@ def _hf_tokenizer(tokenizer):
 
 def write_hf_tokenizer(tokenizer, target: Path, seq_len: int) -> None:
     """``tokenizer.json`` (ours, a fast tokenizer) + ``tokenizer_config.json`` with its EOS."""
-    from kerastrain.data.tokenizer import EOS_TOKEN
+    from kerastrain.data.tokenizer import EOS_TOKEN as DEFAULT_EOS
 
+    EOS_TOKEN = getattr(tokenizer, "eos_token", DEFAULT_EOS)  # noqa: N806 - a pretrained one's
     _hf_tokenizer(tokenizer).save(str(target / "tokenizer.json"))
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -102,6 +103,9 @@ def keras_hub_preprocessor(tokenizer, seq_len: int):
     """
     import keras_hub
 
+    if getattr(tokenizer, "eos_token", "<|endoftext|>") != "<|endoftext|>":
+        raise ConfigError(f"the keras-hub format needs an <|endoftext|> tokenizer, this one ends "
+                          f"with {tokenizer.eos_token}; export with --format hf")
     data = json.loads(_hf_tokenizer(tokenizer).to_str())
     merges = [" ".join(m) if isinstance(m, list) else m for m in data["model"]["merges"]]
     kh_tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=data["model"]["vocab"], merges=merges)
@@ -135,6 +139,9 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
     model, tokenizer = load(source)
     architecture = export_architecture(model.config)  # refuse before anything is written
     _hf_tokenizer(tokenizer)
+    preprocessor = None
+    if fmt == "keras-hub":
+        preprocessor = keras_hub_preprocessor(tokenizer, model.config.seq_len)
     target = Path(target)
     _prepare_target(target, overwrite)
     backbone = architecture.to_keras_hub(model)
@@ -144,7 +151,6 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
         _patch_hf_config(target, architecture, model.config, tokenizer.eos_id)
         write_hf_tokenizer(tokenizer, target, model.config.seq_len)
     else:
-        preprocessor = keras_hub_preprocessor(tokenizer, model.config.seq_len)
         _causal_lm(backbone, preprocessor).save_to_preset(str(target))
         if architecture == "llama3":
             _record_tied_embeddings(target, backbone.tie_word_embeddings)

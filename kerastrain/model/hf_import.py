@@ -4,15 +4,15 @@ keras-hub preset. No network: a hub id is refused with the command that download
 keras-hub reads the folder (``keras_hub.models.Backbone.from_preset``: its transformers
 converters for Hugging Face folders); the registered :class:`~kerastrain.model.architectures.Architecture`
 of that family gives the GPT configuration that holds the backbone exactly and copies its weights
-in. The tokenizer is the folder's ``tokenizer.json`` (a Hugging Face fast tokenizer), copied to
-the run's tokenizer path so that checkpoints, ``generate`` and ``export`` use it.
+in. The tokenizer is the folder's ``tokenizer.json`` (a Hugging Face fast tokenizer; for a
+keras-hub preset, its byte-level BPE converted to one), written to the run's tokenizer path so that
+checkpoints, ``generate`` and ``export`` use it.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ class PretrainedModel:
     architecture: object
     backbone: object
     config: ModelConfig
+    tokenizer_json: str  # a Hugging Face fast tokenizer, as JSON text
 
     def load_into(self, model) -> None:
         """Copy the folder's weights into ``model`` (built from :attr:`config`)."""
@@ -45,6 +46,31 @@ def is_pretrained_folder(source: str) -> bool:
     if path.is_dir():
         return (path / "config.json").is_file()
     return bool(_HUB_ID.match(source)) and not path.exists()
+
+
+def _keras_hub_tokenizer_json(path: Path) -> str:
+    """A keras-hub preset's byte-level BPE (``assets/tokenizer``: vocabulary.json + merges.txt) as
+    a Hugging Face fast tokenizer: the same vocabulary, merges, GPT-2 split and byte mapping."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from kerastrain.data.tokenizer import EOS_CANDIDATES
+
+    try:
+        kind = json.loads((path / "tokenizer.json").read_text()).get("class_name")
+        vocab = json.loads((path / "assets" / "tokenizer" / "vocabulary.json").read_text())
+        lines = (path / "assets" / "tokenizer" / "merges.txt").read_text().splitlines()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} has no readable keras-hub tokenizer ({exc}); kerastrain needs the "
+                          "model's own tokenizer to fine-tune it") from exc
+    if kind != "GPT2Tokenizer":
+        raise ConfigError(f"cannot convert the keras-hub tokenizer {kind} of {path}; use the "
+                          "model's Hugging Face folder instead")
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([t for t in EOS_CANDIDATES if t in vocab])
+    return tok.to_str()
 
 
 def _model_type(path: Path) -> str | None:
@@ -76,6 +102,10 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
     if not (path / "tokenizer.json").is_file():
         raise ConfigError(f"{path} has no tokenizer.json (a Hugging Face fast tokenizer); "
                           "kerastrain needs the model's own tokenizer to fine-tune it")
+    if model_type is None:  # a keras-hub preset
+        tokenizer_json = _keras_hub_tokenizer_json(path)
+    else:
+        tokenizer_json = (path / "tokenizer.json").read_text(encoding="utf-8")
     import keras
     import keras_hub
 
@@ -91,7 +121,7 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
         keras.mixed_precision.set_global_policy(previous)
     architecture = importing_architecture(backbone=backbone)
     config = architecture.from_keras_hub(backbone, seq_len)
-    return PretrainedModel(path, architecture, backbone, config)
+    return PretrainedModel(path, architecture, backbone, config, tokenizer_json)
 
 
 def adopt_pretrained(config: RunConfig, output_dir: Path, say) -> PretrainedModel:
@@ -103,20 +133,27 @@ def adopt_pretrained(config: RunConfig, output_dir: Path, say) -> PretrainedMode
     from kerastrain.data.tokenizer import load_tokenizer
 
     pretrained = open_pretrained(config.train.init_from, config.model.seq_len)
-    tokenizer = load_tokenizer(pretrained.path / "tokenizer.json")
+    target = Path(config.tokenizer.path) if config.tokenizer.path else output_dir / "tokenizer.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(target.name + ".pretrained.tmp")  # replaces target once it checks out
+    staged.write_text(pretrained.tokenizer_json, encoding="utf-8")
+    try:
+        tokenizer = load_tokenizer(staged)
+    except ConfigError:
+        staged.unlink()
+        raise
     if tokenizer.vocab_size != pretrained.config.vocab_size:
+        staged.unlink()
         raise ConfigError(
             f"{pretrained.path}/tokenizer.json has {tokenizer.vocab_size} tokens but the model's "
             f"embedding table has {pretrained.config.vocab_size}; the folder's tokenizer and "
             "weights do not belong together"
         )
+    staged.replace(target)
     keep = {name: getattr(config.model, name) for name in _TRAINING_FIELDS}
     fields = pretrained.config.to_dict()
     fields.update(keep)
     config.model = ModelConfig(**fields)
-    target = Path(config.tokenizer.path) if config.tokenizer.path else output_dir / "tokenizer.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(pretrained.path / "tokenizer.json", target)
     config.tokenizer.path, config.tokenizer.retrain = str(target), False
     say(f"Pretrained: {pretrained.architecture.name} from {pretrained.path} "
         f"({config.model.num_layers} layers, d_model {config.model.d_model}, vocab "

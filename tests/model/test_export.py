@@ -177,3 +177,21 @@ def test_export_refuses_a_non_empty_target(lora_run, tmp_path):
     result = invoke("export", str(lora_run), "--to", str(tmp_path))
     assert result.exit_code == 2 and "--overwrite" in result.output
     assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_a_pretrained_tokenizer_keeps_its_own_end_of_text_token(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from kerastrain.data.tokenizer import load_tokenizer
+    from kerastrain.model.export_hf import write_hf_tokenizer
+
+    hf = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")]))
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.add_special_tokens(["<|begin_of_text|>", "<|end_of_text|>"])
+    hf.save(str(tmp_path / "tokenizer.json"))
+    tokenizer = load_tokenizer(tmp_path / "tokenizer.json")
+    assert (tokenizer.eos_token, tokenizer.eos_id) == ("<|end_of_text|>", 4)
+    (tmp_path / "out").mkdir()
+    write_hf_tokenizer(tokenizer, tmp_path / "out", 32)
+    config = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
+    assert config["eos_token"] == "<|end_of_text|>"

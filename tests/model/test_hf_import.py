@@ -168,3 +168,27 @@ def test_a_llama_3_with_grouped_query_attention_and_scaled_rope_maps_exactly_bot
 def _their_logits(backbone, ids):
     hidden = backbone({"token_ids": ids, "padding_mask": np.ones_like(ids)})
     return np.asarray(backbone.token_embedding(hidden, reverse=True))
+
+
+@pytest.mark.slow
+def test_a_keras_hub_preset_folder_fine_tunes_with_its_own_tokenizer(tmp_path):
+    from kerastrain.config import ModelConfig
+    from kerastrain.data.tokenizer import load_tokenizer
+    from tests.model.test_export import write_run
+
+    cfg = ModelConfig(vocab_size=300, seq_len=32, d_model=32, num_layers=2, num_heads=4, d_ff=64,
+                      dropout_rate=0.0)
+    base = write_run(tmp_path / "base", cfg)
+    preset = tmp_path / "preset"
+    assert invoke("export", str(base), "--to", str(preset), "--format", "keras-hub").exit_code == 0
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(t + "\n" for t in TEXTS))
+    run = tmp_path / "run"
+    result = invoke("run", *TRAIN, "--dataset-id", str(corpus), "--output-dir", str(run),
+                    "--init-from", str(preset), "--use-lora", "--lora-rank", "2", "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    assert "Pretrained: llama3" in result.output
+    texts = [PROBE, "unseen wörds & symbols 123 <|endoftext|>"]
+    original, converted = load_tokenizer(base / "tokenizer.json"), load_tokenizer(run / "tokenizer.json")
+    assert converted.encode_batch(texts) == original.encode_batch(texts)
+    assert converted.eos_id == original.eos_id
