@@ -36,8 +36,9 @@ class Architecture:
     extra: dict = field(default_factory=dict)
 
 
-def _mapping(architecture: str) -> dict:
-    """The callables of a built-in keras-hub family (the mapping module is imported lazily)."""
+def keras_hub_family(architecture: str) -> dict:
+    """The callables of a built-in keras-hub family ("llama3", "gpt2"), for ``Architecture(...,
+    **keras_hub_family(name))``; the mapping module is imported lazily."""
 
     def problems(cfg):
         from kerastrain.model.keras_hub_mapping import problems_for
@@ -69,10 +70,10 @@ def register_architectures(register):
         "gpt", "kerastrain's configurable GPT (trains; exports as llama3 or gpt2 when it fits)"))
     register(Architecture(
         "llama3", "Llama / Llama 3: RMSNorm, SwiGLU, RoPE, no biases (LlamaForCausalLM)",
-        hf_model_types=("llama",), backbone_classes=("Llama3Backbone",), **_mapping("llama3")))
+        hf_model_types=("llama",), backbone_classes=("Llama3Backbone",), **keras_hub_family("llama3")))
     register(Architecture(
         "gpt2", "GPT-2: LayerNorm, tanh GELU, learned positions, tied embeddings (GPT2LMHeadModel)",
-        hf_model_types=("gpt2",), backbone_classes=("GPT2Backbone",), **_mapping("gpt2")))
+        hf_model_types=("gpt2",), backbone_classes=("GPT2Backbone",), **keras_hub_family("gpt2")))
 
 
 def available_architectures() -> dict[str, Architecture]:

@@ -1,0 +1,66 @@
+"""Architectures are a plugin kind: built-ins registered like a third party's, conflicts refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kerastrain.config import ModelConfig
+from kerastrain.errors import ConfigError, PluginError
+from kerastrain.hookspecs import hookimpl
+from kerastrain.model.architectures import (
+    Architecture,
+    available_architectures,
+    export_architecture,
+    importing_architecture,
+    keras_hub_family,
+)
+from tests.helpers import invoke
+
+
+class MistralAsLlama:
+    """A third-party plugin adding a family (its mapping borrowed from llama3: a registry test)."""
+
+    @hookimpl
+    def register_architectures(self, register):
+        register(Architecture("mistral", "a third-party family",
+                              hf_model_types=("mistral",), backbone_classes=("MistralBackbone",),
+                              **keras_hub_family("llama3")))
+
+
+class Clash:
+    @hookimpl
+    def register_architectures(self, register):
+        register(Architecture("gpt2", "another GPT-2"))
+
+
+def test_builtin_architectures_are_listed_by_the_plugin_report():
+    result = invoke("plugins", "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["name"]: r for r in json.loads(result.output)}
+    registers = rows["kerastrain.model.architectures"]["registers"]
+    assert registers == ["architecture:gpt", "architecture:llama3", "architecture:gpt2"]
+
+
+def test_export_picks_the_architecture_that_holds_the_options():
+    assert export_architecture(ModelConfig()).name == "llama3"
+    gpt2 = ModelConfig(use_rmsnorm=False, use_swiglu=False, use_rope=False, d_ff=2048,
+                       activation="gelu_tanh")
+    assert export_architecture(gpt2).name == "gpt2"
+    with pytest.raises(ConfigError, match="llama3 cannot because of --no-rope.*gpt2 cannot"):
+        export_architecture(ModelConfig(use_rope=False))
+
+
+def test_a_third_party_architecture_imports_its_model_type(kerastrain_plugin):
+    with pytest.raises(ConfigError, match="no installed architecture imports model_type 'mistral'"):
+        importing_architecture(model_type="mistral")
+    kerastrain_plugin(MistralAsLlama(), name="mistral-plugin")
+    assert importing_architecture(model_type="mistral").name == "mistral"
+    assert importing_architecture(model_type="llama").name == "llama3"
+
+
+def test_two_plugins_registering_one_architecture_is_an_error(kerastrain_plugin):
+    kerastrain_plugin(Clash(), name="clash")
+    with pytest.raises(PluginError, match="architecture 'gpt2' is registered by both"):
+        available_architectures()
