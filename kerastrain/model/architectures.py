@@ -33,6 +33,7 @@ class Architecture:
     to_keras_hub: Callable | None = None  # (gpt) -> keras-hub backbone
     from_keras_hub: Callable | None = None  # (backbone, seq_len) -> ModelConfig
     load_weights: Callable | None = None  # (gpt, backbone) -> None
+    defaults: dict = field(default_factory=dict)  # ModelConfig switches of a preset naming it
     extra: dict = field(default_factory=dict)
 
 
@@ -70,10 +71,15 @@ def register_architectures(register):
         "gpt", "kerastrain's configurable GPT (trains; exports as llama3 or gpt2 when it fits)"))
     register(Architecture(
         "llama3", "Llama / Llama 3: RMSNorm, SwiGLU, RoPE, no biases (LlamaForCausalLM)",
-        hf_model_types=("llama",), backbone_classes=("Llama3Backbone",), **keras_hub_family("llama3")))
+        hf_model_types=("llama",), backbone_classes=("Llama3Backbone",),
+        defaults=dict(use_rmsnorm=True, use_swiglu=True, use_rope=True, use_bias=False),
+        **keras_hub_family("llama3")))
     register(Architecture(
         "gpt2", "GPT-2: LayerNorm, tanh GELU, learned positions, tied embeddings (GPT2LMHeadModel)",
-        hf_model_types=("gpt2",), backbone_classes=("GPT2Backbone",), **keras_hub_family("gpt2")))
+        hf_model_types=("gpt2",), backbone_classes=("GPT2Backbone",),
+        defaults=dict(use_rmsnorm=False, use_swiglu=False, use_rope=False, activation="gelu_tanh",
+                      use_bias=True, tie_embeddings=True),
+        **keras_hub_family("gpt2")))
 
 
 def available_architectures() -> dict[str, Architecture]:

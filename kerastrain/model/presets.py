@@ -36,13 +36,24 @@ def _preset_files() -> list[tuple[str, str]]:
 
 
 def normalize_fields(data: dict) -> dict:
-    """A preset's JSON (short or long keys) as ModelConfig fields; unknown keys are dropped."""
+    """A preset's JSON (short or long keys) as ModelConfig fields; unknown keys are dropped.
+
+    ``"architecture": NAME`` takes that registered architecture's switches (e.g. ``gpt2``:
+    LayerNorm, tanh GELU, learned positions, biases) so the model exports to it."""
     known = set(ModelConfig.__dataclass_fields__)
     fields = {}
     for key, value in data.items():
         key = _ALIASES.get(key, key)
         if key in known:
             fields[key] = value
+    if data.get("architecture"):  # a named architecture's switches, under the preset's own keys
+        from kerastrain.model.architectures import available_architectures
+
+        found = available_architectures()
+        if data["architecture"] not in found:
+            raise ConfigError(f"the preset names architecture {data['architecture']!r}; "
+                              f"installed: {', '.join(found)}")
+        fields = {**found[data["architecture"]].defaults, **fields}
     return fields
 
 

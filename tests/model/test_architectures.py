@@ -64,3 +64,24 @@ def test_two_plugins_registering_one_architecture_is_an_error(kerastrain_plugin)
     kerastrain_plugin(Clash(), name="clash")
     with pytest.raises(PluginError, match="architecture 'gpt2' is registered by both"):
         available_architectures()
+
+
+class GPT2Presets:
+    @hookimpl
+    def register_presets(self, register):
+        register("gpt2-pico", {"architecture": "gpt2", "layers": 2, "d_model": 32, "heads": 4,
+                               "d_ff": 128, "seq_len": 32})
+        register("mystery", {"architecture": "mamba", "layers": 2})
+
+
+def test_a_preset_naming_an_architecture_builds_a_model_that_exports_to_it(kerastrain_plugin):
+    from kerastrain.model.gpt import build_model
+    from kerastrain.model.presets import count_parameters, preset_config
+
+    kerastrain_plugin(GPT2Presets(), name="gpt2-presets")
+    cfg = preset_config("gpt2-pico", vocab_size=100)
+    assert (cfg.use_rope, cfg.use_bias, cfg.activation) == (False, True, "gelu_tanh")
+    assert export_architecture(cfg).name == "gpt2"
+    assert build_model(cfg).count_params() == count_parameters(cfg)
+    with pytest.raises(ConfigError, match="names architecture 'mamba'; installed: gpt, llama3, gpt2"):
+        preset_config("mystery")
