@@ -195,3 +195,17 @@ def test_a_pretrained_tokenizer_keeps_its_own_end_of_text_token(tmp_path):
     write_hf_tokenizer(tokenizer, tmp_path / "out", 32)
     config = json.loads((tmp_path / "out" / "tokenizer_config.json").read_text())
     assert config["eos_token"] == "<|end_of_text|>"
+
+
+def test_a_model_without_a_hugging_face_tokenizer_is_refused(tmp_path):
+    from kerastrain.data.tokenizer import ByteTokenizer
+
+    cfg = ModelConfig(vocab_size=257, seq_len=16, d_model=32, num_layers=1, num_heads=4, d_ff=64)
+    run = tmp_path / "run"
+    (run / "final_checkpoint").mkdir(parents=True)
+    cfg.save(run / "model_config.json")
+    ByteTokenizer().save(run / "tokenizer.json")
+    build_model(cfg).save_weights(run / "final_checkpoint" / "model.weights.h5")
+    result = invoke("export", str(run), "--to", str(tmp_path / "out"))
+    assert result.exit_code == 2 and "--tokenizer bpe" in result.output
+    assert not (tmp_path / "out").exists()
