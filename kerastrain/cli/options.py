@@ -58,7 +58,7 @@ OPTIONS = [
     ("Model", ["--no-rope"], dict(is_flag=True, default=None, help="Learned positions instead of RoPE")),
     ("Model", ["--use-lora"], dict(is_flag=True, help="Train LoRA adapters only")),
     ("Model", ["--lora-rank"], dict(type=int, default=8, show_default=True, help="LoRA rank")),
-    ("Model", ["--init-from"], dict(default=None, help="Start from the weights of this checkpoint (LoRA base model)")),
+    ("Model", ["--init-from"], dict(default=None, help="Start from this checkpoint, or a downloaded Hugging Face / keras-hub model folder (Llama, GPT-2): its weights, shape and tokenizer")),
     # Training
     ("Training", ["--epochs"], dict(type=int, default=3, show_default=True, help="Epochs")),
     ("Training", ["--max-steps"], dict(type=int, default=None, help="Stop after this many updates (overrides --epochs)")),
