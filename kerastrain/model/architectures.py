@@ -6,8 +6,9 @@ family's keras-hub backbone: ``problems`` names the options of a GPT the family 
 ``to_keras_hub`` copies a GPT into the backbone (then keras-hub writes Hugging Face or preset
 folders), ``from_keras_hub`` gives the GPT configuration holding a backbone and ``load_weights``
 copies the backbone's weights in (``--init-from`` a downloaded folder). Built-ins: ``gpt`` itself,
-``llama3`` (Llama / Llama 3, ``LlamaForCausalLM``) and ``gpt2`` (``GPT2LMHeadModel``); a plugin can
-add another family by registering one more. This module imports quickly: keras-hub is only
+``llama3`` (Llama / Llama 3, ``LlamaForCausalLM``), ``gpt2`` (``GPT2LMHeadModel``) and, import
+only, ``mistral`` (exported back as the Llama it computes); a plugin can add another family by
+registering one more. This module imports quickly: keras-hub is only
 imported inside the mapping functions.
 """
 
@@ -80,6 +81,11 @@ def register_architectures(register):
         defaults=dict(use_rmsnorm=False, use_swiglu=False, use_rope=False, activation="gelu_tanh",
                       use_bias=True, tie_embeddings=True),
         **keras_hub_family("gpt2")))
+    mistral = keras_hub_family("mistral")
+    register(Architecture(  # import only: it runs, and exports, as a Llama of the same function
+        "mistral", "Mistral: a Llama with a sliding window (import, within --seq-len <= window)",
+        hf_model_types=("mistral",), backbone_classes=("MistralBackbone",),
+        from_keras_hub=mistral["from_keras_hub"], load_weights=mistral["load_weights"]))
 
 
 def available_architectures() -> dict[str, Architecture]:

@@ -207,6 +207,8 @@ def config_from_keras_hub(backbone, seq_len: int | None = None) -> tuple[str, Mo
             norm_epsilon=float(backbone.layer_norm_epsilon),
         )
         return "llama3", cfg
+    if isinstance(backbone, keras_hub.models.MistralBackbone):
+        return "mistral", _mistral_config(backbone, seq_len or 2048)
     if isinstance(backbone, keras_hub.models.GPT2Backbone):
         cfg = ModelConfig(
             vocab_size=backbone.vocabulary_size,
@@ -219,13 +221,38 @@ def config_from_keras_hub(backbone, seq_len: int | None = None) -> tuple[str, Mo
         return "gpt2", cfg
     raise ConfigError(
         f"kerastrain cannot fine-tune a {type(backbone).__name__}; supported: Llama 3 "
-        "(LlamaForCausalLM) and GPT-2 (GPT2LMHeadModel) folders"
+        "(LlamaForCausalLM), Mistral (MistralForCausalLM) and GPT-2 (GPT2LMHeadModel) folders"
+    )
+
+
+def _mistral_config(backbone, seq_len: int) -> ModelConfig:
+    """Mistral is Llama (untied, grouped-query) with a sliding attention window: within
+    ``seq_len <= sliding_window`` every query sees every earlier key, exactly as ours does."""
+    window = backbone.sliding_window
+    if window is not None and seq_len > window:
+        raise ConfigError(f"this Mistral model attends within a sliding window of {window} tokens, "
+                          f"which kerastrain's GPT does not have; train with --seq-len {window} or less")
+    if backbone.rope_scaling_factor not in (None, 1.0):
+        raise ConfigError("this Mistral model needs RoPE position scaling, which kerastrain's GPT "
+                          "does not have; it cannot be fine-tuned here")
+    if backbone.head_dim not in (None, backbone.hidden_dim // backbone.num_query_heads):
+        raise ConfigError(f"this Mistral model's head size {backbone.head_dim} is not hidden size / "
+                          "heads, which kerastrain's GPT needs; it cannot be fine-tuned here")
+    return ModelConfig(
+        vocab_size=backbone.vocabulary_size, seq_len=seq_len, d_model=backbone.hidden_dim,
+        num_layers=backbone.num_layers, num_heads=backbone.num_query_heads,
+        d_ff=backbone.intermediate_dim, dropout_rate=0.0, use_rmsnorm=True, use_swiglu=True,
+        use_rope=True, tie_embeddings=False,
+        num_kv_heads=(backbone.num_key_value_heads
+                      if backbone.num_key_value_heads != backbone.num_query_heads else None),
+        rope_theta=float(backbone.rope_max_wavelength),
+        norm_epsilon=float(backbone.layer_norm_epsilon),
     )
 
 
 def load_from_keras_hub(gpt, backbone, architecture: str) -> None:
     """Copy ``backbone``'s weights into our ``gpt`` (built by ``config_from_keras_hub``'s config)."""
-    if architecture == "llama3":
+    if architecture in ("llama3", "mistral"):  # the same layer layout in keras-hub
         pairs = _pairs_llama3(gpt, backbone)
     else:
         pairs, biases = _pairs_gpt2(gpt, backbone)

@@ -40,7 +40,8 @@ def test_builtin_architectures_are_listed_by_the_plugin_report():
     assert result.exit_code == 0, result.output
     rows = {r["name"]: r for r in json.loads(result.output)}
     registers = rows["kerastrain.model.architectures"]["registers"]
-    assert registers == ["architecture:gpt", "architecture:llama3", "architecture:gpt2"]
+    assert registers == ["architecture:gpt", "architecture:llama3", "architecture:gpt2",
+                         "architecture:mistral"]
 
 
 def test_export_picks_the_architecture_that_holds_the_options():
@@ -83,5 +84,5 @@ def test_a_preset_naming_an_architecture_builds_a_model_that_exports_to_it(keras
     assert (cfg.use_rope, cfg.use_bias, cfg.activation) == (False, True, "gelu_tanh")
     assert export_architecture(cfg).name == "gpt2"
     assert build_model(cfg).count_params() == count_parameters(cfg)
-    with pytest.raises(ConfigError, match="names architecture 'mamba'; installed: gpt, llama3, gpt2"):
+    with pytest.raises(ConfigError, match="names architecture 'mamba'; installed: gpt, llama3, gpt2, mistral"):
         preset_config("mystery")

@@ -192,3 +192,35 @@ def test_a_keras_hub_preset_folder_fine_tunes_with_its_own_tokenizer(tmp_path):
     original, converted = load_tokenizer(base / "tokenizer.json"), load_tokenizer(run / "tokenizer.json")
     assert converted.encode_batch(texts) == original.encode_batch(texts)
     assert converted.eos_id == original.eos_id
+
+
+def test_a_mistral_folder_imports_exactly_within_its_sliding_window(tmp_path):
+    from kerastrain.model.gpt import build_model
+    from kerastrain.model.hf_import import open_pretrained
+
+    keras.utils.set_random_seed(11)
+    tokenizer = BPETokenizer(train_byte_level_bpe(TEXTS, 300))
+    theirs = keras_hub.models.MistralBackbone(
+        vocabulary_size=tokenizer.vocab_size, num_layers=2, num_query_heads=4,
+        num_key_value_heads=2, hidden_dim=32, intermediate_dim=48, rope_max_wavelength=1e6,
+        layer_norm_epsilon=1e-5, sliding_window=48, dtype="float32")
+    rng = np.random.default_rng(1)
+    for v in theirs.weights:
+        v.assign(np.asarray(v.value) * 8 + rng.normal(0, 0.05, v.shape).astype("float32"))
+    folder = tmp_path / "mistral-hf"
+    keras_hub.models.MistralCausalLM(backbone=theirs, preprocessor=None).export_to_transformers(str(folder))
+    tokenizer.save(folder / "tokenizer.json")
+
+    pretrained = open_pretrained(str(folder), seq_len=48)
+    assert pretrained.architecture.name == "mistral" and pretrained.config.num_kv_heads == 2
+    ours = build_model(pretrained.config)
+    pretrained.load_into(ours)
+    ids = rng.integers(0, tokenizer.vocab_size, (2, 48)).astype("int32")
+    # keras-hub 0.32's Mistral converter rounds every weight to float16, so compare with what
+    # keras-hub itself reads from the folder.
+    read = keras_hub.models.Backbone.from_preset(str(folder))
+    np.testing.assert_allclose(np.asarray(ours(ids)), _their_logits(read, ids), atol=1e-4)
+
+    result = invoke("run", *TRAIN, "--seq-len", "64", "--output-dir", str(tmp_path / "run"),
+                    "--init-from", str(folder), "--max-steps", "1")
+    assert result.exit_code == 2 and "train with --seq-len 48 or less" in result.output
