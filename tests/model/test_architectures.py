@@ -19,13 +19,13 @@ from kerastrain.model.architectures import (
 from tests.helpers import invoke
 
 
-class MistralAsLlama:
+class Phi3AsLlama:
     """A third-party plugin adding a family (its mapping borrowed from llama3: a registry test)."""
 
     @hookimpl
     def register_architectures(self, register):
-        register(Architecture("mistral", "a third-party family",
-                              hf_model_types=("mistral",), backbone_classes=("MistralBackbone",),
+        register(Architecture("phi3", "a third-party family",
+                              hf_model_types=("phi3",), backbone_classes=("Phi3Backbone",),
                               **keras_hub_family("llama3")))
 
 
@@ -54,10 +54,10 @@ def test_export_picks_the_architecture_that_holds_the_options():
 
 
 def test_a_third_party_architecture_imports_its_model_type(kerastrain_plugin):
-    with pytest.raises(ConfigError, match="no installed architecture imports model_type 'mistral'"):
-        importing_architecture(model_type="mistral")
-    kerastrain_plugin(MistralAsLlama(), name="mistral-plugin")
-    assert importing_architecture(model_type="mistral").name == "mistral"
+    with pytest.raises(ConfigError, match="no installed architecture imports model_type 'phi3'"):
+        importing_architecture(model_type="phi3")
+    kerastrain_plugin(Phi3AsLlama(), name="phi3-plugin")
+    assert importing_architecture(model_type="phi3").name == "phi3"
     assert importing_architecture(model_type="llama").name == "llama3"
 
 
