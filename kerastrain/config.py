@@ -31,7 +31,7 @@ class ModelConfig:
     num_heads: int = 8
     d_ff: int = 2048
     dropout_rate: float = 0.1
-    activation: str = "gelu"  # the plain MLP's activation (with use_swiglu=False)
+    activation: str = "gelu"  # the plain MLP's activation (with use_swiglu=False); gelu_tanh: GPT-2's
     use_rmsnorm: bool = True
     use_swiglu: bool = True
     use_rope: bool = True
@@ -39,6 +39,13 @@ class ModelConfig:
     use_lora: bool = False
     lora_rank: int = 8
     mixed_precision: bool = False
+    use_bias: bool = False  # biases in every projection (GPT-2 checkpoints have them)
+    # Pretrained families (``--init-from`` a Llama folder): grouped-query attention, RoPE base and
+    # Llama 3 RoPE scaling, norm epsilon (None: 1e-6 for RMSNorm, 1e-5 for LayerNorm).
+    num_kv_heads: int | None = None
+    rope_theta: float = 10000.0
+    rope_scaling: dict | None = None  # factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
+    norm_epsilon: float | None = None
 
     def validate(self) -> None:
         positive = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff")
@@ -57,10 +64,13 @@ class ModelConfig:
                 f"RoPE needs an even head size, got d_model/num_heads = "
                 f"{self.d_model // self.num_heads}; change --num-heads or pass --no-rope"
             )
+        if self.num_kv_heads is not None and (
+                self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads):
+            raise ConfigError(f"num_kv_heads {self.num_kv_heads} must divide --num-heads {self.num_heads}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError("--dropout-rate must be in [0, 1)")
-        if self.activation not in ("relu", "gelu", "silu"):
-            raise ConfigError("--activation must be one of relu, gelu, silu")
+        if self.activation not in ("relu", "gelu", "gelu_tanh", "silu"):
+            raise ConfigError("--activation must be one of relu, gelu, gelu_tanh, silu")
         if self.use_lora and self.lora_rank < 1:
             raise ConfigError("--lora-rank must be at least 1")
 

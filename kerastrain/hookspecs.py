@@ -36,6 +36,12 @@ def register_presets(register):
 
 
 @hookspec
+def register_architectures(register):
+    """Register model architectures: ``register(architecture)`` with a
+    :class:`kerastrain.model.architectures.Architecture` (export and ``--init-from`` formats)."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the ``kerastrain`` command group."""
 

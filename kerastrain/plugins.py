@@ -36,11 +36,13 @@ DEFAULT_PLUGINS = (
     "kerastrain.data.tokenizer",
     "kerastrain.storage.backends",
     "kerastrain.model.presets",
+    "kerastrain.model.architectures",
     "kerastrain.storage.cloud_sync",
     "kerastrain.cli.model_commands",
     "kerastrain.cli.eval_command",
     "kerastrain.training.samples",
     "kerastrain.cli.storage_commands",
+    "kerastrain.cli.export_command",
 )
 
 pm = pluggy.PluginManager("kerastrain")
@@ -146,6 +148,11 @@ def _check_backend(obj, *args, plugin: str, **kwargs) -> None:
     check_backend(obj, plugin)
 
 
+def architectures(problems: list[dict] | None = None) -> dict[str, Registered]:
+    """Model architectures (export targets, ``--init-from`` sources), in registration order."""
+    return _collect("register_architectures", "architecture", lambda a: a.name, None, problems)
+
+
 def _check_preset(name, fields=None, description="", *, plugin: str) -> None:
     check_preset(name, fields if fields is not None else {}, plugin)
 
@@ -191,6 +198,7 @@ def plugin_report() -> list[dict]:
         ("tokenizer", tokenizer_kinds(problems)),
         ("storage", storage_backends(problems)),
         ("preset", presets(problems)),
+        ("architecture", architectures(problems)),
     ):
         for reg in parts.values():
             registered.setdefault(reg.plugin, []).append(f"{kind}:{reg.name}")

@@ -15,6 +15,9 @@ from kerastrain.errors import ConfigError
 from kerastrain.hookspecs import hookimpl
 
 EOS_TOKEN = "<|endoftext|>"
+# End-of-text tokens of pretrained tokenizers (GPT-2/ours, Llama 3, Llama 2/Mistral, ChatML, Gemma)
+# that --init-from folders bring; the first one the vocabulary has is the EOS.
+EOS_CANDIDATES = (EOS_TOKEN, "<|end_of_text|>", "</s>", "<|im_end|>", "<eos>")
 
 
 @runtime_checkable
@@ -72,7 +75,9 @@ class BPETokenizer:
 
     def __init__(self, hf_tokenizer):
         self.hf = hf_tokenizer
-        self.eos_id = hf_tokenizer.token_to_id(EOS_TOKEN)
+        self.eos_token = next((t for t in EOS_CANDIDATES if hf_tokenizer.token_to_id(t) is not None),
+                              EOS_TOKEN)
+        self.eos_id = hf_tokenizer.token_to_id(self.eos_token)
         self.vocab_size = hf_tokenizer.get_vocab_size()
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
@@ -99,8 +104,9 @@ class BPEKind:
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(path))
-        if tok.token_to_id(EOS_TOKEN) is None:
-            raise ConfigError(f"{path} has no {EOS_TOKEN} token; retrain with --retrain-tokenizer")
+        if all(tok.token_to_id(t) is None for t in EOS_CANDIDATES):
+            raise ConfigError(f"{path} has no end-of-text token ({', '.join(EOS_CANDIDATES)}); "
+                              "retrain with --retrain-tokenizer")
         return BPETokenizer(tok)
 
 

@@ -16,17 +16,23 @@ from kerastrain.config import ModelConfig
 from kerastrain.model.lora import apply_lora, merge_lora  # noqa: F401  (re-exported for callers)
 
 
+def norm_epsilon(cfg: ModelConfig) -> float:
+    if cfg.norm_epsilon is not None:
+        return cfg.norm_epsilon
+    return 1e-6 if cfg.use_rmsnorm else 1e-5
+
+
 def _norm(cfg: ModelConfig, name: str) -> keras.layers.Layer:
     if cfg.use_rmsnorm:
-        return layers.RMSNormalization(epsilon=1e-6, name=name)
-    return layers.LayerNormalization(epsilon=1e-5, name=name)
+        return layers.RMSNormalization(epsilon=norm_epsilon(cfg), name=name)
+    return layers.LayerNormalization(epsilon=norm_epsilon(cfg), name=name)
 
 
-def _dense(units: int, name: str) -> layers.Dense:
-    # No biases: they add little to a pre-norm transformer and keep LoRA targets uniform.
+def _dense(units: int, name: str, use_bias: bool = False) -> layers.Dense:
+    # No biases by default: they add little to a pre-norm transformer; GPT-2 checkpoints have them.
     return layers.Dense(
         units,
-        use_bias=False,
+        use_bias=use_bias,
         kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
         name=name,
     )
@@ -36,21 +42,41 @@ def _dense(units: int, name: str) -> layers.Dense:
 class CausalSelfAttention(layers.Layer):
     """Multi-head causal self-attention with an optional rotary embedding and KV cache."""
 
-    def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True, **kwargs):
+    def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True,
+                 use_bias: bool = False, num_kv_heads: int | None = None,
+                 rope_theta: float = 10000.0, rope_scaling: dict | None = None, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.use_rope = use_rope
+        self.use_bias = use_bias
+        self.num_kv_heads = num_kv_heads or num_heads  # fewer: grouped-query attention
+        self.rope_theta, self.rope_scaling = rope_theta, rope_scaling
         width = num_heads * head_dim
-        self.query = _dense(width, "query")
-        self.key = _dense(width, "key")
-        self.value = _dense(width, "value")
-        self.output_projection = _dense(width, "output")
+        self.query = _dense(width, "query", use_bias)
+        self.key = _dense(self.num_kv_heads * head_dim, "key", use_bias)
+        self.value = _dense(self.num_kv_heads * head_dim, "value", use_bias)
+        self.output_projection = _dense(width, "output", use_bias)
         self.rotary = None
         if use_rope:
-            from kerastrain.model.embeddings import RotaryEmbedding
+            if rope_scaling:
+                # Llama 3's frequency scaling (imported checkpoints only): keras-hub's layer.
+                from kerastrain.model.hub import require_keras_hub
 
-            self.rotary = RotaryEmbedding(max_wavelength=10000, name="rotary")
+                require_keras_hub("Llama 3 RoPE scaling")
+                from keras_hub.src.models.llama.llama_rotary_embedding import LlamaRotaryEmbedding
+
+                self.rotary = LlamaRotaryEmbedding(
+                    max_wavelength=rope_theta, sequence_axis=1, feature_axis=-1, name="rotary",
+                    frequency_adjustment_factor=rope_scaling.get("factor"),
+                    low_freq_factor=rope_scaling.get("low_freq_factor"),
+                    high_freq_factor=rope_scaling.get("high_freq_factor"),
+                    pretraining_sequence_length=rope_scaling.get("original_max_position_embeddings"),
+                )
+            else:
+                from kerastrain.model.embeddings import RotaryEmbedding
+
+                self.rotary = RotaryEmbedding(max_wavelength=rope_theta, name="rotary")
 
     def build(self, input_shape):
         width = self.num_heads * self.head_dim
@@ -59,16 +85,22 @@ class CausalSelfAttention(layers.Layer):
         self.output_projection.build(tuple(input_shape[:-1]) + (width,))
         self.built = True
 
-    def _split_heads(self, x):
+    def _split_heads(self, x, heads=None):
         batch, seq = ops.shape(x)[0], ops.shape(x)[1]
-        return ops.reshape(x, (batch, seq, self.num_heads, self.head_dim))
+        return ops.reshape(x, (batch, seq, heads or self.num_heads, self.head_dim))
+
+    def _repeat_kv(self, x):
+        # Key/value head j serves query heads j*n .. j*n+n-1 (as transformers' repeat_kv).
+        x = self._split_heads(x, self.num_kv_heads)
+        groups = self.num_heads // self.num_kv_heads
+        return x if groups == 1 else ops.repeat(x, groups, axis=2)
 
     def call(self, x, cache=None, cache_update_index=None):
         """``cache``: (batch, 2, max_len, heads, head_dim) keys/values; returns (out, cache)."""
         start = 0 if cache_update_index is None else cache_update_index
         q = self._split_heads(self.query(x))
-        k = self._split_heads(self.key(x))
-        v = self._split_heads(self.value(x))
+        k = self._repeat_kv(self.key(x))
+        v = self._repeat_kv(self.value(x))
         if self.rotary is not None:
             q = self.rotary(q, start_index=start)
             k = self.rotary(k, start_index=start)
@@ -96,20 +128,31 @@ class CausalSelfAttention(layers.Layer):
             "num_heads": self.num_heads,
             "head_dim": self.head_dim,
             "use_rope": self.use_rope,
+            "use_bias": self.use_bias,
+            "num_kv_heads": self.num_kv_heads,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": self.rope_scaling,
         }
+
+
+def _activation(name: str):
+    if name == "gelu_tanh":  # GPT-2's GELU (transformers' "gelu_new"), for exact GPT-2 export
+        return lambda x: keras.activations.gelu(x, approximate=True)
+    return keras.activations.get(name)
 
 
 @keras.saving.register_keras_serializable(package="kerastrain")
 class FeedForward(layers.Layer):
     """SwiGLU (``down(silu(gate(x)) * up(x))``) or a plain two-layer MLP."""
 
-    def __init__(self, d_model: int, d_ff: int, use_swiglu: bool, activation: str, **kwargs):
+    def __init__(self, d_model: int, d_ff: int, use_swiglu: bool, activation: str,
+                 use_bias: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.d_model, self.d_ff = d_model, d_ff
-        self.use_swiglu, self.activation = use_swiglu, activation
-        self.gate = _dense(d_ff, "gate") if use_swiglu else None
-        self.up = _dense(d_ff, "up")
-        self.down = _dense(d_model, "down")
+        self.use_swiglu, self.activation, self.use_bias = use_swiglu, activation, use_bias
+        self.gate = _dense(d_ff, "gate", use_bias) if use_swiglu else None
+        self.up = _dense(d_ff, "up", use_bias)
+        self.down = _dense(d_model, "down", use_bias)
 
     def build(self, input_shape):
         if self.gate is not None:
@@ -122,7 +165,7 @@ class FeedForward(layers.Layer):
         if self.gate is not None:
             hidden = ops.silu(self.gate(x)) * self.up(x)
         else:
-            hidden = keras.activations.get(self.activation)(self.up(x))
+            hidden = _activation(self.activation)(self.up(x))
         return self.down(hidden)
 
     def get_config(self):
@@ -132,6 +175,7 @@ class FeedForward(layers.Layer):
             "d_ff": self.d_ff,
             "use_swiglu": self.use_swiglu,
             "activation": self.activation,
+            "use_bias": self.use_bias,
         }
 
 
@@ -145,12 +189,13 @@ class TransformerBlock(layers.Layer):
         self.cfg_dict = cfg.to_dict()
         self.attention_norm = _norm(cfg, "attention_norm")
         self.attention = CausalSelfAttention(
-            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, name="attention"
+            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, cfg.use_bias,
+            cfg.num_kv_heads, cfg.rope_theta, cfg.rope_scaling, name="attention",
         )
         self.attention_dropout = layers.Dropout(cfg.dropout_rate, name="attention_dropout")
         self.mlp_norm = _norm(cfg, "mlp_norm")
         self.mlp = FeedForward(
-            cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation, name="mlp"
+            cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation, cfg.use_bias, name="mlp"
         )
         self.mlp_dropout = layers.Dropout(cfg.dropout_rate, name="mlp_dropout")
 

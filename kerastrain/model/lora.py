@@ -37,6 +37,8 @@ def apply_lora(model: keras.Model, rank: int, alpha: float | None = None) -> int
     for layer in targets:
         if not layer.lora_enabled:
             layer.enable_lora(rank, lora_alpha=alpha)
+        if layer.bias is not None:  # enable_lora freezes the kernel only
+            layer.bias.trainable = False
     # Freeze leaf layers only: setting ``trainable`` on a parent would also freeze the adapters.
     target_ids = {id(layer) for layer in targets}
     for layer in model._flatten_layers(include_self=False):

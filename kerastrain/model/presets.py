@@ -37,13 +37,24 @@ def _preset_files() -> list[tuple[str, str]]:
 
 
 def normalize_fields(data: dict) -> dict:
-    """A preset's JSON (short or long keys) as ModelConfig fields; unknown keys are dropped."""
+    """A preset's JSON (short or long keys) as ModelConfig fields; unknown keys are dropped.
+
+    ``"architecture": NAME`` takes that registered architecture's switches (e.g. ``gpt2``:
+    LayerNorm, tanh GELU, learned positions, biases) so the model exports to it."""
     known = set(ModelConfig.__dataclass_fields__)
     fields = {}
     for key, value in data.items():
         key = _ALIASES.get(key, key)
         if key in known:
             fields[key] = value
+    if data.get("architecture"):  # a named architecture's switches, under the preset's own keys
+        from kerastrain.model.architectures import available_architectures
+
+        found = available_architectures()
+        if data["architecture"] not in found:
+            raise ConfigError(f"the preset names architecture {data['architecture']!r}; "
+                              f"installed: {', '.join(found)}")
+        fields = {**found[data["architecture"]].defaults, **fields}
     return fields
 
 
@@ -87,9 +98,12 @@ def count_parameters(cfg: ModelConfig) -> int:
     """
     d, ff = cfg.d_model, cfg.d_ff
     norm = d if cfg.use_rmsnorm else 2 * d  # RMSNorm: scale; LayerNorm: gamma + beta
-    attention = 4 * d * d  # query, key, value, output
+    kv = d // cfg.num_heads * (cfg.num_kv_heads or cfg.num_heads)  # key/value width
+    attention = 2 * d * d + 2 * d * kv  # query, output; key, value
     mlp = (3 if cfg.use_swiglu else 2) * d * ff
     per_layer = attention + mlp + 2 * norm
+    if cfg.use_bias:  # query, key, value, output; gate and up (d_ff each), down
+        per_layer += 2 * d + 2 * kv + (2 if cfg.use_swiglu else 1) * ff + d
     embeddings = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
     positions = 0 if cfg.use_rope else cfg.seq_len * d
     return embeddings + positions + cfg.num_layers * per_layer + norm
@@ -99,6 +113,7 @@ def count_lora_parameters(cfg: ModelConfig, rank: int | None = None) -> int:
     """Trainable adapter weights that ``apply_lora(model, rank)`` adds (A: in x r, B: r x out)."""
     r = rank or cfg.lora_rank
     d, ff = cfg.d_model, cfg.d_ff
-    attention = 4 * r * (d + d)
+    kv = d // cfg.num_heads * (cfg.num_kv_heads or cfg.num_heads)
+    attention = 2 * r * (d + d) + 2 * r * (d + kv)
     mlp = (3 if cfg.use_swiglu else 2) * r * (d + ff)
     return cfg.num_layers * (attention + mlp)

@@ -200,6 +200,13 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     output_dir = Path(config.output.output_dir)
     check_output_dir(output_dir)
     hooks = get_plugin_manager().hook if primary else SilentHooks()
+    pretrained = None  # --init-from a Hugging Face / keras-hub folder: its shape and tokenizer
+    if config.train.init_from:
+        from kerastrain.model.hf_import import adopt_pretrained, is_pretrained_folder
+
+        if is_pretrained_folder(config.train.init_from):
+            pretrained = adopt_pretrained(config, output_dir, say)
+            config.validate()
     if config.cloud.provider and primary:  # open and probe the remote before any work is done
         from kerastrain.storage.probe import open_remote
 
@@ -234,7 +241,10 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     keras.utils.set_random_seed(config.train.seed)
     with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
         model = build_model(config.model)
-    if config.train.init_from and resume is None:
+    if config.train.init_from and resume is None and pretrained is not None:
+        pretrained.load_into(model)
+        say(f"Initialized weights from {config.train.init_from}")
+    elif config.train.init_from and resume is None:
         from kerastrain.training.checkpoint import restore_model
 
         restore_model(model, Path(config.train.init_from), rng=False)

@@ -98,3 +98,13 @@ def test_presets_table():
     result = CliRunner().invoke(cli, ["presets"])
     assert result.exit_code == 0, result.output
     assert "4,843,200" in result.output and "xlarge" in result.output
+
+
+@pytest.mark.parametrize("swiglu", [True, False])
+def test_biases_are_counted_exactly(swiglu):
+    from kerastrain.model.gpt import build_model
+
+    cfg = ModelConfig(vocab_size=64, seq_len=16, d_model=32, num_layers=2, num_heads=4, d_ff=64,
+                      use_swiglu=swiglu, use_bias=True)
+    assert build_model(cfg).count_params() == count_parameters(cfg)
+    assert count_parameters(cfg) > count_parameters(ModelConfig(**{**cfg.to_dict(), "use_bias": False}))

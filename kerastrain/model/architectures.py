@@ -1,0 +1,124 @@
+"""Model architectures as a plugin kind: what a model can be exported to and fine-tuned from.
+
+kerastrain trains one network, the configurable GPT of :mod:`kerastrain.model.gpt`; an
+:class:`Architecture` says how a family of pretrained models maps onto it, exactly, through the
+family's keras-hub backbone: ``problems`` names the options of a GPT the family cannot hold,
+``to_keras_hub`` copies a GPT into the backbone (then keras-hub writes Hugging Face or preset
+folders), ``from_keras_hub`` gives the GPT configuration holding a backbone and ``load_weights``
+copies the backbone's weights in (``--init-from`` a downloaded folder). Built-ins: ``gpt`` itself,
+``llama3`` (Llama / Llama 3, ``LlamaForCausalLM``), ``gpt2`` (``GPT2LMHeadModel``) and, import
+only, ``mistral`` (exported back as the Llama it computes); a plugin can add another family by
+registering one more. This module imports quickly: keras-hub is only
+imported inside the mapping functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kerastrain.config import ModelConfig
+from kerastrain.errors import ConfigError
+from kerastrain.hookspecs import hookimpl
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One model family. Leave the callables ``None`` for what the family does not support."""
+
+    name: str
+    description: str
+    hf_model_types: tuple[str, ...] = ()  # config.json "model_type" values it imports
+    backbone_classes: tuple[str, ...] = ()  # keras-hub backbone class names it imports
+    problems: Callable[[ModelConfig], list[str]] | None = None
+    to_keras_hub: Callable | None = None  # (gpt) -> keras-hub backbone
+    from_keras_hub: Callable | None = None  # (backbone, seq_len) -> ModelConfig
+    load_weights: Callable | None = None  # (gpt, backbone) -> None
+    defaults: dict = field(default_factory=dict)  # ModelConfig switches of a preset naming it
+    extra: dict = field(default_factory=dict)
+
+
+def keras_hub_family(architecture: str) -> dict:
+    """The callables of a built-in keras-hub family ("llama3", "gpt2"), for ``Architecture(...,
+    **keras_hub_family(name))``; the mapping module is imported lazily."""
+
+    def problems(cfg):
+        from kerastrain.model.keras_hub_mapping import problems_for
+
+        return problems_for(cfg, architecture)
+
+    def to_keras_hub(gpt):
+        from kerastrain.model.keras_hub_mapping import to_keras_hub as convert
+
+        return convert(gpt, architecture)
+
+    def from_keras_hub(backbone, seq_len):
+        from kerastrain.model.keras_hub_mapping import config_from_keras_hub
+
+        return config_from_keras_hub(backbone, seq_len)[1]
+
+    def load_weights(gpt, backbone):
+        from kerastrain.model.keras_hub_mapping import load_from_keras_hub
+
+        load_from_keras_hub(gpt, backbone, architecture)
+
+    return dict(problems=problems, to_keras_hub=to_keras_hub, from_keras_hub=from_keras_hub,
+                load_weights=load_weights)
+
+
+@hookimpl
+def register_architectures(register):
+    register(Architecture(
+        "gpt", "kerastrain's configurable GPT (trains; exports as llama3 or gpt2 when it fits)"))
+    register(Architecture(
+        "llama3", "Llama / Llama 3: RMSNorm, SwiGLU, RoPE, no biases (LlamaForCausalLM)",
+        hf_model_types=("llama",), backbone_classes=("Llama3Backbone",),
+        defaults=dict(use_rmsnorm=True, use_swiglu=True, use_rope=True, use_bias=False),
+        **keras_hub_family("llama3")))
+    register(Architecture(
+        "gpt2", "GPT-2: LayerNorm, tanh GELU, learned positions, tied embeddings (GPT2LMHeadModel)",
+        hf_model_types=("gpt2",), backbone_classes=("GPT2Backbone",),
+        defaults=dict(use_rmsnorm=False, use_swiglu=False, use_rope=False, activation="gelu_tanh",
+                      use_bias=True, tie_embeddings=True),
+        **keras_hub_family("gpt2")))
+    mistral = keras_hub_family("mistral")
+    register(Architecture(  # import only: it runs, and exports, as a Llama of the same function
+        "mistral", "Mistral: a Llama with a sliding window (import, within --seq-len <= window)",
+        hf_model_types=("mistral",), backbone_classes=("MistralBackbone",),
+        from_keras_hub=mistral["from_keras_hub"], load_weights=mistral["load_weights"]))
+
+
+def available_architectures() -> dict[str, Architecture]:
+    from kerastrain.plugins import architectures
+
+    return {name: reg.obj for name, reg in architectures().items()}
+
+
+def export_architecture(cfg: ModelConfig) -> Architecture:
+    """The first registered architecture that holds ``cfg`` exactly; else a one-line error naming,
+    for each, the options that prevent it."""
+    reasons = []
+    for arch in available_architectures().values():
+        if arch.to_keras_hub is None or arch.problems is None:
+            continue
+        found = arch.problems(cfg)
+        if not found:
+            return arch
+        reasons.append(f"{arch.name} cannot because of " + ", ".join(found))
+    raise ConfigError("no export format holds this model: " + "; ".join(reasons))
+
+
+def importing_architecture(*, model_type: str | None = None, backbone=None) -> Architecture:
+    """The architecture that imports a Hugging Face ``model_type`` or a keras-hub backbone."""
+    found = available_architectures().values()
+    for arch in found:
+        if arch.load_weights is None:
+            continue
+        if model_type is not None and model_type in arch.hf_model_types:
+            return arch
+        if backbone is not None and type(backbone).__name__ in arch.backbone_classes:
+            return arch
+    what = f"model_type {model_type!r}" if model_type is not None else type(backbone).__name__
+    supported = ", ".join(t for a in found for t in (a.hf_model_types or a.backbone_classes)
+                          if a.load_weights is not None)
+    raise ConfigError(f"no installed architecture imports {what}; supported: {supported}")

@@ -1,0 +1,159 @@
+"""``kerastrain export``: a trained model as a Hugging Face folder or a keras-hub preset.
+
+The GPT is first copied, exactly, into the keras-hub backbone of the architecture that holds it
+(:mod:`kerastrain.model.keras_hub_mapping`: Llama 3 for RMSNorm + SwiGLU + RoPE, GPT-2 for
+LayerNorm + GELU + learned positions); keras-hub then writes the format: its
+``export_to_transformers`` for ``hf`` (``config.json`` + ``model.safetensors``), its
+``save_to_preset`` for ``keras-hub``. We add what keras-hub cannot know: our tokenizer (our
+``tokenizer.json`` already is a Hugging Face fast tokenizer), its EOS id in the configs, and
+``generation_config.json``. LoRA checkpoints hold merged kernels, so they export merged.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from kerastrain.errors import ConfigError
+from kerastrain.model.hub import require_keras_hub
+
+FORMATS = ("hf", "keras-hub")
+HF_ARCHITECTURES = {"llama3": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}
+
+
+def _prepare_target(target: Path, overwrite: bool) -> None:
+    if target.exists() and not target.is_dir():
+        raise ConfigError(f"--to {target} is a file; name a directory")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"--to {target} is not empty; choose a new directory or pass --overwrite")
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+
+
+def _hf_tokenizer(tokenizer):
+    """Our tokenizer's HF ``tokenizers.Tokenizer``; only BPE tokenizers have one."""
+    hf = getattr(tokenizer, "hf", None)
+    if hf is None or getattr(tokenizer, "eos_id", None) is None:
+        raise ConfigError(
+            f"the model's {getattr(tokenizer, 'kind', '?')!r} tokenizer has no Hugging Face form; "
+            "export needs a model trained with --tokenizer bpe"
+        )
+    return hf
+
+
+def write_hf_tokenizer(tokenizer, target: Path, seq_len: int) -> None:
+    """``tokenizer.json`` (ours, a fast tokenizer) + ``tokenizer_config.json`` with its EOS."""
+    from kerastrain.data.tokenizer import EOS_TOKEN as DEFAULT_EOS
+
+    EOS_TOKEN = getattr(tokenizer, "eos_token", DEFAULT_EOS)  # noqa: N806 - a pretrained one's
+    _hf_tokenizer(tokenizer).save(str(target / "tokenizer.json"))
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": EOS_TOKEN,
+        "eos_token": EOS_TOKEN,
+        "unk_token": None,
+        "pad_token": None,
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "model_max_length": seq_len,
+        "clean_up_tokenization_spaces": False,
+    }
+    (target / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    special = {"bos_token": EOS_TOKEN, "eos_token": EOS_TOKEN}
+    (target / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
+
+
+def _patch_hf_config(target: Path, architecture: str, cfg, eos_id: int) -> None:
+    """keras-hub's exporter writes GPT-2's ids (50256) and activation; set ours."""
+    path = target / "config.json"
+    config = json.loads(path.read_text())
+    config.update(bos_token_id=eos_id, eos_token_id=eos_id, torch_dtype="float32")
+    if architecture in HF_ARCHITECTURES:
+        config["architectures"] = [HF_ARCHITECTURES[architecture]]
+    if architecture == "gpt2":
+        # transformers' "gelu" is the exact (erf) GELU, "gelu_new" the tanh one; keras-hub's GPT-2
+        # always computes the tanh one, so only gelu_tanh models re-import into keras-hub exactly.
+        config["activation_function"] = "gelu_new" if cfg.activation == "gelu_tanh" else "gelu"
+        config["n_inner"] = cfg.d_ff
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    generation = {"bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
+                  "max_length": cfg.seq_len}
+    (target / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+
+
+def _causal_lm(backbone, preprocessor=None):
+    """keras-hub's causal-LM task for ``backbone`` (the subclass whose ``backbone_cls`` it is)."""
+    keras_hub = require_keras_hub("kerastrain export")
+
+    todo = list(keras_hub.models.CausalLM.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if getattr(cls, "backbone_cls", None) is type(backbone):
+            return cls(backbone=backbone, preprocessor=preprocessor)
+        todo.extend(cls.__subclasses__())
+    raise ConfigError(f"keras-hub has no causal LM for {type(backbone).__name__}")
+
+
+def keras_hub_preprocessor(tokenizer, seq_len: int):
+    """A keras-hub preprocessor over our BPE vocabulary and merges (no TensorFlow needed).
+
+    keras-hub's GPT-2 tokenizer is a byte-level BPE with the GPT-2 split pattern and
+    ``<|endoftext|>`` as its start and end token: exactly our tokenizer, for either backbone.
+    """
+    keras_hub = require_keras_hub("kerastrain export")
+
+    if getattr(tokenizer, "eos_token", "<|endoftext|>") != "<|endoftext|>":
+        raise ConfigError(f"the keras-hub format needs an <|endoftext|> tokenizer, this one ends "
+                          f"with {tokenizer.eos_token}; export with --format hf")
+    data = json.loads(_hf_tokenizer(tokenizer).to_str())
+    merges = [" ".join(m) if isinstance(m, list) else m for m in data["model"]["merges"]]
+    kh_tokenizer = keras_hub.models.GPT2Tokenizer(vocabulary=data["model"]["vocab"], merges=merges)
+    return keras_hub.models.GPT2CausalLMPreprocessor(
+        tokenizer=kh_tokenizer, sequence_length=seq_len, add_start_token=False
+    )
+
+
+def _record_tied_embeddings(target: Path, tied: bool) -> None:
+    """keras-hub 0.32's ``LlamaBackbone.get_config`` omits ``tie_word_embeddings``, so a tied
+    backbone saved to a preset reloads untied and fails to load its weights; write it in."""
+    for name in ("config.json", "task.json"):  # the backbone's config, alone and in the task's
+        path = target / name
+        config = json.loads(path.read_text())
+        backbone = config if name == "config.json" else config["config"]["backbone"]
+        backbone["config"]["tie_word_embeddings"] = bool(tied)
+        path.write_text(json.dumps(config, indent=4) + "\n")
+
+
+def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
+                 overwrite: bool = False) -> dict:
+    """Export the model in ``source`` (an output or checkpoint directory) to ``target``.
+
+    Returns a summary: format, architecture, files written.
+    """
+    from kerastrain.model.architectures import export_architecture
+    from kerastrain.model.loading import load
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    model, tokenizer = load(source)
+    architecture = export_architecture(model.config)  # refuse before anything is written
+    _hf_tokenizer(tokenizer)
+    preprocessor = None
+    if fmt == "keras-hub":
+        preprocessor = keras_hub_preprocessor(tokenizer, model.config.seq_len)
+    target = Path(target)
+    _prepare_target(target, overwrite)
+    backbone = architecture.to_keras_hub(model)
+    architecture = architecture.name
+    if fmt == "hf":
+        _causal_lm(backbone).export_to_transformers(str(target))
+        _patch_hf_config(target, architecture, model.config, tokenizer.eos_id)
+        write_hf_tokenizer(tokenizer, target, model.config.seq_len)
+    else:
+        _causal_lm(backbone, preprocessor).save_to_preset(str(target))
+        if architecture == "llama3":
+            _record_tied_embeddings(target, backbone.tie_word_embeddings)
+    return {"format": fmt, "architecture": architecture, "to": str(target),
+            "files": sorted(p.name for p in target.iterdir())}

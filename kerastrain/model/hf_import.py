@@ -1,0 +1,162 @@
+"""``--init-from`` a downloaded model folder: Hugging Face (``config.json`` + safetensors) or a
+keras-hub preset. No network: a hub id is refused with the command that downloads it.
+
+keras-hub reads the folder (``keras_hub.models.Backbone.from_preset``: its transformers
+converters for Hugging Face folders); the registered :class:`~kerastrain.model.architectures.Architecture`
+of that family gives the GPT configuration that holds the backbone exactly and copies its weights
+in. The tokenizer is the folder's ``tokenizer.json`` (a Hugging Face fast tokenizer; for a
+keras-hub preset, its byte-level BPE converted to one), written to the run's tokenizer path so that
+checkpoints, ``generate`` and ``export`` use it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from kerastrain.config import ModelConfig, RunConfig
+from kerastrain.errors import CheckpointError, ConfigError
+from kerastrain.model.hub import require_keras_hub
+
+_HUB_ID = re.compile(r"^(hf://)?[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What a run keeps from its own options when the model's shape comes from the folder.
+_TRAINING_FIELDS = ("seq_len", "dropout_rate", "use_lora", "lora_rank", "mixed_precision")
+
+
+@dataclass
+class PretrainedModel:
+    """A loaded folder: its architecture, keras-hub backbone and the GPT configuration holding it."""
+
+    path: Path
+    architecture: object
+    backbone: object
+    config: ModelConfig
+    tokenizer_json: str  # a Hugging Face fast tokenizer, as JSON text
+
+    def load_into(self, model) -> None:
+        """Copy the folder's weights into ``model`` (built from :attr:`config`)."""
+        self.architecture.load_weights(model, self.backbone)
+
+
+def is_pretrained_folder(source: str) -> bool:
+    """A Hugging Face or keras-hub folder (``config.json``), or something that names one on the
+    hub; kerastrain checkpoints have ``model.weights.h5`` and no ``config.json``."""
+    path = Path(source)
+    if path.is_dir():
+        return (path / "config.json").is_file()
+    return bool(_HUB_ID.match(source)) and not path.exists()
+
+
+def _keras_hub_tokenizer_json(path: Path) -> str:
+    """A keras-hub preset's byte-level BPE (``assets/tokenizer``: vocabulary.json + merges.txt) as
+    a Hugging Face fast tokenizer: the same vocabulary, merges, GPT-2 split and byte mapping."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from kerastrain.data.tokenizer import EOS_CANDIDATES
+
+    try:
+        kind = json.loads((path / "tokenizer.json").read_text()).get("class_name")
+        vocab = json.loads((path / "assets" / "tokenizer" / "vocabulary.json").read_text())
+        lines = (path / "assets" / "tokenizer" / "merges.txt").read_text().splitlines()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{path} has no readable keras-hub tokenizer ({exc}); kerastrain needs the "
+                          "model's own tokenizer to fine-tune it") from exc
+    if kind != "GPT2Tokenizer":
+        raise ConfigError(f"cannot convert the keras-hub tokenizer {kind} of {path}; use the "
+                          "model's Hugging Face folder instead")
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([t for t in EOS_CANDIDATES if t in vocab])
+    return tok.to_str()
+
+
+def _model_type(path: Path) -> str | None:
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"cannot read {path / 'config.json'}: {exc}") from exc
+    if "model_type" in config:
+        return config["model_type"]
+    return None  # a keras-hub preset: its config names a backbone class instead
+
+
+def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
+    """Read the folder ``source`` into a keras-hub backbone; checks come before the heavy load."""
+    from kerastrain.model.architectures import importing_architecture
+
+    path = Path(source)
+    if not path.is_dir():
+        raise ConfigError(
+            f"--init-from {source}: no such folder; kerastrain does not download models. Fetch it "
+            f"first (`huggingface-cli download {source.removeprefix('hf://')} --local-dir DIR`) "
+            "and pass --init-from DIR"
+        )
+    model_type = _model_type(path)
+    if model_type is not None:
+        importing_architecture(model_type=model_type)  # refuse an unsupported family at once
+        if not any(path.glob("*.safetensors")):
+            raise CheckpointError(f"{path} holds no *.safetensors weights")
+    if not (path / "tokenizer.json").is_file():
+        raise ConfigError(f"{path} has no tokenizer.json (a Hugging Face fast tokenizer); "
+                          "kerastrain needs the model's own tokenizer to fine-tune it")
+    if model_type is None:  # a keras-hub preset
+        tokenizer_json = _keras_hub_tokenizer_json(path)
+    else:
+        tokenizer_json = (path / "tokenizer.json").read_text(encoding="utf-8")
+    import keras
+    keras_hub = require_keras_hub("--init-from a model folder")
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        backbone = keras_hub.models.Backbone.from_preset(str(path))
+    except Exception as exc:  # safetensors, JSON and shape errors: all mean a broken folder
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot load the model in {path} ({type(exc).__name__}: {first}); "
+                              "download it again") from exc
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    architecture = importing_architecture(backbone=backbone)
+    config = architecture.from_keras_hub(backbone, seq_len)
+    return PretrainedModel(path, architecture, backbone, config, tokenizer_json)
+
+
+def adopt_pretrained(config: RunConfig, output_dir: Path, say) -> PretrainedModel:
+    """Take the model's shape and tokenizer from ``--init-from``'s folder into ``config``.
+
+    The run's own ``--seq-len``, dropout, LoRA and precision options are kept; everything that
+    shapes the weights comes from the folder. The tokenizer must match the embedding table.
+    """
+    from kerastrain.data.tokenizer import load_tokenizer
+
+    pretrained = open_pretrained(config.train.init_from, config.model.seq_len)
+    target = Path(config.tokenizer.path) if config.tokenizer.path else output_dir / "tokenizer.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.with_name(target.name + ".pretrained.tmp")  # replaces target once it checks out
+    staged.write_text(pretrained.tokenizer_json, encoding="utf-8")
+    try:
+        tokenizer = load_tokenizer(staged)
+    except ConfigError:
+        staged.unlink()
+        raise
+    if tokenizer.vocab_size != pretrained.config.vocab_size:
+        staged.unlink()
+        raise ConfigError(
+            f"{pretrained.path}/tokenizer.json has {tokenizer.vocab_size} tokens but the model's "
+            f"embedding table has {pretrained.config.vocab_size}; the folder's tokenizer and "
+            "weights do not belong together"
+        )
+    staged.replace(target)
+    keep = {name: getattr(config.model, name) for name in _TRAINING_FIELDS}
+    fields = pretrained.config.to_dict()
+    fields.update(keep)
+    config.model = ModelConfig(**fields)
+    config.tokenizer.path, config.tokenizer.retrain = str(target), False
+    say(f"Pretrained: {pretrained.architecture.name} from {pretrained.path} "
+        f"({config.model.num_layers} layers, d_model {config.model.d_model}, vocab "
+        f"{config.model.vocab_size})")
+    return pretrained
