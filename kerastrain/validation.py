@@ -18,8 +18,8 @@ from kerastrain.errors import ConfigError, PluginError
 
 # Short preset keys -> ModelConfig fields (the built-in preset files use the short ones).
 PRESET_ALIASES = {"layers": "num_layers", "heads": "num_heads"}
-# Preset keys that are not model fields but are accepted (the built-in JSON files carry them).
-PRESET_EXTRA_KEYS = ("description",)
+# Preset keys that are not model fields but are accepted (description; a named architecture).
+PRESET_EXTRA_KEYS = ("description", "architecture")  # architecture: checked when resolved
 # A preset's value is what ``kerastrain run`` would otherwise get from these options.
 _FLAG_TO_KEY = {
     "--num-layers": "layers",
