@@ -92,6 +92,7 @@ class DataConfig:
     max_val_examples: int | None = None
     streaming: bool = True
     shuffle_buffer_size: int = 10000
+    window_shuffle_size: int = 1024  # packed windows shuffled across documents; 0/1: off
     stride: int | None = None
 
 
@@ -181,6 +182,8 @@ class RunConfig:
             raise ConfigError(f"--learning-rate must be positive, got {t.learning_rate}")
         if t.weight_decay < 0 or t.warmup_steps < 0 or t.grad_clip < 0:
             raise ConfigError("--weight-decay, --warmup-steps and --grad-clip cannot be negative")
+        if d.window_shuffle_size < 0:
+            raise ConfigError(f"--window-shuffle-size cannot be negative, got {d.window_shuffle_size}")
         if d.stride is not None and not 1 <= d.stride <= self.model.seq_len:
             raise ConfigError(f"--stride must be between 1 and --seq-len ({self.model.seq_len})")
         if tok.min_vocab_size > tok.max_vocab_size:

@@ -72,6 +72,7 @@ OPTIONS = [
     # Data loading
     ("Data loading", ["--streaming/--no-streaming"], dict(default=True, show_default=True, help="Stream the dataset, or load it into memory")),
     ("Data loading", ["--shuffle-buffer-size"], dict(type=int, default=10000, show_default=True, help="Shuffle buffer (documents); 1 disables shuffling")),
+    ("Data loading", ["--window-shuffle-size"], dict(type=int, default=1024, show_default=True, help="Shuffle buffer (packed windows) so a batch mixes many documents; 0 disables")),
     ("Data loading", ["--stride"], dict(type=int, default=None, help="Window stride [default: seq_len]")),
     # Optimization
     ("Optimization", ["--use-mixed-precision"], dict(is_flag=True, help="bfloat16 compute, float32 weights and loss")),
@@ -135,6 +136,7 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
             data_dir=p["data_dir"], max_train_examples=p["max_train_examples"],
             max_val_examples=p["max_val_examples"], streaming=p["streaming"],
             shuffle_buffer_size=p["shuffle_buffer_size"], stride=p["stride"],
+            window_shuffle_size=p["window_shuffle_size"],
         ),
         tokenizer=TokenizerConfig(
             kind=p["tokenizer_kind"], vocab_size=vocab, auto_vocab_size=p["auto_vocab_size"],
