@@ -118,6 +118,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 500
     grad_clip: float = 1.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95  # GPT-3 / Llama / nanoGPT; Keras' default 0.999 is for small nets
+    adam_epsilon: float = 1e-8
     seed: int = 42
     init_from: str | None = None  # start from these weights (e.g. the base model for LoRA)
 
@@ -182,6 +185,10 @@ class RunConfig:
             raise ConfigError(f"--learning-rate must be positive, got {t.learning_rate}")
         if t.weight_decay < 0 or t.warmup_steps < 0 or t.grad_clip < 0:
             raise ConfigError("--weight-decay, --warmup-steps and --grad-clip cannot be negative")
+        if not (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1):
+            raise ConfigError("--adam-beta1 and --adam-beta2 must be in [0, 1)")
+        if t.adam_epsilon <= 0:
+            raise ConfigError(f"--adam-epsilon must be positive, got {t.adam_epsilon}")
         if d.window_shuffle_size < 0:
             raise ConfigError(f"--window-shuffle-size cannot be negative, got {d.window_shuffle_size}")
         if d.stride is not None and not 1 <= d.stride <= self.model.seq_len:

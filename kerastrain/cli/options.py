@@ -68,6 +68,9 @@ OPTIONS = [
     ("Training", ["--weight-decay"], dict(type=float, default=0.01, show_default=True, help="AdamW weight decay")),
     ("Training", ["--warmup-steps"], dict(type=int, default=500, show_default=True, help="Warm-up steps (at most half the run)")),
     ("Training", ["--grad-clip"], dict(type=float, default=1.0, show_default=True, help="Global gradient-norm clip (0: off)")),
+    ("Training", ["--adam-beta1"], dict(type=float, default=0.9, show_default=True, help="AdamW beta_1")),
+    ("Training", ["--adam-beta2"], dict(type=float, default=0.95, show_default=True, help="AdamW beta_2 (LLM practice; Keras' default is 0.999)")),
+    ("Training", ["--adam-epsilon"], dict(type=float, default=1e-8, show_default=True, help="AdamW epsilon (Keras' default is 1e-7)")),
     ("Training", ["--seed"], dict(type=int, default=42, show_default=True, help="Random seed")),
     # Data loading
     ("Data loading", ["--streaming/--no-streaming"], dict(default=True, show_default=True, help="Stream the dataset, or load it into memory")),
@@ -150,6 +153,7 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
             gradient_accumulation_steps=p["gradient_accumulation_steps"],
             learning_rate=p["learning_rate"], weight_decay=p["weight_decay"],
             warmup_steps=p["warmup_steps"], grad_clip=p["grad_clip"], seed=p["seed"],
+            adam_beta1=p["adam_beta1"], adam_beta2=p["adam_beta2"], adam_epsilon=p["adam_epsilon"],
             init_from=p["init_from"],
         ),
         output=OutputConfig(

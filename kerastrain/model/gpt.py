@@ -22,12 +22,18 @@ def _norm(cfg: ModelConfig, name: str) -> keras.layers.Layer:
     return layers.LayerNormalization(epsilon=1e-5, name=name)
 
 
-def _dense(units: int, name: str) -> layers.Dense:
+def residual_init_std(num_layers: int) -> float:
+    """GPT-2's init for projections that write into the residual stream (attention output, MLP
+    down): 0.02 / sqrt(2 * layers), so the residual's variance does not grow with depth."""
+    return 0.02 / (2 * num_layers) ** 0.5
+
+
+def _dense(units: int, name: str, stddev: float = 0.02) -> layers.Dense:
     # No biases: they add little to a pre-norm transformer and keep LoRA targets uniform.
     return layers.Dense(
         units,
         use_bias=False,
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+        kernel_initializer=keras.initializers.RandomNormal(stddev=stddev),
         name=name,
     )
 
@@ -36,16 +42,18 @@ def _dense(units: int, name: str) -> layers.Dense:
 class CausalSelfAttention(layers.Layer):
     """Multi-head causal self-attention with an optional rotary embedding and KV cache."""
 
-    def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True, **kwargs):
+    def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True,
+                 output_init_std: float = 0.02, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
         self.use_rope = use_rope
+        self.output_init_std = output_init_std
         width = num_heads * head_dim
         self.query = _dense(width, "query")
         self.key = _dense(width, "key")
         self.value = _dense(width, "value")
-        self.output_projection = _dense(width, "output")
+        self.output_projection = _dense(width, "output", output_init_std)
         self.rotary = None
         if use_rope:
             import keras_hub  # heavy, but only needed when the model is built
@@ -98,6 +106,7 @@ class CausalSelfAttention(layers.Layer):
             "num_heads": self.num_heads,
             "head_dim": self.head_dim,
             "use_rope": self.use_rope,
+            "output_init_std": self.output_init_std,
         }
 
 
@@ -105,13 +114,15 @@ class CausalSelfAttention(layers.Layer):
 class FeedForward(layers.Layer):
     """SwiGLU (``down(silu(gate(x)) * up(x))``) or a plain two-layer MLP."""
 
-    def __init__(self, d_model: int, d_ff: int, use_swiglu: bool, activation: str, **kwargs):
+    def __init__(self, d_model: int, d_ff: int, use_swiglu: bool, activation: str,
+                 output_init_std: float = 0.02, **kwargs):
         super().__init__(**kwargs)
         self.d_model, self.d_ff = d_model, d_ff
         self.use_swiglu, self.activation = use_swiglu, activation
+        self.output_init_std = output_init_std
         self.gate = _dense(d_ff, "gate") if use_swiglu else None
         self.up = _dense(d_ff, "up")
-        self.down = _dense(d_model, "down")
+        self.down = _dense(d_model, "down", output_init_std)
 
     def build(self, input_shape):
         if self.gate is not None:
@@ -134,6 +145,7 @@ class FeedForward(layers.Layer):
             "d_ff": self.d_ff,
             "use_swiglu": self.use_swiglu,
             "activation": self.activation,
+            "output_init_std": self.output_init_std,
         }
 
 
@@ -147,12 +159,14 @@ class TransformerBlock(layers.Layer):
         self.cfg_dict = cfg.to_dict()
         self.attention_norm = _norm(cfg, "attention_norm")
         self.attention = CausalSelfAttention(
-            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, name="attention"
+            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope,
+            output_init_std=residual_init_std(cfg.num_layers), name="attention"
         )
         self.attention_dropout = layers.Dropout(cfg.dropout_rate, name="attention_dropout")
         self.mlp_norm = _norm(cfg, "mlp_norm")
         self.mlp = FeedForward(
-            cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation, name="mlp"
+            cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation,
+            output_init_std=residual_init_std(cfg.num_layers), name="mlp"
         )
         self.mlp_dropout = layers.Dropout(cfg.dropout_rate, name="mlp_dropout")
 
