@@ -32,7 +32,7 @@ def test_defaults_are_llm_practice_and_options_reach_adamw():
     assert (opt.beta_1, opt.beta_2, opt.epsilon) == (0.8, 0.99, 1e-6)
     # One real update: m = (1 - beta1) g, v = (1 - beta2) g^2.
     grads = [np.full(v.shape, 0.5, "float32") for v in model.trainable_variables]
-    opt.apply_gradients(zip(grads, model.trainable_variables))
+    opt.apply_gradients(zip(grads, model.trainable_variables, strict=True))
     m, v = np.asarray(opt._momentums[0].value), np.asarray(opt._velocities[0].value)
     np.testing.assert_allclose(m, 0.2 * 0.5, rtol=1e-6)
     np.testing.assert_allclose(v, 0.01 * 0.25, rtol=1e-5)
