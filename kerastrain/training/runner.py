@@ -276,7 +276,7 @@ def make_progress(console):
         BarColumn(),
         TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]:.4f}  "
                    "lr {task.fields[lr]:.2e}  "
-                   "{task.fields[tps]:,.0f} tok/s"),
+                   "{task.fields[tps]:,.0f} tok/s  MFU {task.fields[mfu]:.1f}%"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
