@@ -24,6 +24,7 @@ from kerastrain.data.pipeline import PipelineState, Prefetcher
 from kerastrain.errors import UserError
 from kerastrain.training.checkpoint import prune_step_checkpoints, save_checkpoint
 from kerastrain.training.flops import MfuMeter
+from kerastrain.training.loss import chunked_eval_loss, chunked_lm_loss
 from kerastrain.training.metrics_log import MetricsLog
 
 
@@ -83,8 +84,8 @@ def make_steps(model, optimizer):
     """Jitted (train_step, eval_step) over explicit state tuples."""
 
     def loss_fn(trainable, non_trainable, x, y):
-        logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-        return lm_loss(y, logits), non_trainable
+        # The output projection and cross-entropy run in chunks (never the whole batch's logits).
+        return chunked_lm_loss(model, trainable, non_trainable, x, y, training=True)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -95,10 +96,7 @@ def make_steps(model, optimizer):
         return loss, (trainable, non_trainable, opt_vars)
 
     def eval_step(trainable, non_trainable, x, y):
-        logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-        logits = keras.ops.cast(logits, "float32")
-        losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        return keras.ops.sum(losses), losses.size
+        return chunked_eval_loss(model, trainable, non_trainable, x, y)
 
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
 
