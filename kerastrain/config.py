@@ -39,6 +39,7 @@ class ModelConfig:
     use_lora: bool = False
     lora_rank: int = 8
     mixed_precision: bool = False
+    remat: bool = False  # recompute each block's activations in the backward pass (--remat)
 
     def validate(self) -> None:
         positive = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff")

@@ -78,6 +78,7 @@ OPTIONS = [
     ("Data loading", ["--window-shuffle-size"], dict(type=int, default=1024, show_default=True, help="Shuffle buffer (packed windows) so a batch mixes many documents; 0 disables")),
     ("Data loading", ["--stride"], dict(type=int, default=None, help="Window stride [default: seq_len]")),
     # Optimization
+    ("Optimization", ["--remat"], dict(is_flag=True, help="Recompute each block's activations in the backward pass: less memory, ~1/3 more compute")),
     ("Optimization", ["--use-mixed-precision"], dict(is_flag=True, help="bfloat16 compute, float32 weights and loss")),
     # Checkpoint & logging
     ("Checkpoint & logging", ["--output-dir"], dict(default="output_advanced", show_default=True, help="Output directory")),
@@ -129,7 +130,7 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
     explicit_vocab = p.get("vocab_size") is not None
     vocab = p["vocab_size"] if explicit_vocab else 16000
     model_fields.update(vocab_size=vocab, use_lora=p["use_lora"], lora_rank=p["lora_rank"],
-                        mixed_precision=p["use_mixed_precision"])
+                        mixed_precision=p["use_mixed_precision"], remat=p["remat"])
     known = set(ModelConfig.__dataclass_fields__)
     model = ModelConfig(**{k: v for k, v in model_fields.items() if k in known})
     config = RunConfig(

@@ -178,6 +178,8 @@ class TransformerBlock(layers.Layer):
         self.built = True
 
     def call(self, x, cache=None, cache_update_index=None, training=None):
+        if cache is None and self.cfg_dict.get("remat"):
+            return self._rematerialized(x, training)
         h = self.attention_norm(x)
         if cache is None:
             attn = self.attention(h)
@@ -186,6 +188,29 @@ class TransformerBlock(layers.Layer):
         x = x + self.attention_dropout(attn, training=training)
         x = x + self.mlp_dropout(self.mlp(self.mlp_norm(x)), training=training)
         return x if cache is None else (x, cache)
+
+    def _rematerialized(self, x, training):
+        """The block under ``keras.remat`` (jax.checkpoint): only ``x`` is kept for the backward
+        pass, the block's activations are recomputed there (``--remat``).
+
+        Keras' ``RematScope`` cannot be used here: it passes ``training`` through the checkpoint as
+        a traced value, and dropout's seed-generator update inside the checkpoint would leak a
+        tracer. So dropout seeds are drawn outside (the same seeds ``Dropout`` would draw) and the
+        function inside is pure.
+        """
+        drops = (self.attention_dropout, self.mlp_dropout)
+        seeds = [None, None]
+        if training and self.attention_dropout.rate > 0:
+            seeds = [d.seed_generator.next() for d in drops]
+
+        def drop(layer, y, seed):
+            return y if seed is None else keras.random.dropout(y, layer.rate, seed=seed)
+
+        def block(x, seeds):
+            x = x + drop(drops[0], self.attention(self.attention_norm(x)), seeds[0])
+            return x + drop(drops[1], self.mlp(self.mlp_norm(x)), seeds[1])
+
+        return keras.remat(block)(x, seeds)
 
     def get_config(self):
         return {**super().get_config(), "cfg_dict": self.cfg_dict}

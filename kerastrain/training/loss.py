@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-LOGITS_PER_CHUNK = 1 << 24  # float32 logits alive at once (64 MB) unless chunk_tokens is given
+LOGITS_PER_CHUNK = 1 << 22  # float32 logits alive at once (16 MB) unless chunk_tokens is given
 
 
 def chunk_tokens_for(vocab_size: int, tokens: int) -> int:
@@ -101,8 +101,10 @@ def _fused_fwd(h, kernel, labels, chunk):
         hc, yc = xs
         losses, logits, lse, valid = _chunk_losses(hc, k32, yc)
         # d(sum of losses)/d logits = softmax - one_hot(label), zero on padding.
-        dlogits = jnp.exp(logits - lse[:, None])
-        dlogits = dlogits - jax.nn.one_hot(jnp.maximum(yc, 0), logits.shape[-1], dtype=jnp.float32)
+        # One fused elementwise pass (no one-hot array): XLA keeps a single chunk x vocab buffer.
+        probs = jnp.exp(logits - lse[:, None])
+        vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1)
+        dlogits = jnp.where(vocab_ids == yc[:, None], probs - 1.0, probs)
         dlogits = jnp.where(valid[:, None], dlogits, 0.0)
         dh = jnp.dot(dlogits, k32.T)
         dk = dk + jnp.dot(hc.astype(jnp.float32).T, dlogits)

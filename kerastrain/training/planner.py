@@ -3,7 +3,9 @@
 The estimate follows what the jitted training step (``kerastrain.training.loop``) keeps alive at its
 peak: float32 weights, AdamW's two float32 moments, float32 gradients, a gradient accumulator
 when ``--gradient-accumulation-steps`` > 1, and the activations autodiff saves for the backward
-pass (no rematerialization). Activation terms are counted per token per layer from the model's
+pass. With ``--remat`` only each block's input is kept, plus one block's activations while it
+is recomputed: what a memory-aware scheduler (XLA on GPU/TPU) realizes; XLA:CPU hoists the
+recomputation and saves little (measured in ``benchmarks/bench_memory.py``). Activation terms are counted per token per layer from the model's
 shapes; ``tests/test_planner.py`` checks the total against XLA's own figure for compiled steps.
 No keras import here: ``kerastrain plan`` and ``kerastrain presets`` stay fast.
 """
@@ -16,7 +18,7 @@ from kerastrain.config import ModelConfig, RunConfig
 from kerastrain.model.presets import count_lora_parameters, count_parameters
 
 GIB = 1024**3
-LOGITS_PER_CHUNK = 1 << 24  # kerastrain.training.loss.LOGITS_PER_CHUNK (no jax import here)
+LOGITS_PER_CHUNK = 1 << 22  # kerastrain.training.loss.LOGITS_PER_CHUNK (no jax import here)
 
 
 @dataclass
@@ -65,6 +67,8 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int | None = None) -
     per_token_layer = hidden * elem + attention + dropout
     tokens = batch * t
     layers = cfg.num_layers * tokens * per_token_layer
+    if cfg.remat:  # each block keeps its input; one block's activations exist at a time
+        layers = cfg.num_layers * tokens * d * elem + tokens * per_token_layer
     chunk = min(tokens, max(1, LOGITS_PER_CHUNK // cfg.vocab_size))
     logits = 2 * chunk * cfg.vocab_size * 4 + 2 * tokens * d * 4 + cfg.vocab_size * d * 4
     embeddings = 5 * tokens * d * elem
