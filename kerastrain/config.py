@@ -94,6 +94,7 @@ class DataConfig:
     streaming: bool = True
     shuffle_buffer_size: int = 10000
     window_shuffle_size: int = 1024  # packed windows shuffled across documents; 0/1: off
+    data_workers: int = 1  # threads tokenizing side by side (same batches for any number)
     stride: int | None = None
 
 
@@ -170,6 +171,7 @@ class RunConfig:
             ("--save-every", o.save_every),
             ("--eval-every", o.eval_every),
             ("--shuffle-buffer-size", d.shuffle_buffer_size),
+            ("--data-workers", d.data_workers),
             ("--tokenizer-train-examples", tok.train_examples),
         ):
             if value < 1:

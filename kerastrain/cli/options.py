@@ -76,6 +76,7 @@ OPTIONS = [
     ("Data loading", ["--streaming/--no-streaming"], dict(default=True, show_default=True, help="Stream the dataset, or load it into memory")),
     ("Data loading", ["--shuffle-buffer-size"], dict(type=int, default=10000, show_default=True, help="Shuffle buffer (documents); 1 disables shuffling")),
     ("Data loading", ["--window-shuffle-size"], dict(type=int, default=1024, show_default=True, help="Shuffle buffer (packed windows) so a batch mixes many documents; 0 disables")),
+    ("Data loading", ["--data-workers"], dict(type=int, default=1, show_default=True, help="Tokenizer threads (batches and resume are the same for any number)")),
     ("Data loading", ["--stride"], dict(type=int, default=None, help="Window stride [default: seq_len]")),
     # Optimization
     ("Optimization", ["--remat"], dict(is_flag=True, help="Recompute each block's activations in the backward pass: less memory, ~1/3 more compute")),
@@ -140,7 +141,7 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
             data_dir=p["data_dir"], max_train_examples=p["max_train_examples"],
             max_val_examples=p["max_val_examples"], streaming=p["streaming"],
             shuffle_buffer_size=p["shuffle_buffer_size"], stride=p["stride"],
-            window_shuffle_size=p["window_shuffle_size"],
+            window_shuffle_size=p["window_shuffle_size"], data_workers=p["data_workers"],
         ),
         tokenizer=TokenizerConfig(
             kind=p["tokenizer_kind"], vocab_size=vocab, auto_vocab_size=p["auto_vocab_size"],

@@ -81,6 +81,7 @@ class StreamingTextPipeline:
         epochs: int | None = 1,
         drop_remainder: bool = True,
         window_shuffle_size: int = 0,
+        workers: int = 1,
     ):
         self.documents = documents
         self.tokenizer = tokenizer
@@ -94,6 +95,8 @@ class StreamingTextPipeline:
         self.epochs = epochs
         self.drop_remainder = drop_remainder
         self.window_shuffle_size = window_shuffle_size  # windows; 0 or 1: consecutive windows
+        self.workers = workers  # threads tokenizing chunks of documents side by side
+        self._pool = None
         self.state = PipelineState()
 
     # -- documents -----------------------------------------------------------------------------
@@ -149,15 +152,16 @@ class StreamingTextPipeline:
                 pieces = [tokens]
                 have = len(tokens)
                 while have < need:
-                    chunk = list(itertools.islice(docs, ENCODE_CHUNK_DOCS))
-                    if not chunk:
+                    chunks = self._next_chunks(docs)
+                    if not chunks:
                         exhausted = True
                         break
-                    for ids in self.tokenizer.encode_batch(chunk):
-                        ids.append(eos)
-                        pieces.append(np.asarray(ids, dtype=np.int32))
-                        have += len(ids)
-                    state.documents += len(chunk)
+                    for chunk, encoded in zip(chunks, self._encode(chunks), strict=True):
+                        for ids in encoded:
+                            ids.append(eos)
+                            pieces.append(np.asarray(ids, dtype=np.int32))
+                            have += len(ids)
+                        state.documents += len(chunk)
                 tokens = np.concatenate(pieces) if len(pieces) > 1 else tokens
                 if shuffler is not None:
                     tokens = self._fill(shuffler, tokens, shuffler.room)
@@ -182,6 +186,30 @@ class StreamingTextPipeline:
             yield self._emit(state, tokens, rows)
             tokens = tokens[rows * self.stride :]
         state.tokens = tokens.tolist()
+
+    def _next_chunks(self, docs) -> list[list[str]]:
+        """Up to ``workers`` chunks of ``ENCODE_CHUNK_DOCS`` documents, in stream order."""
+        chunks = []
+        for _ in range(self.workers):
+            chunk = list(itertools.islice(docs, ENCODE_CHUNK_DOCS))
+            if chunk:
+                chunks.append(chunk)
+            if len(chunk) < ENCODE_CHUNK_DOCS:
+                break
+        return chunks
+
+    def _encode(self, chunks: list[list[str]]):
+        """Token ids of each chunk, in order. With ``workers`` > 1, threads encode the chunks side
+        by side: HF tokenizers release the GIL in ``encode_batch``. Every document read is
+        tokenized before the next batch is emitted, so the saved state and the batches do not
+        depend on the number of workers (tested)."""
+        if self.workers <= 1 or len(chunks) == 1:
+            return [self.tokenizer.encode_batch(chunk) for chunk in chunks]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kerastrain-tokenize")
+        return list(self._pool.map(self.tokenizer.encode_batch, chunks))
 
     def _windows(self, tokens: np.ndarray, rows: int) -> np.ndarray:
         starts = np.arange(rows) * self.stride

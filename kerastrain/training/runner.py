@@ -230,7 +230,7 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
         train_docs, tokenizer, seq_len=config.model.seq_len, batch_size=t.batch_size,
         stride=d.stride, shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
         max_documents=d.max_train_examples, epochs=None if t.max_steps else t.epochs,
-        window_shuffle_size=d.window_shuffle_size,
+        window_shuffle_size=d.window_shuffle_size, workers=d.data_workers,
     )
     train_pipeline.restore(pipeline_state)
 

@@ -59,3 +59,16 @@ def test_resume_from_saved_state_replays_exactly(tmp_path, stop_at):
     resumed = make()
     resumed.restore(PipelineState.load(tmp_path / "state.json.gz"))
     assert head + [digest(b) for b in resumed] == full
+
+
+def test_workers_give_the_same_batches_and_resume_across_worker_counts(tmp_path, monkeypatch):
+    import kerastrain.data.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "ENCODE_CHUNK_DOCS", 3)  # many chunks from a small corpus
+    one = [digest(b) for b in make(workers=1)]
+    batches = list(make(workers=3))
+    assert [digest(b) for b in batches] == one
+    batches[20].state.save(tmp_path / "state.json.gz")  # saved with 3 workers, resumed with 1
+    resumed = make(workers=1)
+    resumed.restore(PipelineState.load(tmp_path / "state.json.gz"))
+    assert [digest(b) for b in resumed] == one[21:]
