@@ -21,7 +21,7 @@ def test_matmul_parameters_match_the_model():
         assert flops.flops_per_token(cfg) == 6 * flops.matmul_parameters(cfg) + 12 * 2 * 32 * 16
 
 
-def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
+def test_cpu_peak_is_measured_and_the_best_figure_cached(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     peak, source = flops.device_peak_flops("float32")
     assert 1e8 < peak < 1e14 and "measured" in source
@@ -29,8 +29,11 @@ def test_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
     stored = json.loads(cache.read_text())
     assert list(stored.values()) == [peak]
     key = next(iter(stored))
-    cache.write_text(json.dumps({key: 123.0}))  # a cached figure is used as is
-    assert flops.device_peak_flops("float32")[0] == 123.0
+    cache.write_text(json.dumps({key: 1e15}))  # a higher cached figure wins over a new reading
+    assert flops.device_peak_flops("float32")[0] == 1e15
+    cache.write_text(json.dumps({key: 1.0}))  # a lower one is replaced
+    assert flops.device_peak_flops("float32")[0] > 1e8
+    assert json.loads(cache.read_text())[key] > 1e8
 
 
 def test_tokens_per_second_and_mfu_are_logged_and_summarized(tmp_path):
