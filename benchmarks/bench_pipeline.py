@@ -93,6 +93,7 @@ def _pipeline(docs, tokenizer, args):
         batch_size=args.batch_size,
         shuffle_buffer_size=args.shuffle_buffer,
         epochs=1,
+        workers=args.workers,
     )
 
 
@@ -141,7 +142,8 @@ def bench_throughput(args, workdir: Path, docs: list[str], tokenizer_path: Path)
     print(f"raw encode_batch: {raw_tokens:,} tokens in {raw_s:.2f} s = {raw_rate:,.0f} tokens/s")
     print(f"whole pipeline:   {pipe_tokens:,} tokens in {pipe_s:.2f} s = {pipe_rate:,.0f} tokens/s "
           f"(hf source + shuffle {args.shuffle_buffer} + pack + batch {args.batch_size}x{args.seq_len})")  # fmt: skip
-    print(f"ratio pipeline/raw: {pipe_rate / raw_rate:.3f} (target >= 0.8; best of {args.repeats})")
+    print(f"ratio pipeline/raw: {pipe_rate / raw_rate:.3f} (target >= 0.8; best of {args.repeats}; "
+          f"{args.workers} worker(s), {os.cpu_count()} cores)")
 
 
 def memory_child(corpus: str, tokenizer_path: str, args) -> None:
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--shuffle-buffer", type=int, default=10000)
+    parser.add_argument("--workers", type=int, default=1, help="tokenizer threads in the pipeline")
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs (best kept)")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")

@@ -46,6 +46,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None  # factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
     norm_epsilon: float | None = None
+    remat: bool = False  # recompute each block's activations in the backward pass (--remat)
 
     def validate(self) -> None:
         positive = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff")
@@ -102,6 +103,8 @@ class DataConfig:
     max_val_examples: int | None = None
     streaming: bool = True
     shuffle_buffer_size: int = 10000
+    window_shuffle_size: int = 1024  # packed windows shuffled across documents; 0/1: off
+    data_workers: int = 1  # threads tokenizing side by side (same batches for any number)
     stride: int | None = None
 
 
@@ -127,6 +130,9 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 500
     grad_clip: float = 1.0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95  # GPT-3 / Llama / nanoGPT; Keras' default 0.999 is for small nets
+    adam_epsilon: float = 1e-8
     seed: int = 42
     init_from: str | None = None  # start from these weights (e.g. the base model for LoRA)
 
@@ -195,6 +201,7 @@ class RunConfig:
             ("--save-every", o.save_every),
             ("--eval-every", o.eval_every),
             ("--shuffle-buffer-size", d.shuffle_buffer_size),
+            ("--data-workers", d.data_workers),
             ("--tokenizer-train-examples", tok.train_examples),
         ):
             if value < 1:
@@ -213,6 +220,12 @@ class RunConfig:
             raise ConfigError(f"--learning-rate must be positive, got {t.learning_rate}")
         if t.weight_decay < 0 or t.warmup_steps < 0 or t.grad_clip < 0:
             raise ConfigError("--weight-decay, --warmup-steps and --grad-clip cannot be negative")
+        if not (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1):
+            raise ConfigError("--adam-beta1 and --adam-beta2 must be in [0, 1)")
+        if t.adam_epsilon <= 0:
+            raise ConfigError(f"--adam-epsilon must be positive, got {t.adam_epsilon}")
+        if d.window_shuffle_size < 0:
+            raise ConfigError(f"--window-shuffle-size cannot be negative, got {d.window_shuffle_size}")
         if d.stride is not None and not 1 <= d.stride <= self.model.seq_len:
             raise ConfigError(f"--stride must be between 1 and --seq-len ({self.model.seq_len})")
         if tok.min_vocab_size > tok.max_vocab_size:

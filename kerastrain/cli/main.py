@@ -66,6 +66,8 @@ def run(config, explicit_vocab):
             f"Done: {_steps_done(summary)}, loss {summary.get('first_loss') or float('nan'):.4f}"
             f" -> {summary.get('last_loss') or float('nan'):.4f}"
             + (f", validation loss {val:.4f}" if val is not None else "")
+            + (f", {summary['tokens_per_sec']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}%"
+               if summary.get("mfu") is not None else "")
             + f"; model in {summary['checkpoint']}",
             highlight=False,
         )

@@ -6,6 +6,7 @@ Keras and JAX are imported inside the command functions only, so ``kerastrain --
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -72,15 +73,23 @@ def presets_command(batch_size, as_json):
 
 @click.command(name="generate")
 @click.argument("output_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--prompt", default="", help="Text to continue")
+@click.option("--prompt", "prompts", multiple=True, help="Text to continue (repeat for several)")
+@click.option("--prompts-file", type=click.Path(exists=True, dir_okay=False),
+              help="A file of prompts, one per line")
 @click.option("--max-new-tokens", type=int, default=50, show_default=True)
 @click.option("--temperature", type=float, default=1.0, show_default=True,
               help="Sampling temperature; 0 means greedy")
 @click.option("--top-k", type=int, default=None, help="Sample from the k most likely tokens")
 @click.option("--top-p", type=float, default=None, help="Nucleus sampling probability mass")
 @click.option("--seed", type=int, default=None, help="Random seed: the same seed gives the same text")
-def generate_command(output_dir, prompt, max_new_tokens, temperature, top_k, top_p, seed):
-    """Generate text with a trained model from OUTPUT_DIR (or one of its checkpoints)."""
+def generate_command(output_dir, prompts, prompts_file, max_new_tokens, temperature, top_k, top_p,
+                     seed):
+    """Generate text with a trained model from OUTPUT_DIR (or one of its checkpoints).
+
+    Several prompts share one compiled function (per length bucket): only the first pays the
+    compile. For each, the time until its text is ready (time to first token: generation is not
+    streamed) and tokens/s go to stderr.
+    """
     from kerastrain.errors import ConfigError
 
     if max_new_tokens < 1:
@@ -88,10 +97,18 @@ def generate_command(output_dir, prompt, max_new_tokens, temperature, top_k, top
     from kerastrain.model.causal_lm import generate_text, make_sampler
     from kerastrain.model.loading import load
 
-    make_sampler(temperature, top_k, top_p, seed)  # reject bad options before loading
+    sampler = make_sampler(temperature, top_k, top_p, seed)  # bad options fail before loading
+    prompts = list(prompts)
+    if prompts_file:
+        prompts += [line for line in Path(prompts_file).read_text().splitlines() if line.strip()]
     model, tokenizer = load(output_dir)
-    click.echo(generate_text(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p,
-                             seed))
+    for i, prompt in enumerate(prompts or [""]):
+        stats: dict = {}
+        click.echo(generate_text(model, tokenizer, prompt, max_new_tokens, sampler=sampler,
+                                 stats=stats))
+        click.echo(f"[prompt {i + 1}: {stats['new_tokens']} tokens, time to first token "
+                   f"{stats['seconds']:.2f} s, {stats['tokens_per_sec']:.1f} tokens/s"
+                   + (", compile included]" if i == 0 else "]"), err=True)
 
 
 def _plan_command():

@@ -70,12 +70,18 @@ OPTIONS = [
     ("Training", ["--weight-decay"], dict(type=float, default=0.01, show_default=True, help="AdamW weight decay")),
     ("Training", ["--warmup-steps"], dict(type=int, default=500, show_default=True, help="Warm-up steps (at most half the run)")),
     ("Training", ["--grad-clip"], dict(type=float, default=1.0, show_default=True, help="Global gradient-norm clip (0: off)")),
+    ("Training", ["--adam-beta1"], dict(type=float, default=0.9, show_default=True, help="AdamW beta_1")),
+    ("Training", ["--adam-beta2"], dict(type=float, default=0.95, show_default=True, help="AdamW beta_2 (LLM practice; Keras' default is 0.999)")),
+    ("Training", ["--adam-epsilon"], dict(type=float, default=1e-8, show_default=True, help="AdamW epsilon (Keras' default is 1e-7)")),
     ("Training", ["--seed"], dict(type=int, default=42, show_default=True, help="Random seed")),
     # Data loading
     ("Data loading", ["--streaming/--no-streaming"], dict(default=True, show_default=True, help="Stream the dataset, or load it into memory")),
     ("Data loading", ["--shuffle-buffer-size"], dict(type=int, default=10000, show_default=True, help="Shuffle buffer (documents); 1 disables shuffling")),
+    ("Data loading", ["--window-shuffle-size"], dict(type=int, default=1024, show_default=True, help="Shuffle buffer (packed windows) so a batch mixes many documents; 0 disables")),
+    ("Data loading", ["--data-workers"], dict(type=int, default=1, show_default=True, help="Tokenizer threads (batches and resume are the same for any number)")),
     ("Data loading", ["--stride"], dict(type=int, default=None, help="Window stride [default: seq_len]")),
     # Optimization
+    ("Optimization", ["--remat"], dict(is_flag=True, help="Recompute each block's activations in the backward pass: less memory, ~1/3 more compute")),
     ("Optimization", ["--use-mixed-precision"], dict(is_flag=True, help="bfloat16 compute, float32 weights and loss")),
     # Checkpoint & logging
     ("Checkpoint & logging", ["--output-dir"], dict(default="output_advanced", show_default=True, help="Output directory")),
@@ -150,7 +156,7 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
     explicit_vocab = p.get("vocab_size") is not None
     vocab = p["vocab_size"] if explicit_vocab else 16000
     model_fields.update(vocab_size=vocab, use_lora=p["use_lora"], lora_rank=p["lora_rank"],
-                        mixed_precision=p["use_mixed_precision"])
+                        mixed_precision=p["use_mixed_precision"], remat=p["remat"])
     known = set(ModelConfig.__dataclass_fields__)
     model = ModelConfig(**{k: v for k, v in model_fields.items() if k in known})
     config = RunConfig(
@@ -160,6 +166,7 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
             data_dir=p["data_dir"], max_train_examples=p["max_train_examples"],
             max_val_examples=p["max_val_examples"], streaming=p["streaming"],
             shuffle_buffer_size=p["shuffle_buffer_size"], stride=p["stride"],
+            window_shuffle_size=p["window_shuffle_size"], data_workers=p["data_workers"],
         ),
         tokenizer=TokenizerConfig(
             kind=p["tokenizer_kind"], vocab_size=vocab, auto_vocab_size=p["auto_vocab_size"],
@@ -173,6 +180,7 @@ def build_config(params: dict) -> tuple[RunConfig, bool]:
             gradient_accumulation_steps=p["gradient_accumulation_steps"],
             learning_rate=p["learning_rate"], weight_decay=p["weight_decay"],
             warmup_steps=p["warmup_steps"], grad_clip=p["grad_clip"], seed=p["seed"],
+            adam_beta1=p["adam_beta1"], adam_beta2=p["adam_beta2"], adam_epsilon=p["adam_epsilon"],
             init_from=p["init_from"],
         ),
         output=OutputConfig(

@@ -4,8 +4,11 @@ Documents are streamed from a source, shuffled through a bounded buffer, tokeniz
 (``encode_batch``) and packed into ``seq_len + 1`` token windows with EOS between documents.
 Nothing is pre-tokenized; memory is bounded by the shuffle buffer and one chunk, not the corpus.
 
+With ``window_shuffle_size`` > 1 the packed windows then pass through a bounded shuffle buffer
+(:mod:`kerastrain.data.window_shuffle`) so that a batch draws from many documents.
+
 Every batch carries the pipeline's full position *after* it (epoch, source index, shuffle-buffer
-contents, RNG state, unemitted tokens), so a checkpoint taken after step k resumes at batch k + 1
+contents, RNG state, unemitted tokens, window buffer), so a checkpoint taken after step k resumes at batch k + 1
 exactly. A background thread keeps a few batches ready so the training step does not wait.
 """
 
@@ -24,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from kerastrain.data.sources import Documents
+from kerastrain.data.window_shuffle import WindowShuffleBuffer
 
 ENCODE_CHUNK_DOCS = 256  # documents per encode_batch call: large enough to amortize the call
 
@@ -40,10 +44,12 @@ class PipelineState:
     batches: int = 0  # batches emitted so far
     documents: int = 0  # documents tokenized so far (all epochs)
     source_done: bool = False  # this epoch's source is exhausted (buffer draining)
+    windows: list = field(default_factory=list)  # window shuffle buffer (rows of seq_len + 1)
+    window_rng: dict | None = None  # numpy bit-generator state of the window shuffle
 
     def save(self, path: Path) -> None:
         with gzip.open(path, "wt", encoding="utf-8") as f:
-            json.dump(self.__dict__, f)
+            json.dump(self.__dict__, f, default=lambda o: o.tolist())  # numpy arrays as lists
 
     @classmethod
     def load(cls, path: Path) -> PipelineState:
@@ -74,6 +80,8 @@ class StreamingTextPipeline:
         max_documents: int | None = None,
         epochs: int | None = 1,
         drop_remainder: bool = True,
+        window_shuffle_size: int = 0,
+        workers: int = 1,
     ):
         self.documents = documents
         self.tokenizer = tokenizer
@@ -86,6 +94,9 @@ class StreamingTextPipeline:
         self.max_documents = max_documents
         self.epochs = epochs
         self.drop_remainder = drop_remainder
+        self.window_shuffle_size = window_shuffle_size  # windows; 0 or 1: consecutive windows
+        self.workers = workers  # threads tokenizing chunks of documents side by side
+        self._pool = None
         self.state = PipelineState()
 
     # -- documents -----------------------------------------------------------------------------
@@ -127,39 +138,104 @@ class StreamingTextPipeline:
         state = self.state
         eos = self.tokenizer.eos_id
         need = (self.batch_size - 1) * self.stride + self.window  # tokens for one full batch
+        shuffler = None
+        if self.window_shuffle_size > 1:
+            shuffler = WindowShuffleBuffer(self.window_shuffle_size, self.window, self.seed,
+                                           state.windows, state.window_rng)
         tokens = np.asarray(state.tokens, dtype=np.int32)
         while self.epochs is None or state.epoch < self.epochs:
             docs = self._epoch_docs(state)
             exhausted = False
             while not exhausted:
+                if shuffler is not None:  # tokens to fill the window buffer up
+                    need = (max(shuffler.room, 1) - 1) * self.stride + self.window
                 pieces = [tokens]
                 have = len(tokens)
                 while have < need:
-                    chunk = list(itertools.islice(docs, ENCODE_CHUNK_DOCS))
-                    if not chunk:
+                    chunks = self._next_chunks(docs)
+                    if not chunks:
                         exhausted = True
                         break
-                    for ids in self.tokenizer.encode_batch(chunk):
-                        ids.append(eos)
-                        pieces.append(np.asarray(ids, dtype=np.int32))
-                        have += len(ids)
-                    state.documents += len(chunk)
+                    for chunk, encoded in zip(chunks, self._encode(chunks), strict=True):
+                        for ids in encoded:
+                            ids.append(eos)
+                            pieces.append(np.asarray(ids, dtype=np.int32))
+                            have += len(ids)
+                        state.documents += len(chunk)
                 tokens = np.concatenate(pieces) if len(pieces) > 1 else tokens
-                if len(tokens) >= need:
+                if shuffler is not None:
+                    tokens = self._fill(shuffler, tokens, shuffler.room)
+                    if shuffler.room == 0:
+                        yield self._emit_windows(state, shuffler.draw(self.batch_size), tokens,
+                                                 shuffler)
+                elif len(tokens) >= need:
                     yield self._emit(state, tokens, self.batch_size)
                     tokens = tokens[self.batch_size * self.stride :]
             # The epoch's last tokens carry over into the next epoch (one continuous stream).
             state.epoch += 1
             state.next_doc, state.buffer, state.rng, state.source_done = 0, [], None, False
+        if shuffler is not None:  # the data ends: drain the window buffer
+            tokens = self._fill(shuffler, tokens, None)
+            while len(shuffler) >= self.batch_size:
+                yield self._emit_windows(state, shuffler.draw(self.batch_size), tokens, shuffler)
+            if len(shuffler) and not self.drop_remainder:
+                yield self._emit_windows(state, shuffler.draw(len(shuffler)), tokens, shuffler)
+            state.windows, state.window_rng = shuffler.windows, shuffler.rng_state()
         rows = (len(tokens) - self.window) // self.stride + 1 if len(tokens) >= self.window else 0
         if rows and not self.drop_remainder:
             yield self._emit(state, tokens, rows)
             tokens = tokens[rows * self.stride :]
         state.tokens = tokens.tolist()
 
-    def _emit(self, state: PipelineState, tokens: np.ndarray, rows: int) -> Batch:
+    def _next_chunks(self, docs) -> list[list[str]]:
+        """Up to ``workers`` chunks of ``ENCODE_CHUNK_DOCS`` documents, in stream order."""
+        chunks = []
+        for _ in range(self.workers):
+            chunk = list(itertools.islice(docs, ENCODE_CHUNK_DOCS))
+            if chunk:
+                chunks.append(chunk)
+            if len(chunk) < ENCODE_CHUNK_DOCS:
+                break
+        return chunks
+
+    def _encode(self, chunks: list[list[str]]):
+        """Token ids of each chunk, in order. With ``workers`` > 1, threads encode the chunks side
+        by side: HF tokenizers release the GIL in ``encode_batch``. Every document read is
+        tokenized before the next batch is emitted, so the saved state and the batches do not
+        depend on the number of workers (tested)."""
+        if self.workers <= 1 or len(chunks) == 1:
+            return [self.tokenizer.encode_batch(chunk) for chunk in chunks]
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kerastrain-tokenize")
+        return list(self._pool.map(self.tokenizer.encode_batch, chunks))
+
+    def _windows(self, tokens: np.ndarray, rows: int) -> np.ndarray:
         starts = np.arange(rows) * self.stride
-        windows = tokens[starts[:, None] + np.arange(self.window)[None, :]]
+        return tokens[starts[:, None] + np.arange(self.window)[None, :]]
+
+    def _fill(self, shuffler: WindowShuffleBuffer, tokens: np.ndarray, limit: int | None):
+        """Move up to ``limit`` (None: all) whole windows from ``tokens`` into the buffer."""
+        rows = (len(tokens) - self.window) // self.stride + 1 if len(tokens) >= self.window else 0
+        rows = rows if limit is None else min(rows, limit)
+        shuffler.add(self._windows(tokens, rows))
+        return tokens[rows * self.stride :]
+
+    def _emit_windows(self, state: PipelineState, windows: np.ndarray, rest: np.ndarray,
+                      shuffler: WindowShuffleBuffer) -> Batch:
+        state.batches += 1
+        snapshot = PipelineState(
+            epoch=state.epoch, next_doc=state.next_doc, buffer=list(state.buffer), rng=state.rng,
+            tokens=rest.tolist(), batches=state.batches, documents=state.documents,
+            source_done=state.source_done,
+            windows=shuffler.windows,  # never modified in place: sharing it is safe
+            window_rng=shuffler.rng_state(),
+        )
+        return Batch(windows[:, :-1], windows[:, 1:], snapshot)
+
+    def _emit(self, state: PipelineState, tokens: np.ndarray, rows: int) -> Batch:
+        windows = self._windows(tokens, rows)
         state.batches += 1
         snapshot = PipelineState(
             epoch=state.epoch,

@@ -28,12 +28,18 @@ def _norm(cfg: ModelConfig, name: str) -> keras.layers.Layer:
     return layers.LayerNormalization(epsilon=norm_epsilon(cfg), name=name)
 
 
-def _dense(units: int, name: str, use_bias: bool = False) -> layers.Dense:
+def residual_init_std(num_layers: int) -> float:
+    """GPT-2's init for projections that write into the residual stream (attention output, MLP
+    down): 0.02 / sqrt(2 * layers), so the residual's variance does not grow with depth."""
+    return 0.02 / (2 * num_layers) ** 0.5
+
+
+def _dense(units: int, name: str, use_bias: bool = False, stddev: float = 0.02) -> layers.Dense:
     # No biases by default: they add little to a pre-norm transformer; GPT-2 checkpoints have them.
     return layers.Dense(
         units,
         use_bias=use_bias,
-        kernel_initializer=keras.initializers.RandomNormal(stddev=0.02),
+        kernel_initializer=keras.initializers.RandomNormal(stddev=stddev),
         name=name,
     )
 
@@ -44,7 +50,8 @@ class CausalSelfAttention(layers.Layer):
 
     def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True,
                  use_bias: bool = False, num_kv_heads: int | None = None,
-                 rope_theta: float = 10000.0, rope_scaling: dict | None = None, **kwargs):
+                 rope_theta: float = 10000.0, rope_scaling: dict | None = None,
+                 output_init_std: float = 0.02, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -52,11 +59,12 @@ class CausalSelfAttention(layers.Layer):
         self.use_bias = use_bias
         self.num_kv_heads = num_kv_heads or num_heads  # fewer: grouped-query attention
         self.rope_theta, self.rope_scaling = rope_theta, rope_scaling
+        self.output_init_std = output_init_std
         width = num_heads * head_dim
         self.query = _dense(width, "query", use_bias)
         self.key = _dense(self.num_kv_heads * head_dim, "key", use_bias)
         self.value = _dense(self.num_kv_heads * head_dim, "value", use_bias)
-        self.output_projection = _dense(width, "output", use_bias)
+        self.output_projection = _dense(width, "output", use_bias, output_init_std)
         self.rotary = None
         if use_rope:
             if rope_scaling:
@@ -132,6 +140,7 @@ class CausalSelfAttention(layers.Layer):
             "num_kv_heads": self.num_kv_heads,
             "rope_theta": self.rope_theta,
             "rope_scaling": self.rope_scaling,
+            "output_init_std": self.output_init_std,
         }
 
 
@@ -146,13 +155,14 @@ class FeedForward(layers.Layer):
     """SwiGLU (``down(silu(gate(x)) * up(x))``) or a plain two-layer MLP."""
 
     def __init__(self, d_model: int, d_ff: int, use_swiglu: bool, activation: str,
-                 use_bias: bool = False, **kwargs):
+                 use_bias: bool = False, output_init_std: float = 0.02, **kwargs):
         super().__init__(**kwargs)
         self.d_model, self.d_ff = d_model, d_ff
         self.use_swiglu, self.activation, self.use_bias = use_swiglu, activation, use_bias
+        self.output_init_std = output_init_std
         self.gate = _dense(d_ff, "gate", use_bias) if use_swiglu else None
         self.up = _dense(d_ff, "up", use_bias)
-        self.down = _dense(d_model, "down", use_bias)
+        self.down = _dense(d_model, "down", use_bias, output_init_std)
 
     def build(self, input_shape):
         if self.gate is not None:
@@ -176,6 +186,7 @@ class FeedForward(layers.Layer):
             "use_swiglu": self.use_swiglu,
             "activation": self.activation,
             "use_bias": self.use_bias,
+            "output_init_std": self.output_init_std,
         }
 
 
@@ -190,12 +201,14 @@ class TransformerBlock(layers.Layer):
         self.attention_norm = _norm(cfg, "attention_norm")
         self.attention = CausalSelfAttention(
             cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, cfg.use_bias,
-            cfg.num_kv_heads, cfg.rope_theta, cfg.rope_scaling, name="attention",
+            cfg.num_kv_heads, cfg.rope_theta, cfg.rope_scaling,
+            output_init_std=residual_init_std(cfg.num_layers), name="attention",
         )
         self.attention_dropout = layers.Dropout(cfg.dropout_rate, name="attention_dropout")
         self.mlp_norm = _norm(cfg, "mlp_norm")
         self.mlp = FeedForward(
-            cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation, cfg.use_bias, name="mlp"
+            cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation, cfg.use_bias,
+            output_init_std=residual_init_std(cfg.num_layers), name="mlp"
         )
         self.mlp_dropout = layers.Dropout(cfg.dropout_rate, name="mlp_dropout")
 
@@ -207,6 +220,8 @@ class TransformerBlock(layers.Layer):
         self.built = True
 
     def call(self, x, cache=None, cache_update_index=None, training=None):
+        if cache is None and self.cfg_dict.get("remat"):
+            return self._rematerialized(x, training)
         h = self.attention_norm(x)
         if cache is None:
             attn = self.attention(h)
@@ -215,6 +230,29 @@ class TransformerBlock(layers.Layer):
         x = x + self.attention_dropout(attn, training=training)
         x = x + self.mlp_dropout(self.mlp(self.mlp_norm(x)), training=training)
         return x if cache is None else (x, cache)
+
+    def _rematerialized(self, x, training):
+        """The block under ``keras.remat`` (jax.checkpoint): only ``x`` is kept for the backward
+        pass, the block's activations are recomputed there (``--remat``).
+
+        Keras' ``RematScope`` cannot be used here: it passes ``training`` through the checkpoint as
+        a traced value, and dropout's seed-generator update inside the checkpoint would leak a
+        tracer. So dropout seeds are drawn outside (the same seeds ``Dropout`` would draw) and the
+        function inside is pure.
+        """
+        drops = (self.attention_dropout, self.mlp_dropout)
+        seeds = [None, None]
+        if training and self.attention_dropout.rate > 0:
+            seeds = [d.seed_generator.next() for d in drops]
+
+        def drop(layer, y, seed):
+            return y if seed is None else keras.random.dropout(y, layer.rate, seed=seed)
+
+        def block(x, seeds):
+            x = x + drop(drops[0], self.attention(self.attention_norm(x)), seeds[0])
+            return x + drop(drops[1], self.mlp(self.mlp_norm(x)), seeds[1])
+
+        return keras.remat(block)(x, seeds)
 
     def get_config(self):
         return {**super().get_config(), "cfg_dict": self.cfg_dict}

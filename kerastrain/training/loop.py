@@ -23,6 +23,8 @@ import numpy as np
 from kerastrain.data.pipeline import PipelineState, Prefetcher
 from kerastrain.errors import UserError
 from kerastrain.training.checkpoint import prune_step_checkpoints, save_checkpoint
+from kerastrain.training.flops import MfuMeter
+from kerastrain.training.loss import chunked_eval_loss, chunked_lm_loss
 from kerastrain.training.metrics_log import MetricsLog
 
 
@@ -90,8 +92,8 @@ def make_steps(model, optimizer, mesh_plan=None):
     """
 
     def loss_fn(trainable, non_trainable, x, y):
-        logits, non_trainable = model.stateless_call(trainable, non_trainable, x, training=True)
-        return lm_loss(y, logits), non_trainable
+        # The output projection and cross-entropy run in chunks (never the whole batch's logits).
+        return chunked_lm_loss(model, trainable, non_trainable, x, y, training=True)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -102,10 +104,7 @@ def make_steps(model, optimizer, mesh_plan=None):
         return loss, (trainable, non_trainable, opt_vars)
 
     def eval_step(trainable, non_trainable, x, y):
-        logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-        logits = keras.ops.cast(logits, "float32")
-        losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        return keras.ops.sum(losses), losses.size
+        return chunked_eval_loss(model, trainable, non_trainable, x, y)
 
     if mesh_plan is not None:
         shardings = mesh_plan.state_shardings(initial_state(model, optimizer))
@@ -143,6 +142,8 @@ class Trainer:
             * self.cfg.train.gradient_accumulation_steps
             * (mesh_plan.shape.devices if mesh_plan else 1)  # --batch-size is per device
         )
+        self.mfu = MfuMeter(self.cfg.model)
+        self._steady_start: tuple[float, int] | None = None  # (time, step) after the compile
 
     # -- state -------------------------------------------------------------------------------
     def _write_back(self, state) -> None:
@@ -238,7 +239,7 @@ class Trainer:
         last_saved_step = self.step
         first_loss = last_loss = None
         task = progress.add_task("train", total=total, completed=self.step, loss=float("nan"),
-                                 lr=0.0, tps=0.0, epoch=self.train_pipeline.state.epoch)
+                                 lr=0.0, tps=0.0, mfu=0.0, epoch=self.train_pipeline.state.epoch)
         reason = "data exhausted"
         try:
             while total is None or self.step < total:
@@ -263,6 +264,7 @@ class Trainer:
                 elif self.first_step_seconds is None:
                     loss.block_until_ready()
                     self.first_step_seconds = time.time() - self.process_start
+                    self._steady_start = (time.perf_counter(), self.step)
                 pending = (self.step, loss)
                 self.hooks.on_train_step(run=self.run, step=self.step, logs=self.run.logs)
                 if self.step % cfg.output.log_every == 0 or self.step == total:
@@ -283,14 +285,17 @@ class Trainer:
                         "data_wait_share": wait / elapsed,
                         "tokens_seen": self.step * self.tokens_per_update,
                     }
+                    logs["mfu"] = self.mfu(logs["tokens_per_sec"])
                     metrics.write("train", self.step, logs)
                     self.run.logs = logs
                     progress.update(task, completed=self.step, loss=logs["loss"], lr=logs["lr"],
-                                    tps=logs["tokens_per_sec"], epoch=logs["epoch"])
+                                    tps=logs["tokens_per_sec"], epoch=logs["epoch"],
+                                    mfu=100 * logs["mfu"])
                     if progress.disable:
                         self.run.say(
                             f"step {self.step}/{total} epoch {logs['epoch']} loss {logs['loss']:.4f} "
-                            f"lr {logs['lr']:.2e} {logs['tokens_per_sec']:,.0f} tok/s"
+                            f"lr {logs['lr']:.2e} {logs['tokens_per_sec']:,.0f} tok/s "
+                            f"MFU {100 * logs['mfu']:.1f}%"
                         )
                     window_losses, window_start, window_wait = [], now, batches.wait_seconds
                 last_step = self.step == total
@@ -317,6 +322,7 @@ class Trainer:
         summary = {"steps": self.step, "reason": reason, "first_loss": first_loss,
                    "first_step_seconds": self.first_step_seconds,
                    "last_loss": last_loss, "data_wait_seconds": batches.wait_seconds}
+        summary.update(self._throughput())
         if reason == "interrupted":
             summary["signal"] = int(self.stop_signal)
             if self.step != last_saved_step:
@@ -336,6 +342,15 @@ class Trainer:
         metrics.write("summary", self.step, summary)
         metrics.close()
         return summary
+
+    def _throughput(self) -> dict:
+        """Tokens/s and MFU over the steps after the first (which includes the compile)."""
+        if self._steady_start is None or self.step <= self._steady_start[1]:
+            return {}
+        start, step = self._steady_start
+        tps = (self.step - step) * self.tokens_per_update / max(time.perf_counter() - start, 1e-9)
+        return {"tokens_per_sec": tps, "mfu": self.mfu(tps),
+                "flops_per_token": self.mfu.flops_per_token, "peak_flops": self.mfu.peak}
 
     def _read_loss(self, pending) -> float:
         """The loss of a finished step as a float; a non-finite one stops the run."""

@@ -29,6 +29,9 @@ def make_optimizer(config: RunConfig, schedule, model):
     optimizer = keras.optimizers.AdamW(
         learning_rate=schedule,
         weight_decay=t.weight_decay,
+        beta_1=t.adam_beta1,
+        beta_2=t.adam_beta2,
+        epsilon=t.adam_epsilon,
         global_clipnorm=t.grad_clip or None,
         gradient_accumulation_steps=t.gradient_accumulation_steps
         if t.gradient_accumulation_steps > 1 else None,

@@ -3,7 +3,9 @@
 The estimate follows what the jitted training step (``kerastrain.training.loop``) keeps alive at its
 peak: float32 weights, AdamW's two float32 moments, float32 gradients, a gradient accumulator
 when ``--gradient-accumulation-steps`` > 1, and the activations autodiff saves for the backward
-pass (no rematerialization). Activation terms are counted per token per layer from the model's
+pass. With ``--remat`` only each block's input is kept, plus one block's activations while it
+is recomputed: what a memory-aware scheduler (XLA on GPU/TPU) realizes; XLA:CPU hoists the
+recomputation and saves little (measured in ``benchmarks/bench_memory.py``). Activation terms are counted per token per layer from the model's
 shapes; ``tests/test_planner.py`` checks the total against XLA's own figure for compiled steps.
 No keras import here: ``kerastrain plan`` and ``kerastrain presets`` stay fast.
 """
@@ -16,6 +18,7 @@ from kerastrain.config import ModelConfig, RunConfig
 from kerastrain.model.presets import count_lora_parameters, count_parameters
 
 GIB = 1024**3
+LOGITS_PER_CHUNK = 1 << 22  # kerastrain.training.loss.LOGITS_PER_CHUNK (no jax import here)
 
 
 @dataclass
@@ -48,7 +51,9 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int | None = None) -
     attention matrices (heads x seq_len, float32, three copies: scores, probabilities and their
     gradient; XLA attention without flash attention materializes them); float32 dropout masks on
     the four residual-path tensors. Per token outside the layers: embeddings and final norm
-    (5 d) and four float32 copies of the logits (logits, softmax, log-softmax, gradient).
+    (5 d). The loss (:mod:`kerastrain.training.loss`) holds the logits of one chunk at a time
+    (XLA fuses the softmax into the gradient: two float32 ``chunk x vocab`` buffers) plus its
+    float32 gradients with respect to the hidden states and the output matrix.
     The coefficients were checked against XLA's buffer assignment for the compiled step
     (``measure_training_memory``); on CPU XLA computes bfloat16 in float32, so the mixed
     precision saving shows on accelerators only.
@@ -62,7 +67,10 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int | None = None) -
     per_token_layer = hidden * elem + attention + dropout
     tokens = batch * t
     layers = cfg.num_layers * tokens * per_token_layer
-    logits = 4 * tokens * cfg.vocab_size * 4
+    if cfg.remat:  # each block keeps its input; one block's activations exist at a time
+        layers = cfg.num_layers * tokens * d * elem + tokens * per_token_layer
+    chunk = min(tokens, max(1, LOGITS_PER_CHUNK // cfg.vocab_size))
+    logits = 2 * chunk * cfg.vocab_size * 4 + 2 * tokens * d * 4 + cfg.vocab_size * d * 4
     embeddings = 5 * tokens * d * elem
     return int(layers + logits + embeddings)
 
@@ -98,13 +106,18 @@ def largest_batch(cfg: RunConfig, memory_bytes: int, num_devices: int = 1) -> in
     fixed = plan_memory(cfg, num_devices, batch_size=num_devices)
     if fixed.total > memory_bytes:
         return 0
-    per_sample = activation_bytes(cfg.model, 1)
-    static = fixed.total - fixed.activations
-    per_device = (memory_bytes - static) // max(1, per_sample)
-    # activation_bytes is linear in batch, so this is exact up to rounding.
-    while per_device > 0 and plan_memory(cfg, 1, batch_size=per_device).total > memory_bytes:
-        per_device -= 1
-    return int(per_device) * num_devices
+    # The estimate grows with the batch (not quite linearly: the loss's chunk is capped), so a
+    # binary search finds the largest batch that fits.
+    low, high = 1, 2
+    while plan_memory(cfg, 1, batch_size=high).total <= memory_bytes:
+        low, high = high, high * 2
+    while high - low > 1:
+        mid = (low + high) // 2
+        if plan_memory(cfg, 1, batch_size=mid).total <= memory_bytes:
+            low = mid
+        else:
+            high = mid
+    return int(low) * num_devices
 
 
 def format_bytes(n: int) -> str:

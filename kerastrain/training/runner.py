@@ -294,6 +294,7 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
         batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride,
         shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
         max_documents=max_docs, epochs=epochs,
+        window_shuffle_size=d.window_shuffle_size, workers=d.data_workers,
     )
     train_pipeline.restore(pipeline_state)
 
@@ -342,7 +343,7 @@ def make_progress(console):
         BarColumn(),
         TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]:.4f}  "
                    "lr {task.fields[lr]:.2e}  "
-                   "{task.fields[tps]:,.0f} tok/s"),
+                   "{task.fields[tps]:,.0f} tok/s  MFU {task.fields[mfu]:.1f}%"),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),

@@ -100,9 +100,9 @@ def test_same_seed_same_text_via_the_cli(output_dir):
     first = CliRunner().invoke(cli, args)
     second = CliRunner().invoke(cli, args)
     assert first.exit_code == 0, first.output
-    assert first.output == second.output and first.output.startswith("Hi")
+    assert first.stdout == second.stdout and first.stdout.startswith("Hi")
     other = CliRunner().invoke(cli, args[:-1] + ["8"])
-    assert other.exit_code == 0 and other.output != first.output
+    assert other.exit_code == 0 and other.stdout != first.stdout
     bad = CliRunner().invoke(cli, ["generate", str(output_dir), "--top-p", "1.5"])
     assert bad.exit_code == 2 and "--top-p" in bad.output
 
@@ -125,3 +125,36 @@ def test_stop_token_zero_does_not_end_generation_at_once(output_dir):
     stopped = generate_ids(model, [5, 6], 12, make_sampler(1.0, top_k=40, seed=3), (0,))
     expected = free[: free.index(0) + 1] if 0 in free else free
     assert stopped == expected and len(stopped) >= 1
+
+
+def test_several_prompts_compile_once(output_dir, tmp_path):
+    from kerastrain.cli import cli
+
+    compiles = []
+
+    def count(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        model, tokenizer = load(output_dir)
+        sampler = make_sampler(temperature=0)
+        first = generate_text(model, tokenizer, "Hi", 6, sampler=sampler)
+        after_first = len(compiles)
+        stats: dict = {}
+        second = generate_text(model, tokenizer, "Hello there", 5, sampler=sampler, stats=stats)
+        assert after_first > 0 and len(compiles) == after_first  # no compile for the second
+        assert first.startswith("Hi") and second.startswith("Hello there")
+        assert stats["new_tokens"] >= 1 and stats["tokens_per_sec"] > 0
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("abc\nxyz\n")
+    result = CliRunner().invoke(cli, ["generate", str(output_dir), "--prompt", "Hi",
+                                      "--prompts-file", str(prompts), "--max-new-tokens", "4",
+                                      "--temperature", "0"])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert out.startswith("Hi") and out.index("\nabc") < out.index("\nxyz")
+    assert result.stderr.count("time to first token") == 3 and "tokens/s" in result.stderr

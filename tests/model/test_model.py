@@ -185,3 +185,17 @@ def test_verified_load_round_trip_and_mismatches(tmp_path):
         load_weights_verified(build_model(tiny(d_model=64)), path)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_weights_verified(fresh, tmp_path / "missing.weights.h5")
+
+
+def test_residual_projections_use_gpt2_scaled_init():
+    keras.utils.set_random_seed(0)
+    model = build_model(tiny(d_model=64, d_ff=256, num_layers=8))
+    std = {v.path: float(np.std(np.asarray(v.value))) for v in model.trainable_variables}
+    scaled = 0.02 / np.sqrt(2 * 8)
+    residual = [p for p in std if p.endswith(("attention/output/kernel", "mlp/down/kernel"))]
+    assert len(residual) == 16
+    for path, value in std.items():
+        if path in residual:
+            assert abs(value - scaled) < 0.1 * scaled, path
+        elif path.endswith(("query/kernel", "mlp/up/kernel", "mlp/gate/kernel")):
+            assert abs(value - 0.02) < 0.1 * 0.02, path

@@ -1,0 +1,141 @@
+"""Step overhead: kerastrain's training step vs a hand-written pure JAX + optax step.
+
+Both implement the same GPT (LayerNorm, GELU MLP, learned positions, tied embeddings, no
+projection biases, no dropout), the same AdamW (beta 0.9/0.95, epsilon 1e-8, weight decay on
+matrices only, global-norm clipping 1.0) and run on the same batch, alternated in one process:
+
+    python benchmarks/bench_step.py --preset nano --batch-size 16 --steps 10 --rounds 2
+
+Prints tokens/s of each (after a compile step) and kerastrain's ratio (target >= 0.95). The pure
+step is what nanoGPT would write in JAX: full-vocabulary logits, ``optax.adamw``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+from kerastrain.config import RunConfig, TrainConfig  # noqa: E402
+from kerastrain.model.gpt import build_model  # noqa: E402
+from kerastrain.model.presets import preset_config  # noqa: E402
+from kerastrain.training.loop import initial_state, make_steps  # noqa: E402
+from kerastrain.training.optimizer import make_optimizer  # noqa: E402
+
+
+def pure_params(cfg, key):
+    d, ff, v, t = cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.seq_len
+    keys = iter(jax.random.split(key, 4 + 6 * cfg.num_layers))
+    normal = lambda shape, std=0.02: std * jax.random.normal(next(keys), shape)  # noqa: E731
+    out_std = 0.02 / (2 * cfg.num_layers) ** 0.5
+    layers = [{
+        "ln1_g": jnp.ones(d), "ln1_b": jnp.zeros(d), "ln2_g": jnp.ones(d), "ln2_b": jnp.zeros(d),
+        "wq": normal((d, d)), "wk": normal((d, d)), "wv": normal((d, d)),
+        "wo": normal((d, d), out_std), "up": normal((d, ff)), "down": normal((ff, d), out_std),
+    } for _ in range(cfg.num_layers)]
+    return {"wte": normal((v, d)), "wpe": normal((t, d)), "layers": layers,
+            "lnf_g": jnp.ones(d), "lnf_b": jnp.zeros(d)}
+
+
+def layer_norm(x, g, b, eps=1e-5):
+    mean = x.mean(-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * g + b
+
+
+def pure_loss(params, x, y, heads):
+    b, t = x.shape
+    h = params["wte"][x] + params["wpe"][:t]
+    for p in params["layers"]:
+        a = layer_norm(h, p["ln1_g"], p["ln1_b"])
+        split = lambda z: z.reshape(b, t, heads, -1)  # noqa: E731
+        att = jax.nn.dot_product_attention(split(a @ p["wq"]), split(a @ p["wk"]),
+                                           split(a @ p["wv"]), is_causal=True)
+        h = h + att.reshape(b, t, -1) @ p["wo"]
+        m = layer_norm(h, p["ln2_g"], p["ln2_b"])
+        h = h + jax.nn.gelu(m @ p["up"], approximate=False) @ p["down"]
+    h = layer_norm(h, params["lnf_g"], params["lnf_b"])
+    logits = (h @ params["wte"].T).astype(jnp.float32)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def pure_step_fn(cfg):
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
+    tx = optax.chain(optax.clip_by_global_norm(1.0),
+                     optax.adamw(1e-4, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.01,
+                                 mask=decay_mask))
+
+    def step(params, opt_state, x, y):
+        loss, grads = jax.value_and_grad(pure_loss)(params, x, y, cfg.num_heads)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return loss, optax.apply_updates(params, updates), opt_state
+
+    return tx, jax.jit(step, donate_argnums=(0, 1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="nano")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--vocab-size", type=int, default=16000)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    model_cfg = preset_config(args.preset, vocab_size=args.vocab_size, use_rmsnorm=False,
+                              use_swiglu=False, use_rope=False, activation="gelu",
+                              dropout_rate=0.0)
+    cfg = RunConfig(model=model_cfg, train=TrainConfig(batch_size=args.batch_size))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, args.vocab_size, (args.batch_size, model_cfg.seq_len)).astype("int32")
+    y = rng.integers(0, args.vocab_size, (args.batch_size, model_cfg.seq_len)).astype("int32")
+
+    keras.utils.set_random_seed(0)
+    model = build_model(model_cfg)
+    opt = make_optimizer(cfg, 1e-4, model)
+    k_step, _ = make_steps(model, opt)
+    k_state = initial_state(model, opt)
+    params = pure_params(model_cfg, jax.random.key(0))
+    tx, p_step = pure_step_fn(model_cfg)
+    p_state = (params, tx.init(params))
+    n_keras = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    n_pure = sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))
+    print(f"parameters: kerastrain {n_keras:,}, pure JAX {n_pure:,}")
+
+    def run_keras(steps):
+        nonlocal k_state
+        for _ in range(steps):
+            loss, k_state = k_step(k_state, x, y)
+        return loss
+
+    def run_pure(steps):
+        nonlocal p_state
+        for _ in range(steps):
+            loss, *p_state = p_step(*p_state, x, y)
+        return loss
+
+    for run in (run_keras, run_pure):  # compile
+        jax.block_until_ready(run(1))
+    tokens = args.steps * args.batch_size * model_cfg.seq_len
+    times = {"kerastrain": [], "pure": []}
+    for _ in range(args.rounds):
+        for name, run in (("kerastrain", run_keras), ("pure", run_pure)):
+            start = time.perf_counter()
+            jax.block_until_ready(run(args.steps))
+            times[name].append(time.perf_counter() - start)
+    k_tps = tokens / min(times["kerastrain"])
+    p_tps = tokens / min(times["pure"])
+    print(f"kerastrain step: {k_tps:,.0f} tokens/s")
+    print(f"pure JAX+optax step: {p_tps:,.0f} tokens/s")
+    print(f"ratio kerastrain / pure: {k_tps / p_tps:.3f} (target >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The chunked, fused loss gives the loss and gradients of the plain full-logits loss."""
+
+import jax
+import keras
+import numpy as np
+import pytest
+
+from kerastrain.config import ModelConfig
+from kerastrain.model.gpt import build_model
+from kerastrain.training.loop import lm_loss
+from kerastrain.training.loss import chunk_tokens_for, chunked_eval_loss, chunked_lm_loss
+
+
+@pytest.mark.parametrize("tied,chunk", [(True, 10), (False, 48)])
+def test_same_loss_gradients_and_dropout_state_as_full_logits(tied, chunk):
+    cfg = ModelConfig(vocab_size=97, seq_len=16, d_model=32, num_layers=2, num_heads=2, d_ff=64,
+                      dropout_rate=0.1, tie_embeddings=tied)
+    keras.utils.set_random_seed(0)
+    model = build_model(cfg)
+    trainable = [v.value for v in model.trainable_variables]
+    frozen = [v.value for v in model.non_trainable_variables]
+    rng = np.random.default_rng(0)
+    x, y = (rng.integers(0, 97, (3, 16)).astype("int32") for _ in range(2))
+
+    def full(t):
+        logits, state = model.stateless_call(t, frozen, x, training=True)
+        return lm_loss(y, logits), state
+
+    def chunked(t):
+        return chunked_lm_loss(model, t, frozen, x, y, training=True, chunk_tokens=chunk)
+
+    (l1, s1), g1 = jax.jit(jax.value_and_grad(full, has_aux=True))(trainable)
+    (l2, s2), g2 = jax.jit(jax.value_and_grad(chunked, has_aux=True))(trainable)
+    np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(s1, s2, strict=True):  # dropout's RNG advanced the same way
+        np.testing.assert_array_equal(a, b)
+    total, count = chunked_eval_loss(model, trainable, frozen, x, y, chunk_tokens=chunk)
+    logits, _ = model.stateless_call(trainable, frozen, x, training=False)
+    np.testing.assert_allclose(total / count, lm_loss(y, logits), rtol=1e-6)
+
+
+def test_chunk_keeps_logits_bounded():
+    assert chunk_tokens_for(16000, 32 * 256) == 262  # 16 MB of float32 logits, not 524 MB
+    assert chunk_tokens_for(97, 48) == 48
