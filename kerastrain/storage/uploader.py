@@ -53,6 +53,9 @@ class UploadJob:
     transient: bool = False  # failed for a reason retrying may fix (the remote was unreachable)
 
 
+CLOSE_GRACE_S = 5.0  # at exit, how long the worker may take to end its current upload round
+
+
 def not_uploaded_reason(job: UploadJob, timeout: float | None) -> str:
     """``LOCAL → REMOTE (why)``: what ``finish`` prints after "Not uploaded:" for ``job``."""
     why = job.error or f"still {job.state} when the {timeout:g} s upload timeout ran out"
@@ -223,6 +226,8 @@ class CheckpointUploader:
                 if progress is not None:
                     progress.stop()
         self.close()
+        with self._cond:  # the worker ends its round (marking the job failed with its reason)
+            self._cond.wait_for(lambda: not self._busy, timeout=CLOSE_GRACE_S)
         failed = self.outstanding()
         for job in failed:
             # One plain line per checkpoint, never wrapped or cropped (soft_wrap): whatever the

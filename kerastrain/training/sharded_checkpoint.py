@@ -31,7 +31,8 @@ STATES_DIR = "pipeline_states"
 
 
 def _encode(state: PipelineState) -> bytes:
-    return gzip.compress(json.dumps(state.__dict__).encode())
+    # numpy arrays (the window shuffle buffer) as lists, as PipelineState.save writes them
+    return gzip.compress(json.dumps(state.__dict__, default=lambda o: o.tolist()).encode())
 
 
 def _decode(blob: bytes) -> PipelineState:
