@@ -42,6 +42,14 @@ def register_architectures(register):
 
 
 @hookspec
+def register_trackers(register):
+    """Register experiment trackers: ``register(tracker_class)`` with a class that has ``name``
+    (what ``--tracker NAME`` selects), ``label`` (for messages), ``start(run) -> tracker`` (a
+    classmethod) and, on the tracker, ``sync()``, ``log_checkpoint(path)`` and ``finish(summary)``
+    (see :mod:`kerastrain.training.tracking`)."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the ``kerastrain`` command group."""
 

@@ -41,6 +41,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.cli.model_commands",
     "kerastrain.cli.eval_command",
     "kerastrain.training.samples",
+    "kerastrain.training.tracking",
     "kerastrain.cli.storage_commands",
     "kerastrain.cli.export_command",
 )
@@ -172,6 +173,11 @@ def storage_backends(problems: list[dict] | None = None) -> dict[str, Registered
                     lambda b: getattr(b, "scheme", repr(b)), _check_backend, problems)
 
 
+def trackers(problems: list[dict] | None = None) -> dict[str, Registered]:
+    """Experiment trackers (``--tracker NAME``), in registration order."""
+    return _collect("register_trackers", "tracker", lambda t: t.name, None, problems)
+
+
 def presets(problems: list[dict] | None = None) -> dict[str, Registered]:
     """Model presets: ``Registered(name, fields_dict, plugin, {"description": ...})``; the fields
     are checked (known keys, a model that can build) as they are registered."""
@@ -199,6 +205,7 @@ def plugin_report() -> list[dict]:
         ("storage", storage_backends(problems)),
         ("preset", presets(problems)),
         ("architecture", architectures(problems)),
+        ("tracker", trackers(problems)),
     ):
         for reg in parts.values():
             registered.setdefault(reg.plugin, []).append(f"{kind}:{reg.name}")

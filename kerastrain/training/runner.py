@@ -166,20 +166,6 @@ def truncate_metrics(output_dir: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def check_trackers(names: list[str]) -> None:
-    """Each ``--tracker`` names an installed plugin that observes the loop; say so otherwise."""
-    from kerastrain.plugins import get_plugin_manager
-
-    manager = get_plugin_manager()
-    for name in names:
-        plugin = manager.get_plugin(name)
-        if plugin is None or not hasattr(plugin, "on_train_start"):
-            raise ConfigError(
-                f"--tracker {name}: no tracker plugin of that name is installed; install "
-                f"kerastrain-{name} (bundled trackers: kerastrain-mlflow, kerastrain-wandb)"
-            )
-
-
 def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> dict:
     """Train as configured; returns the summary (steps, losses, checkpoint path)."""
     from kerastrain.data.preparation import check_vocab, open_documents, prepare_tokenizer
@@ -211,6 +197,8 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
         from kerastrain.storage.probe import open_remote
 
         open_remote(config.cloud)
+    from kerastrain.training.tracking import check_trackers
+
     check_trackers(config.output.trackers)
 
     train_docs, val_docs, what = open_documents(config)

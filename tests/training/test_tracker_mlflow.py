@@ -57,8 +57,10 @@ def test_a_tracker_failing_mid_run_does_not_stop_training(tmp_path):
     import io
     from types import SimpleNamespace
 
-    import kerastrain_mlflow
+    from kerastrain_mlflow import MlflowTracker
     from rich.console import Console
+
+    from kerastrain.training import tracking
 
     class ServerGone:
         def sync(self):
@@ -66,10 +68,17 @@ def test_a_tracker_failing_mid_run_does_not_stop_training(tmp_path):
 
     console = Console(file=io.StringIO(), width=200)
     run = SimpleNamespace(say=lambda m: console.print(m, highlight=False))
-    kerastrain_mlflow._trackers[id(run)] = ServerGone()
-    kerastrain_mlflow.on_train_step(run=run, step=1, logs={})
-    kerastrain_mlflow.on_train_step(run=run, step=2, logs={})  # said once, then without it
-    kerastrain_mlflow.on_train_end(run=run, logs={})
+    tracking._active[id(run)] = [(MlflowTracker, ServerGone())]
+    tracking.on_train_step(run=run, step=1, logs={})
+    tracking.on_train_step(run=run, step=2, logs={})  # said once, then without it
+    tracking.on_train_end(run=run, logs={})
     out = console.file.getvalue()
     assert out.count("MLflow: sync failed (API request to http://tracking:5000 failed)") == 1
-    assert "training goes on without MLflow" in out and id(run) not in kerastrain_mlflow._trackers
+    assert "training goes on without MLflow" in out and id(run) not in tracking._active
+
+
+def test_trackers_are_a_plugin_kind():
+    from kerastrain.plugins import trackers
+
+    found = trackers()
+    assert {"mlflow", "wandb"} <= set(found) and found["mlflow"].plugin == "mlflow"

@@ -28,6 +28,9 @@ class MlflowTracker:
     """Sends params at the start, new ``metrics.jsonl`` records as they appear, the final
     checkpoint, and the run's end status."""
 
+    name = "mlflow"  # --tracker mlflow
+    label = "MLflow"
+
     def __init__(self, client, run_id: str, output_dir: Path) -> None:
         self.client = client
         self.run_id = run_id

@@ -39,6 +39,9 @@ class WandbTracker:
     """Config at the start, new ``metrics.jsonl`` records as they appear, the final checkpoint,
     and the run's end."""
 
+    name = "wandb"  # --tracker wandb
+    label = "W&B"
+
     def __init__(self, wandb_run, output_dir: Path) -> None:
         self.wandb_run = wandb_run
         self.follower = MetricsFollower(output_dir)  # from the end: a resumed run's past is not resent
