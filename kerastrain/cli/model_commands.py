@@ -127,6 +127,7 @@ def _plan_command():
         """Estimate training memory per device for the options `kerastrain run` would get."""
         from kerastrain.training.planner import (
             GIB,
+            breakdown_lines,
             format_bytes,
             largest_batch,
             measure_training_memory,
@@ -158,9 +159,7 @@ def _plan_command():
         )
         click.echo(f"Batch {config.train.batch_size} over {num_devices} device(s): "
                    f"{plan_.batch_per_device} per device")
-        for part in ("weights", "optimizer", "gradients", "accumulator", "activations"):
-            click.echo(f"  {part:<12} {format_bytes(getattr(plan_, part)):>12}")
-        click.echo(f"  {'total':<12} {format_bytes(plan_.total):>12} per device")
+        click.echo("\n".join(breakdown_lines(plan_)))
         if memory_gb is not None:
             fits = "fits" if plan_.total <= result["memory_bytes"] else "does NOT fit"
             click.echo(f"In {memory_gb:g} GiB: this batch {fits}; largest batch that fits: "

@@ -10,7 +10,7 @@ import click
 from kerastrain.config import RunConfig
 from kerastrain.training.distribution import MeshShape, resolve_mesh
 from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
-from kerastrain.training.planner import GIB, format_bytes
+from kerastrain.training.planner import GIB, breakdown_lines
 
 
 def report_mesh_plan(config: RunConfig, memory_gb: float | None, as_json: bool) -> dict:
@@ -31,9 +31,7 @@ def report_mesh_plan(config: RunConfig, memory_gb: float | None, as_json: bool) 
     click.echo(f"Mesh: {devices} devices ({shape.describe()}); batch "
                f"{config.train.batch_size} per device, global batch {result['global_batch']}; "
                f"{plan.parameters:,} parameters")
-    for part in ("weights", "optimizer", "gradients", "accumulator", "activations"):
-        click.echo(f"  {part:<12} {format_bytes(getattr(plan, part)):>12}")
-    click.echo(f"  {'total':<12} {format_bytes(plan.total):>12} per device")
+    click.echo("\n".join(breakdown_lines(plan)))
     if memory_gb is not None:
         fits = "fits" if plan.total <= result["memory_bytes"] else "does NOT fit"
         click.echo(f"In {memory_gb:g} GiB per device: this batch {fits}; largest --batch-size "

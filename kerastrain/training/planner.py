@@ -127,6 +127,13 @@ def format_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def breakdown_lines(plan) -> list[str]:
+    """The plan's parts and total per device, one aligned line each (``kerastrain plan``)."""
+    parts = ("weights", "optimizer", "gradients", "accumulator", "activations")
+    lines = [f"  {part:<12} {format_bytes(getattr(plan, part)):>12}" for part in parts]
+    return [*lines, f"  {'total':<12} {format_bytes(plan.total):>12} per device"]
+
+
 def measure_training_memory(cfg: RunConfig, run_step: bool = False) -> dict:
     """Measured bytes of one real training step of ``cfg`` on the default device.
 
