@@ -1,5 +1,6 @@
 """The command line (click): the ``kerastrain`` group, the ``run`` options and the model commands.
-Imports anything below it (training, model, data, storage, core); nothing imports it but plugins."""
+Imports anything below it (training, model, data, storage, core); above it are only plugins and
+the test fixtures in ``kerastrain.testing`` that drive the CLI."""
 
 from kerastrain.cli.main import cli, main
 
