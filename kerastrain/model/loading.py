@@ -13,19 +13,24 @@ from pathlib import Path
 
 from kerastrain.config import ModelConfig
 from kerastrain.errors import CheckpointError
+from kerastrain.model.sharded_weights import is_sharded, restore_model_variables
 
 WEIGHTS_FILE = "model.weights.h5"
 FINAL_CHECKPOINT = "final_checkpoint"
 
 
+def _has_weights(folder: Path) -> bool:
+    return (folder / WEIGHTS_FILE).is_file() or is_sharded(folder)
+
+
 def _find(path: Path) -> tuple[Path, Path]:
     """(output_dir, checkpoint_dir) for an output directory or a checkpoint directory."""
-    if (path / WEIGHTS_FILE).is_file():
+    if _has_weights(path):
         return path.parent, path
-    if (path / FINAL_CHECKPOINT / WEIGHTS_FILE).is_file():
+    if _has_weights(path / FINAL_CHECKPOINT):
         return path, path / FINAL_CHECKPOINT
     raise CheckpointError(
-        f"{path} holds no {WEIGHTS_FILE} nor {FINAL_CHECKPOINT}/{WEIGHTS_FILE}; pass a run's "
+        f"{path} holds no checkpoint ({WEIGHTS_FILE} or state/) nor {FINAL_CHECKPOINT}/; pass a run's "
         "output directory after training finished, or one of its checkpoint directories"
     )
 
@@ -79,5 +84,9 @@ def load(path: str | Path, *, with_tokenizer: bool = True):
         model = build_model(cfg)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    load_weights_verified(model, checkpoint / WEIGHTS_FILE)
+    if is_sharded(checkpoint):  # written on a device mesh (Orbax): read onto this device
+        state = json.loads((checkpoint / "state.json").read_text())
+        restore_model_variables(model, checkpoint, state, rng=False)
+    else:
+        load_weights_verified(model, checkpoint / WEIGHTS_FILE)
     return model, tokenizer

@@ -19,6 +19,11 @@ from pathlib import Path
 import numpy as np
 
 from kerastrain.errors import CheckpointError
+from kerastrain.model.sharded_weights import (
+    is_sharded,
+    restore_model_variables,
+    restore_optimizer_variables,
+)
 from kerastrain.model.weights import load_weights_verified, save_weights
 from kerastrain.storage.durable import fsync_dir, fsync_tree
 from kerastrain.storage.manifest import is_complete, verify, write_manifest
@@ -63,10 +68,7 @@ def save_checkpoint(
     ``extra_files``: relative path -> bytes, written inside it too (e.g. per-process data
     positions)."""
     path = Path(path)
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tmp = fresh_temporary(path, os.getpid())
     save_weights(model, tmp / WEIGHTS_FILE)
     # By position: seed generators get process-wide auto-numbered names.
     np.savez(tmp / RNG_FILE, *[np.asarray(v.value) for v in rng_variables(model)])
@@ -75,8 +77,25 @@ def save_checkpoint(
     full_state = dict(state)
     full_state["weights"] = {"count": len(model.weights)}
     full_state["optimizer"] = {"count": len(opt_vars), "paths": [v.path for v in opt_vars]}
-    full_state["saved_at"] = time.time()
-    (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
+    write_metadata(tmp, full_state, pipeline_state=pipeline_state, run_config=run_config,
+                   tokenizer=tokenizer, extra_files=extra_files)
+    return seal(tmp, path, state.get("step"))
+
+
+def fresh_temporary(path: Path, tag) -> Path:
+    """An empty temporary folder beside ``path`` to write its checkpoint into."""
+    tmp = Path(path).parent / f".tmp-{Path(path).name}-{tag}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_metadata(tmp: Path, state: dict, *, pipeline_state=None, run_config=None,
+                   tokenizer=None, extra_files: dict[str, bytes] | None = None) -> None:
+    """Everything of a checkpoint but the arrays: state, data position, configs, tokenizer."""
+    state = {**state, "saved_at": time.time()}
+    (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
     if pipeline_state is not None:
         pipeline_state.save(tmp / PIPELINE_FILE)
     if run_config is not None:
@@ -87,8 +106,12 @@ def save_checkpoint(
     for rel, data in (extra_files or {}).items():
         (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp / rel).write_bytes(data)
+
+
+def seal(tmp: Path, path: Path, step) -> Path:
+    """fsync ``tmp``, write its manifest last, then rename it to ``path`` (replacing it)."""
     fsync_tree(tmp)  # the data first: the manifest must never vouch for unwritten files
-    write_manifest(tmp, {"step": state.get("step")})
+    write_manifest(tmp, {"step": step})
     fsync_dir(tmp)
     old = None
     if path.exists():
@@ -114,6 +137,9 @@ def restore_model(model, path: Path, rng: bool = True) -> dict:
     path = Path(path)
     verify(path)
     state = read_state(path)
+    if is_sharded(path):
+        restore_model_variables(model, path, state, rng=rng)
+        return state
     load_weights_verified(model, path / WEIGHTS_FILE)
     if rng and (path / RNG_FILE).exists():
         with np.load(path / RNG_FILE) as data:
@@ -127,6 +153,9 @@ def restore_model(model, path: Path, rng: bool = True) -> dict:
 
 def restore_optimizer(optimizer, path: Path, state: dict) -> None:
     """Load optimizer variables saved by :func:`save_checkpoint` (the optimizer must be built)."""
+    if is_sharded(path):
+        restore_optimizer_variables(optimizer, path, state)
+        return
     expected = state["optimizer"]
     if expected["count"] != len(optimizer.variables):
         raise CheckpointError(

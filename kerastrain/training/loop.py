@@ -26,6 +26,7 @@ from kerastrain.training.checkpoint import prune_step_checkpoints, save_checkpoi
 from kerastrain.training.flops import MfuMeter
 from kerastrain.training.loss import chunked_eval_loss, chunked_lm_loss
 from kerastrain.training.metrics_log import MetricsLog
+from kerastrain.training.sharded_checkpoint import ShardedCheckpointer
 
 
 def process_start_time() -> float:
@@ -143,6 +144,8 @@ class Trainer:
             * (mesh_plan.shape.devices if mesh_plan else 1)  # --batch-size is per device
         )
         self.mfu = MfuMeter(self.cfg.model)
+        # On a mesh every process writes its shards, asynchronously (Orbax).
+        self.checkpointer = ShardedCheckpointer(self) if mesh_plan is not None else None
         self._steady_start: tuple[float, int] | None = None  # (time, step) after the compile
 
     # -- state -------------------------------------------------------------------------------
@@ -177,10 +180,8 @@ class Trainer:
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_tokens": count}
 
     def save(self, state, name: str, kind: str, pipeline_state: PipelineState | None) -> Path:
-        if self.mesh_plan is not None and self.mesh_plan.multi_process:
-            from kerastrain.training.sharded_checkpoint import save_from_all_processes
-
-            return save_from_all_processes(self, state, name, kind, pipeline_state)
+        if self.checkpointer is not None:
+            return self.checkpointer.save(state, name, kind, pipeline_state)
         self._write_back(state)
         path = save_checkpoint(
             self.run.output_dir / name,
@@ -305,8 +306,10 @@ class Trainer:
                 if self.step % cfg.output.save_every == 0 and not last_step:
                     self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
                     last_saved_step = self.step
-                    if self.primary:
+                    if self.checkpointer is None:
                         prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
+                if self.checkpointer is not None and self.checkpointer.poll() and self.primary:
+                    prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
                 if self._should_stop():
                     reason = "interrupted"
                     break
@@ -315,6 +318,10 @@ class Trainer:
             if pending is not None:
                 last_loss = self._read_loss(pending)
                 first_loss = last_loss if first_loss is None else first_loss
+        except BaseException:
+            if self.checkpointer is not None:
+                self.checkpointer.abandon()  # seal what is written, if it can be done alone
+            raise
         finally:
             batches.close()
             for s, handler in old_handlers.items():
@@ -339,6 +346,10 @@ class Trainer:
                 self._maybe_best(state, final, last_pipeline_state)
             summary["checkpoint"] = str(self.save(state, "final_checkpoint", "final",
                                                   last_pipeline_state))
+        if self.checkpointer is not None:
+            self.checkpointer.finish()
+            if self.primary:
+                prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
         metrics.write("summary", self.step, summary)
         metrics.close()
         return summary

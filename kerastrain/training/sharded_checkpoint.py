@@ -1,14 +1,22 @@
-"""Checkpoints of a multi-process run, and each process's data position in them.
+"""Sharded, asynchronous checkpoints of a run on a device mesh (Orbax), and each process's data
+position in them.
 
-What is done (and what is not): every process takes part in gathering the sharded state into whole
-arrays (an XLA all-gather over the mesh), then process 0 alone writes the ordinary checkpoint
-format (``model.weights.h5``, ``optimizer.npz``: whole arrays, no mesh in them) through
-:func:`kerastrain.training.checkpoint.save_checkpoint`: fsync'ed, sealed by the manifest, renamed
-into place. So ``kerastrain.load``, ``generate`` and cloud uploads read it as any other, and any
-mesh or process count can resume from it (each variable is resharded by its layout on load).
-This is *not* Orbax's sharded, asynchronous write: process 0 needs host memory for the whole
-state and training waits while it writes. Multi-host runs need ``--output-dir`` on a filesystem
-every process sees (NFS, GCS FUSE) to resume.
+Every process writes the shards of the training state its devices hold with Orbax
+(``orbax-checkpoint``, the standard for sharded JAX state; OCDBT files per process) into
+``state/`` of a temporary checkpoint folder: no gather to one host. Writing is asynchronous: the
+step waits only for the device-to-host copy, then training goes on while Orbax writes. A thread of
+process 0 waits until Orbax has committed (Orbax's own barrier: every process has finished its
+shards), then fsyncs the folder, writes ``manifest.json`` last and renames the folder into place:
+a checkpoint is complete or invisible, as with one device. A kill while writing leaves only a
+``.tmp-*`` folder, which auto-resume ignores. The next save, the end of the run and every step's
+poll wait for or notice the sealing; plugin hooks (uploads) are called from the training thread
+once a checkpoint is sealed.
+
+Resume reshards: each variable is read straight into the sharding its layout gives it now
+(``kerastrain.model.sharded_weights``), so a checkpoint of 4 devices resumes on 2, on 1 or in
+another mesh, and ``kerastrain.load``, ``generate``, ``eval``, ``export`` and uploads read it like
+any other checkpoint. ``--output-dir`` must be a filesystem every process sees (one host, NFS,
+GCS FUSE) for several hosts to write one checkpoint.
 
 Each process's data position (its :class:`~kerastrain.data.pipeline.PipelineState`) is gathered to
 process 0 and stored as ``pipeline_states/process_NNNNN.json.gz``. Resumed with the same number of
@@ -21,10 +29,20 @@ from __future__ import annotations
 
 import gzip
 import json
+import shutil
+import threading
 from pathlib import Path
 
 from kerastrain.data.pipeline import PipelineState
-from kerastrain.training.checkpoint import PIPELINE_FILE, save_checkpoint
+from kerastrain.model.sharded_weights import (
+    MODEL_ITEM,
+    OPTIMIZER_ITEM,
+    STATE_DIR,
+    describe,
+    key,
+    model_variables,
+)
+from kerastrain.training.checkpoint import PIPELINE_FILE, seal, write_metadata
 from kerastrain.training.processes import barrier, gather_bytes
 
 STATES_DIR = "pipeline_states"
@@ -39,31 +57,118 @@ def _decode(blob: bytes) -> PipelineState:
     return PipelineState(**json.loads(gzip.decompress(blob)))
 
 
-def save_from_all_processes(trainer, state, name: str, kind: str, pipeline_state) -> Path:
-    """Every process calls this at the same step; process 0 writes the checkpoint."""
-    plan = trainer.mesh_plan
-    whole = plan.gathered(state)  # collective: whole arrays on every process
-    variables = (trainer.model.trainable_variables + trainer.model.non_trainable_variables
-                 + trainer.optimizer.variables)
-    for var, value in zip(variables, [v for part in whole for v in part], strict=True):
-        # Bypass Variable.assign, which would reshard by the layout: saving needs whole arrays.
-        var._value = value
-    blobs = gather_bytes(_encode(pipeline_state or PipelineState()))  # collective
-    path = trainer.run.output_dir / name
-    if plan.process_index == 0:
-        files = {f"{STATES_DIR}/process_{i:05d}.json.gz": b for i, b in enumerate(blobs)}
-        save_checkpoint(
-            path, model=trainer.model, optimizer=trainer.optimizer,
-            state={"step": trainer.step, "kind": kind, "best_val_loss": trainer.best_val,
-                   "epoch": pipeline_state.epoch if pipeline_state else None,
-                   "tokens_seen": trainer.step * trainer.tokens_per_update,
-                   "processes": plan.process_count},
-            run_config=trainer.cfg, tokenizer=trainer.run.tokenizer, extra_files=files,
-        )
-        trainer.hooks.on_checkpoint_saved(run=trainer.run, path=path, step=trainer.step, kind=kind)
-    trainer._write_back(state)  # back to the sharded values (frees the whole copies)
-    barrier(f"saved {name} at step {trainer.step}")
-    return path
+def _lora_scale(model) -> float | None:
+    from kerastrain.model.lora import lora_layers
+
+    for layer in lora_layers(model):
+        if getattr(layer, "lora_enabled", False):
+            return layer.lora_alpha / layer.lora_rank
+    return None
+
+
+class ShardedCheckpointer:
+    """Writes the checkpoints of a :class:`~kerastrain.training.loop.Trainer` on a mesh.
+
+    Every process calls :meth:`save` at the same step (a collective), :meth:`poll` after each step
+    and :meth:`finish` at the end of the run."""
+
+    def __init__(self, trainer):
+        import orbax.checkpoint as ocp
+
+        self.trainer = trainer
+        self.primary = trainer.mesh_plan.process_index == 0
+        self._orbax = ocp.AsyncCheckpointer(ocp.CompositeCheckpointHandler())
+        self._sealer: threading.Thread | None = None
+        self._sealed: list[tuple[Path, int, str]] = []  # sealed, hooks not yet called
+        self._error: BaseException | None = None
+
+    def save(self, state, name: str, kind: str, pipeline_state) -> Path:
+        import orbax.checkpoint as ocp
+
+        t = self.trainer
+        self._wait()  # one write at a time: the previous checkpoint is sealed first
+        blobs = gather_bytes(_encode(pipeline_state or PipelineState()))  # collective
+        path = t.run.output_dir / name
+        # The same temporary name in every process: Orbax writes one folder together.
+        tmp = t.run.output_dir / f".tmp-{name}"
+        if self.primary and tmp.exists():
+            shutil.rmtree(tmp)  # left by a killed run
+        barrier(f"clean {tmp.name} at step {t.step}")
+        trainable, non_trainable, opt_vars = state
+        model_tree = {key(i): a for i, a in enumerate(list(trainable) + list(non_trainable))}
+        opt_tree = {key(i): a for i, a in enumerate(opt_vars)}
+        # Returns once the arrays are copied to host memory; the files are written meanwhile.
+        self._orbax.save((tmp / STATE_DIR).absolute(), args=ocp.args.Composite(**{
+            MODEL_ITEM: ocp.args.StandardSave(model_tree),
+            OPTIMIZER_ITEM: ocp.args.StandardSave(opt_tree)}))
+        if self.primary:
+            model, optimizer = t.model, t.optimizer
+            record = {
+                "step": t.step, "kind": kind, "best_val_loss": t.best_val,
+                "epoch": pipeline_state.epoch if pipeline_state else None,
+                "tokens_seen": t.step * t.tokens_per_update,
+                "processes": t.mesh_plan.process_count, "format": "orbax",
+                "mesh": t.mesh_plan.shape.describe(),
+                "model_variables": describe(model_variables(model),
+                                            {id(w) for w in model.weights}),
+                "weights": {"count": len(model.weights)},
+                "optimizer": {"count": len(optimizer.variables),
+                              "paths": [v.path for v in optimizer.variables],
+                              "shapes": [list(v.shape) for v in optimizer.variables]},
+                "lora_scale": _lora_scale(model),
+            }
+            files = {f"{STATES_DIR}/process_{i:05d}.json.gz": b for i, b in enumerate(blobs)}
+            write_metadata(tmp, record, run_config=t.cfg, tokenizer=t.run.tokenizer,
+                           extra_files=files)
+            self._sealer = threading.Thread(target=self._seal, args=(tmp, path, t.step, kind),
+                                            name=f"seal-{name}", daemon=True)
+            self._sealer.start()
+        return path
+
+    def _seal(self, tmp: Path, path: Path, step: int, kind: str) -> None:
+        try:
+            self._orbax.wait_until_finished()  # every process has written its shards
+            seal(tmp, path, step)
+            self._sealed.append((path, step, kind))
+        except BaseException as exc:  # reported by the training thread (poll / finish)
+            self._error = exc
+
+    def _wait(self) -> None:
+        self._orbax.wait_until_finished()
+        if self._sealer is not None:
+            self._sealer.join()
+            self._sealer = None
+        self.poll()
+
+    def poll(self) -> list[Path]:
+        """Checkpoints sealed since the last call: their plugin hooks are called now."""
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+        done, self._sealed = self._sealed, []
+        for path, step, kind in done:
+            self.trainer.hooks.on_checkpoint_saved(run=self.trainer.run, path=path, step=step,
+                                                   kind=kind)
+        return [path for path, _, _ in done]
+
+    def abandon(self) -> None:
+        """The run failed: in one process, still seal the checkpoint being written."""
+        if self.trainer.mesh_plan.multi_process:
+            return  # sealing waits for every process; they may be gone
+        try:
+            self._orbax.wait_until_finished()
+            if self._sealer is not None:
+                self._sealer.join()
+        except Exception:  # noqa: BLE001 - the run's own error is the one to report
+            pass
+
+    def finish(self) -> None:
+        """Wait until the last checkpoint is sealed (in every process)."""
+        try:
+            self._wait()
+        finally:
+            self._orbax.close()
+        barrier("checkpoints sealed")
 
 
 def restore_data_position(checkpoint: Path, process_index: int, process_count: int,

@@ -114,8 +114,9 @@ def test_fsdp_shards_weights_and_optimizer_state():
 
 
 def test_checkpoint_from_4_devices_resumes_on_2_and_1_and_skips_a_corrupt_newest(tmp_path):
-    """The checkpoint holds whole arrays: any mesh reshards it on load. With the same global
-    batch (``--batch-size`` x devices = 8) the resumed runs repeat the uninterrupted losses."""
+    """The checkpoint holds sharded arrays (Orbax): any mesh reshards them on load. With the same
+    global batch (``--batch-size`` x devices = 8) the resumed runs repeat the uninterrupted
+    losses; kerastrain.load reads it on one device."""
     run = [*SMALL, "--max-steps", "8", "--save-every", "4"]
     out = tmp_path / "run"
     first = kerastrain("run", *run, "--batch-size", "2", "--fsdp", "2", "--output-dir", str(out),
@@ -123,8 +124,23 @@ def test_checkpoint_from_4_devices_resumes_on_2_and_1_and_skips_a_corrupt_newest
     assert first.returncode == 0, first.stderr
     uninterrupted = train_losses(out)
     assert len(uninterrupted) == 8
+    final = out / "final_checkpoint"
+    assert (final / "state" / "model").is_dir() and not (final / "model.weights.h5").exists()
+    assert json.loads((final / "state.json").read_text())["format"] == "orbax"
+    assert not list(out.glob(".tmp-*")), "every write was sealed and renamed"
+    # Read back on one device (kerastrain.load): the run's own final validation loss.
+    evals = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+             if r["kind"] == "eval"]
+    scored = kerastrain("eval", str(out), "--json", env=forced_devices(1))
+    assert scored.returncode == 0, scored.stderr
+    val = json.loads(scored.stdout.strip().splitlines()[-1])["loss"]
+    assert abs(val - evals[-1]["val_loss"]) <= 1e-4 * evals[-1]["val_loss"]
+    gen = kerastrain("generate", str(out), "--prompt", "the", "--max-new-tokens", "5",
+                     env=forced_devices(1))
+    assert gen.returncode == 0, gen.stderr
     # The newest checkpoint is damaged on disk: auto-resume says so and takes step 4 instead.
-    damaged = out / "final_checkpoint" / "optimizer.npz"
+    damaged = max((final / "state" / "optimizer").rglob("*"),
+                  key=lambda p: p.stat().st_size if p.is_file() else -1)
     data = bytearray(damaged.read_bytes())
     data[-100] ^= 1
     damaged.write_bytes(bytes(data))

@@ -15,7 +15,7 @@ from pathlib import Path
 from kerastrain.training import processes
 from kerastrain.training.checkpoint import newest_verified_checkpoint
 from tests.helpers import invoke, kerastrain
-from tests.training.test_distribution import SMALL, assert_close, train_losses
+from tests.training.test_distribution import SMALL, assert_close, forced_devices, train_losses
 
 WIDE = {"COLUMNS": "1000"}
 
@@ -59,6 +59,10 @@ def test_two_processes_train_share_the_data_and_resume_exactly(tmp_path):
     assert losses[-1] < losses[0]
     final = out / "final_checkpoint"
     assert json.loads((final / "state.json").read_text())["processes"] == 2
+    # Each process wrote its own shards (Orbax, no gather to process 0).
+    for item in ("model", "optimizer"):
+        written = {p.name for p in (final / "state" / item).glob("ocdbt.process_*")}
+        assert written == {"ocdbt.process_0", "ocdbt.process_1"}, written
     positions = [json.loads(gzip.decompress(p.read_bytes()))
                  for p in sorted((final / "pipeline_states").iterdir())]
     assert len(positions) == 2
@@ -71,6 +75,13 @@ def test_two_processes_train_share_the_data_and_resume_exactly(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Data position: epoch" in again.stdout and "this process's share (0)" in again.stdout
     assert_close(train_losses(tmp_path / "again"), losses[3:], "resumed with 2 processes")
+    # One process with 4 devices: the state is resharded, the data position restarts the epoch.
+    one = kerastrain("run", *run, "--output-dir", str(tmp_path / "one"), "--resume-from",
+                     str(out / "checkpoint_step_3"), env={**WIDE, **forced_devices(4)})
+    assert one.returncode == 0, one.stderr[-3000:]
+    said = " ".join(one.stdout.split())
+    assert "at step 3" in said and "written by 2 process(es), this run has 1" in said
+    assert len(train_losses(tmp_path / "one")) == 3
 
 
 def _children(pid: int) -> list[int]:
