@@ -124,6 +124,16 @@ def seal(tmp: Path, path: Path, step) -> Path:
     return path
 
 
+def remove_leftovers(output_dir: Path) -> list[Path]:
+    """Delete the temporary folders of checkpoints a killed run was writing (never complete)."""
+    removed = []
+    for tmp in Path(output_dir).glob(".tmp-*"):
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    return removed
+
+
 def read_state(path: Path) -> dict:
     try:
         return json.loads((Path(path) / STATE_FILE).read_text())

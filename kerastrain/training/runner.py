@@ -204,6 +204,10 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     train_docs, val_docs, what = open_documents(config)
     say(f"Data: {what}")
     resume = find_resume_point(config, output_dir, say)
+    if primary:
+        from kerastrain.training.checkpoint import remove_leftovers
+
+        remove_leftovers(output_dir)  # half-written checkpoints of a killed run
     if resume is None and config.output.overwrite and primary:
         clear_previous_run(output_dir)
     if resume is not None and primary:

@@ -34,6 +34,7 @@ import threading
 from pathlib import Path
 
 from kerastrain.data.pipeline import PipelineState
+from kerastrain.errors import CheckpointError
 from kerastrain.model.sharded_weights import (
     MODEL_ITEM,
     OPTIMIZER_ITEM,
@@ -80,7 +81,7 @@ class ShardedCheckpointer:
         self._orbax = ocp.AsyncCheckpointer(ocp.CompositeCheckpointHandler())
         self._sealer: threading.Thread | None = None
         self._sealed: list[tuple[Path, int, str]] = []  # sealed, hooks not yet called
-        self._error: BaseException | None = None
+        self._error: CheckpointError | None = None
 
     def save(self, state, name: str, kind: str, pipeline_state) -> Path:
         import orbax.checkpoint as ocp
@@ -130,8 +131,11 @@ class ShardedCheckpointer:
             self._orbax.wait_until_finished()  # every process has written its shards
             seal(tmp, path, step)
             self._sealed.append((path, step, kind))
-        except BaseException as exc:  # reported by the training thread (poll / finish)
-            self._error = exc
+        except Exception as exc:  # reported by the training thread (poll / finish)
+            self._error = CheckpointError(
+                f"writing checkpoint {path} failed ({exc}); the previous complete checkpoint "
+                f"is kept. Check free space and permissions of {path.parent}")
+            self._error.__cause__ = exc
 
     def _wait(self) -> None:
         self._orbax.wait_until_finished()

@@ -70,7 +70,7 @@ def test_load_rejects_a_mismatching_config(output_dir, tmp_path):
     ByteTokenizer().save(tmp_path / "tokenizer.json")
     with pytest.raises(CheckpointError, match="weight arrays"):
         load(tmp_path)
-    with pytest.raises(CheckpointError, match="no model.weights.h5"):
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load(tmp_path / "final_checkpoint" / "nowhere")
 
 

@@ -144,6 +144,7 @@ def test_checkpoint_from_4_devices_resumes_on_2_and_1_and_skips_a_corrupt_newest
     data = bytearray(damaged.read_bytes())
     data[-100] ^= 1
     damaged.write_bytes(bytes(data))
+    (out / ".tmp-checkpoint_step_6" / "state").mkdir(parents=True)  # as a kill -9 leaves it
     two = kerastrain("run", *run, "--batch-size", "4", "--output-dir", str(out),
                      env=forced_devices(2))
     assert two.returncode == 0, two.stderr
@@ -152,6 +153,7 @@ def test_checkpoint_from_4_devices_resumes_on_2_and_1_and_skips_a_corrupt_newest
     assert "falling back to the previous complete checkpoint" in said
     assert "Resuming from" in said and "checkpoint_step_4 (step 4)" in said
     assert_close(train_losses(out), uninterrupted, "resumed on 2 devices")
+    assert not list(out.glob(".tmp-*"))
     one = kerastrain("run", *run, "--batch-size", "8", "--output-dir", str(tmp_path / "one"),
                      "--resume-from", str(out / "checkpoint_step_4"), env=forced_devices(1))
     assert one.returncode == 0, one.stderr
