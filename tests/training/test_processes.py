@@ -78,18 +78,32 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
-def test_a_killed_process_stops_the_run_with_a_clear_message(tmp_path):
+def _train_steps(out: Path) -> list[int]:
+    """Steps of the train records in ``metrics.jsonl`` so far (a line being written is left out)."""
+    path = out / "metrics.jsonl"
+    done = path.read_text().rpartition("\n")[0] if path.exists() else ""
+    rows = [json.loads(line) for line in done.splitlines()]
+    return [r["step"] for r in rows if r["kind"] == "train"]
+
+
+def test_a_killed_process_stops_the_run_and_the_same_command_resumes_exactly(tmp_path):
+    """kill -9 of one of two processes: the launcher stops the other at once with one clear
+    line; running the same command again resumes from the newest checkpoint and logs the losses
+    of an uninterrupted run."""
+    run = [*SMALL, "--max-steps", "30", "--batch-size", "2", "--save-every", "3"]
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "kerastrain", "launch", "--num-processes", "2",
-         "--devices-per-process", "2", "--", "run", *SMALL, "--max-steps", "100000",
-         "--batch-size", "2", "--save-every", "2", "--output-dir", str(out)],
+         "--devices-per-process", "2", "--", "run", *run, "--output-dir", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **WIDE))
     try:
         deadline = time.monotonic() + 300
-        while not (out / "checkpoint_step_2").exists():
+        # A checkpoint is complete (sealed by its manifest, then renamed into place) and
+        # training has gone on past it.
+        while not ((out / "checkpoint_step_3" / "manifest.json").exists()
+                   and max(_train_steps(out), default=0) > 3):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.5)
+            time.sleep(0.1)
         workers = _children(proc.pid)
         assert len(workers) == 2
         os.kill(workers[1], signal.SIGKILL)
@@ -103,4 +117,17 @@ def test_a_killed_process_stops_the_run_with_a_clear_message(tmp_path):
     assert "process 1 was killed by SIGKILL; the others cannot go on" in err
     assert "Run the same command again to resume" in err
     kept = newest_verified_checkpoint(out)  # every file of the newest checkpoint checks out
-    assert kept is not None and kept.step >= 2
+    assert kept is not None and 3 <= kept.step < 30, kept
+    assert not (out / "final_checkpoint").exists()  # killed while training went on
+
+    again = launch(*run, "--output-dir", str(out))  # the very same command
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = " ".join(again.stdout.split())
+    assert f"Resumed from {kept.path} at step {kept.step}" in said, said[-3000:]
+    assert f"(steps {kept.step + 1}-30; 30 in total)" in said, said[-3000:]
+    uninterrupted = launch(*run, "--output-dir", str(tmp_path / "uninterrupted"))
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-3000:]
+    # The killed run's lines past the checkpoint were dropped: each step is logged once.
+    assert _train_steps(out) == list(range(1, 31))
+    assert_close(train_losses(out), train_losses(tmp_path / "uninterrupted"),
+                 "killed, then the same command run again")
