@@ -57,6 +57,20 @@ def uninterrupted(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     return out, launch(*RUN, "--output-dir", str(out))
 
 
+def test_a_failed_collective_between_processes_is_told_in_one_line(monkeypatch):
+    import jax
+
+    gloo = jax.errors.JaxRuntimeError("UNKNOWN: Gloo all-reduce failed: [external/gloo/gloo/"
+                                      "transport/tcp/pair.cc:538] Read error: Connection reset "
+                                      "by peer")
+    assert processes.lost_process_message(gloo) is None  # not a multi-process run
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+    message = processes.lost_process_message(gloo)
+    assert message.startswith("another process of this run stopped") and "\n" not in message
+    assert "Connection reset by peer" in message and "Run the same command again" in message
+    assert processes.lost_process_message(RuntimeError("RESOURCE_EXHAUSTED: out of memory")) is None
+
+
 def test_two_processes_train_share_the_data_and_resume_exactly(uninterrupted, tmp_path):
     out, first = uninterrupted
     assert first.returncode == 0, first.stderr[-3000:]
