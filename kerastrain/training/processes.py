@@ -139,7 +139,7 @@ def lost_process_message(exc: BaseException) -> str | None:
         return None
     detail = str(exc).strip().splitlines()[0]
     return (f"another process of this run stopped, so this one cannot go on (a collective between "
-            f"the processes failed: {detail}). Run the same command again in every process to "
+            f"the processes failed: {detail}). Run the same command again (in every process) to "
             "resume from the last checkpoint.")
 
 
