@@ -2,7 +2,8 @@
 
 Exit codes of ``kerastrain run``: 0 done; 2 bad input (a :class:`UserError`, nothing trained);
 3 (:data:`EXIT_NOT_UPLOADED`) trained, but some checkpoints did not reach the remote (they are listed
-and kept locally: ``kerastrain sync OUTPUT_DIR`` uploads them later); 130/143 interrupted.
+and kept locally: ``kerastrain sync OUTPUT_DIR`` uploads them later); 4 (:data:`EXIT_PROCESS_LOST`)
+another process of a multi-process run stopped, so this one could not go on; 130/143 interrupted.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import click
 
 EXIT_NOT_UPLOADED = 3
+EXIT_PROCESS_LOST = 4
 
 
 class UserError(click.ClickException):

@@ -53,6 +53,14 @@ def run(config, explicit_vocab):
     except KeyboardInterrupt:  # before the loop (which saves on Ctrl-C) or a second Ctrl-C
         console.print("Interrupted; nothing new was saved. Run the same command to start again.")
         sys.exit(130)
+    except Exception as exc:
+        from kerastrain.errors import EXIT_PROCESS_LOST
+        from kerastrain.training.processes import exit_at_once, lost_process_message
+
+        lost = lost_process_message(exc)
+        if lost is None:
+            raise
+        exit_at_once(lost, EXIT_PROCESS_LOST)
     reason = summary.get("reason")
     if reason == "interrupted":
         console.print(

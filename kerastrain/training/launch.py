@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from kerastrain.errors import ConfigError
+from kerastrain.errors import EXIT_PROCESS_LOST, ConfigError
 
 
 def free_port() -> int:
@@ -74,7 +74,8 @@ def launch(num_processes: int, args: list[str], devices_per_process: int | None 
                     p.wait()
                 return failed[0][1]
             if failed:
-                i, code = failed[0]
+                # Not one that stopped because another process died (it exits at once, too).
+                i, code = next((f for f in failed if f[1] != EXIT_PROCESS_LOST), failed[0])
                 say(f"kerastrain launch: process {i} {_describe(code)}; the others cannot go on "
                     "without it and are stopped. Run the same command again to resume from the "
                     "last checkpoint.")

@@ -124,6 +124,38 @@ def gather_bytes(blob: bytes) -> list[bytes]:
     return [bytes(rows[i, : int(sizes[i][0])]) for i in range(rows.shape[0])]
 
 
+def lost_process_message(exc: BaseException) -> str | None:
+    """One line for an error that says another process of this multi-process run is gone, else
+    None.
+
+    When a process dies (``kill -9``, a crash, its machine lost), the collectives of the others
+    fail at once: between CPU processes gloo raises "Gloo ... failed: ... Connection reset by
+    peer". Without this line the survivor would end on that traceback, then wait out the heartbeat
+    timeout in JAX's shutdown barrier at exit and abort with JAX's fatal message."""
+    import sys
+
+    jax = sys.modules.get("jax")
+    if jax is None or not jax.distributed.is_initialized() or "Gloo" not in str(exc):
+        return None
+    detail = str(exc).strip().splitlines()[0]
+    return (f"another process of this run stopped, so this one cannot go on (a collective between "
+            f"the processes failed: {detail}). Run the same command again (in every process) to "
+            "resume from the last checkpoint.")
+
+
+def exit_at_once(message: str, code: int) -> None:
+    """Print ``message`` and end the process without the exit handlers: JAX's would wait for the
+    lost process in its shutdown barrier until the heartbeat timeout, then abort."""
+    import sys
+
+    import click
+
+    click.echo(f"Error: {message}", err=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 class SilentHooks:
     """Stands in for the plugin hooks on processes other than 0: they write nothing."""
 

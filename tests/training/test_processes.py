@@ -12,12 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from kerastrain.training import processes
 from kerastrain.training.checkpoint import newest_verified_checkpoint
 from tests.helpers import invoke, kerastrain
 from tests.training.test_distribution import SMALL, assert_close, forced_devices, train_losses
 
 WIDE = {"COLUMNS": "1000"}
+# The two-process run of the tests below: 30 steps, a checkpoint every 3.
+RUN = [*SMALL, "--max-train-examples", "8", "--max-steps", "30", "--save-every", "3",
+       "--batch-size", "2"]
 
 
 def launch(*args: str, timeout: float = 400) -> subprocess.CompletedProcess:
@@ -45,17 +50,35 @@ def test_bad_process_options_fail_with_one_line_and_write_nothing(tmp_path, monk
         assert not out.exists()
 
 
-def test_two_processes_train_share_the_data_and_resume_exactly(tmp_path):
-    run = [*SMALL, "--max-train-examples", "8", "--max-steps", "6", "--save-every", "3",
-           "--batch-size", "2"]
-    out = tmp_path / "run"
-    first = launch(*run, "--output-dir", str(out))
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """RUN trained from start to end, once for the tests of this module."""
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    return out, launch(*RUN, "--output-dir", str(out))
+
+
+def test_a_failed_collective_between_processes_is_told_in_one_line(monkeypatch):
+    import jax
+
+    gloo = jax.errors.JaxRuntimeError("UNKNOWN: Gloo all-reduce failed: [external/gloo/gloo/"
+                                      "transport/tcp/pair.cc:538] Read error: Connection reset "
+                                      "by peer")
+    assert processes.lost_process_message(gloo) is None  # not a multi-process run
+    monkeypatch.setattr(jax.distributed, "is_initialized", lambda: True)
+    message = processes.lost_process_message(gloo)
+    assert message.startswith("another process of this run stopped") and "\n" not in message
+    assert "Connection reset by peer" in message and "Run the same command again" in message
+    assert processes.lost_process_message(RuntimeError("RESOURCE_EXHAUSTED: out of memory")) is None
+
+
+def test_two_processes_train_share_the_data_and_resume_exactly(uninterrupted, tmp_path):
+    out, first = uninterrupted
     assert first.returncode == 0, first.stderr[-3000:]
     said = " ".join(first.stdout.split())
     assert "Mesh: 4 devices in 2 processes" in said and "global batch 8" in said
-    assert said.count("Done: 6 steps") == 1  # process 1 prints nothing
+    assert said.count("Done: 30 steps") == 1  # process 1 prints nothing
     losses = train_losses(out)
-    assert len(losses) == 6  # one metrics line per step: only process 0 writes
+    assert len(losses) == 30  # one metrics line per step: only process 0 writes
     assert losses[-1] < losses[0]
     final = out / "final_checkpoint"
     assert json.loads((final / "state.json").read_text())["processes"] == 2
@@ -69,19 +92,19 @@ def test_two_processes_train_share_the_data_and_resume_exactly(tmp_path):
     # Each process went through its whole share (the shares are disjoint and together hold
     # every document once: tests/data/test_sharding.py) and on into the next epoch.
     assert all(p["epoch"] >= 1 for p in positions)
-    # The same process count resumes exactly from the step-3 checkpoint.
-    again = launch(*run, "--output-dir", str(tmp_path / "again"), "--resume-from",
-                   str(out / "checkpoint_step_3"))
+    # The same process count resumes exactly from the step-24 checkpoint.
+    again = launch(*RUN, "--output-dir", str(tmp_path / "again"), "--resume-from",
+                   str(out / "checkpoint_step_24"))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Data position: epoch" in again.stdout and "this process's share (0)" in again.stdout
-    assert_close(train_losses(tmp_path / "again"), losses[3:], "resumed with 2 processes")
+    assert_close(train_losses(tmp_path / "again"), losses[24:], "resumed with 2 processes")
     # One process with 4 devices: the state is resharded, the data position restarts the epoch.
-    one = kerastrain("run", *run, "--output-dir", str(tmp_path / "one"), "--resume-from",
-                     str(out / "checkpoint_step_3"), env={**WIDE, **forced_devices(4)})
+    one = kerastrain("run", *RUN, "--output-dir", str(tmp_path / "one"), "--resume-from",
+                     str(out / "checkpoint_step_24"), env={**WIDE, **forced_devices(4)})
     assert one.returncode == 0, one.stderr[-3000:]
     said = " ".join(one.stdout.split())
-    assert "at step 3" in said and "written by 2 process(es), this run has 1" in said
-    assert len(train_losses(tmp_path / "one")) == 3
+    assert "at step 24" in said and "written by 2 process(es), this run has 1" in said
+    assert len(train_losses(tmp_path / "one")) == 6
 
 
 def _children(pid: int) -> list[int]:
@@ -89,18 +112,32 @@ def _children(pid: int) -> list[int]:
     return [int(c) for c in path.read_text().split()] if path.exists() else []
 
 
-def test_a_killed_process_stops_the_run_with_a_clear_message(tmp_path):
+def _train_steps(out: Path) -> list[int]:
+    """Steps of the train records in ``metrics.jsonl`` so far (a line being written is left out)."""
+    path = out / "metrics.jsonl"
+    done = path.read_text().rpartition("\n")[0] if path.exists() else ""
+    rows = [json.loads(line) for line in done.splitlines()]
+    return [r["step"] for r in rows if r["kind"] == "train"]
+
+
+def test_a_killed_process_stops_the_run_and_the_same_command_resumes_exactly(uninterrupted,
+                                                                            tmp_path):
+    """kill -9 of one of two processes: the launcher stops the other at once with one clear
+    line; running the same command again resumes from the newest checkpoint and logs the losses
+    of an uninterrupted run."""
     out = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, "-m", "kerastrain", "launch", "--num-processes", "2",
-         "--devices-per-process", "2", "--", "run", *SMALL, "--max-steps", "100000",
-         "--batch-size", "2", "--save-every", "2", "--output-dir", str(out)],
+         "--devices-per-process", "2", "--", "run", *RUN, "--output-dir", str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **WIDE))
     try:
         deadline = time.monotonic() + 300
-        while not (out / "checkpoint_step_2").exists():
+        # A checkpoint is complete (sealed by its manifest, then renamed into place) and
+        # training has gone on past it.
+        while not ((out / "checkpoint_step_3" / "manifest.json").exists()
+                   and max(_train_steps(out), default=0) > 3):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-            time.sleep(0.5)
+            time.sleep(0.1)
         workers = _children(proc.pid)
         assert len(workers) == 2
         os.kill(workers[1], signal.SIGKILL)
@@ -114,4 +151,18 @@ def test_a_killed_process_stops_the_run_with_a_clear_message(tmp_path):
     assert "process 1 was killed by SIGKILL; the others cannot go on" in err
     assert "Run the same command again to resume" in err
     kept = newest_verified_checkpoint(out)  # every file of the newest checkpoint checks out
-    assert kept is not None and kept.step >= 2
+    assert kept is not None and 3 <= kept.step < 30, kept
+    assert not (out / "final_checkpoint").exists()  # killed while training went on
+
+    again = launch(*RUN, "--output-dir", str(out))  # the very same command
+    assert again.returncode == 0, again.stderr[-3000:]
+    said = " ".join(again.stdout.split())
+    assert f"Resumed from {kept.path} at step {kept.step}" in said, said[-3000:]
+    assert f"(steps {kept.step + 1}-30; 30 in total)" in said, said[-3000:]
+    baseline, first = uninterrupted
+    assert first.returncode == 0, first.stderr[-3000:]
+    # The killed run's lines past the checkpoint were dropped: each step is logged once.
+    assert _train_steps(out) == list(range(1, 31))
+    assert_close(train_losses(out), train_losses(baseline),
+                 "killed, then the same command run again")
+    assert not list(out.glob(".tmp-*"))  # a checkpoint being written at the kill is cleared
