@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -156,14 +157,23 @@ def clear_previous_run(output_dir: Path) -> None:
 
 
 def truncate_metrics(output_dir: Path, step: int) -> None:
-    """Drop metrics logged after the checkpoint we resume from: those steps run again."""
+    """Drop metrics logged after the checkpoint we resume from: those steps run again.
+
+    A line a crash left half written (the last one) is dropped too; the file is replaced whole."""
     path = output_dir / "metrics.jsonl"
     if not path.exists():
         return
-    keep = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step
-            and json.loads(line).get("kind") != "summary"]
-    path.write_text("".join(line + "\n" for line in keep))
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("step", 0) <= step and row.get("kind") != "summary":
+            keep.append(line + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(keep))
+    os.replace(tmp, path)
 
 
 def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> dict:

@@ -143,3 +143,15 @@ def test_auto_vocab_size_picks_and_reports_a_size(tmp_path):
     clash = invoke("run", "--output-dir", str(out), *args, "--vocab-size", str(vocab + 7),
                    "--max-steps", "3")
     assert clash.exit_code == 2 and "disagrees with the tokenizer" in clash.output
+
+
+def test_resume_drops_metrics_past_the_checkpoint_and_a_torn_last_line(tmp_path):
+    from kerastrain.training.runner import truncate_metrics
+
+    rows = [{"kind": "train", "step": s, "loss": 1.0} for s in (1, 2, 3, 4)]
+    rows.append({"kind": "summary", "step": 2})
+    text = "".join(json.dumps(r) + "\n" for r in rows) + '{"kind": "train", "st'  # power loss
+    (tmp_path / "metrics.jsonl").write_text(text)
+    truncate_metrics(tmp_path, 2)
+    kept = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["kind"], r["step"]) for r in kept] == [("train", 1), ("train", 2)]
