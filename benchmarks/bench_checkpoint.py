@@ -74,10 +74,11 @@ def worker(args) -> dict:
         start = time.perf_counter()
         writer.save(state, f"orbax_{i}", "step", None)
         blocked.append(time.perf_counter() - start)
-        writer.finish() if i == args.rounds - 1 else writer._wait()
+        writer.finish() if i == args.rounds - 1 else writer.wait_until_sealed()
         sealed.append(time.perf_counter() - start)
         start = time.perf_counter()
-        whole = plan.gathered(state)
+        whole = jax.jit(lambda s: s, out_shardings=jax.tree.map(lambda _: plan.replicated, state))(
+            state)  # the all-gather the replaced code did
         variables = model.trainable_variables + model.non_trainable_variables + optimizer.variables
         for var, value in zip(variables, [v for part in whole for v in part], strict=True):
             var._value = value  # whole arrays, as the replaced code wrote them

@@ -171,13 +171,6 @@ class MeshPlan:
 
         return jax.tree.map(lambda a: a.sharding, state)
 
-    def gathered(self, state):
-        """The state fully replicated (every process holds every value): for saving."""
-        import jax
-
-        shardings = jax.tree.map(lambda _: self.replicated, state)
-        return jax.jit(lambda s: s, out_shardings=shardings)(state)
-
 
 def make_mesh_plan(config: RunConfig) -> MeshPlan | None:
     """A :class:`MeshPlan` when the run uses more than one device or names a mesh, else None

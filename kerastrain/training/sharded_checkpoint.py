@@ -87,7 +87,7 @@ class ShardedCheckpointer:
         import orbax.checkpoint as ocp
 
         t = self.trainer
-        self._wait()  # one write at a time: the previous checkpoint is sealed first
+        self.wait_until_sealed()  # one write at a time: the previous checkpoint is sealed first
         blobs = gather_bytes(_encode(pipeline_state or PipelineState()))  # collective
         path = t.run.output_dir / name
         # The same temporary name in every process: Orbax writes one folder together.
@@ -137,7 +137,8 @@ class ShardedCheckpointer:
                 f"is kept. Check free space and permissions of {path.parent}")
             self._error.__cause__ = exc
 
-    def _wait(self) -> None:
+    def wait_until_sealed(self) -> None:
+        """Block until the checkpoint being written is sealed (hooks called)."""
         self._orbax.wait_until_finished()
         if self._sealer is not None:
             self._sealer.join()
@@ -169,7 +170,7 @@ class ShardedCheckpointer:
     def finish(self) -> None:
         """Wait until the last checkpoint is sealed (in every process)."""
         try:
-            self._wait()
+            self.wait_until_sealed()
         finally:
             self._orbax.close()
         barrier("checkpoints sealed")
