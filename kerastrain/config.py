@@ -1,9 +1,14 @@
-"""The run's configuration: one typed object built from the options of ``kerastrain run``.
+"""The run's configuration, declared once: every option of ``kerastrain run`` is a field here.
 
-``ModelConfig`` is the model's part of it (what ``model_config.json`` holds and ``build_model``
-takes); it lives here, in the core, because every layer above reads it.
+Each section is a frozen dataclass; a field made with :func:`kerastrain.schema.option` is a user
+option, and its declaration (type, default, help, ``--help`` group, check) is the only one: the
+click options, the config-file keys, ``run_config.json`` and the option reference are derived from
+it (:mod:`kerastrain.schema`). A :class:`RunConfig` is what the user asked, frozen once parsed;
+what the run resolves from it (the vocabulary the tokenizer reached, an ``--init-from`` folder's
+shape, the mesh, the number of updates) is :class:`kerastrain.training.resolved.ResolvedRun`.
 
-It is written to ``OUTPUT_DIR/run_config.json`` so that a run can be reproduced and resumed.
+``ModelConfig`` is the model's shape (what ``model_config.json`` holds and ``build_model`` takes).
+Its option fields are the ``Model`` options; a preset supplies the fields the user did not set.
 """
 
 from __future__ import annotations
@@ -12,33 +17,60 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kerastrain.errors import ConfigError
+from kerastrain.schema import (
+    REDACTED,
+    at_least,
+    declared_fields,
+    fraction,
+    not_negative,
+    option,
+    positive,
+    redacted,
+    section_values,
+)
+
+DEFAULT_VOCAB_SIZE = 16000  # when neither --vocab-size nor --auto-vocab-size nor a folder says
+ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 
 
-@dataclass
+def _model(default, help, **spec):
+    """A model option: its command-line default is None, so a preset's value applies unless the
+    user names the option; ``--help`` shows the built-in default."""
+    spec.setdefault("group", "Model")
+    return option(default, help, shown_default=default, cli_default_none=True, **spec)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """The GPT's shape and switches (see :func:`kerastrain.model.gpt.build_model`).
 
     ``use_lora``/``lora_rank`` describe training (the caller applies LoRA after building);
     ``mixed_precision`` selects the ``mixed_bfloat16`` policy (:func:`kerastrain.model.gpt.apply_precision`).
+    ``vocab_size`` is not an option: it is what the tokenizer has (see ``--vocab-size``).
     """
 
-    vocab_size: int = 16000
-    seq_len: int = 256
-    d_model: int = 512
-    num_layers: int = 6
-    num_heads: int = 8
-    d_ff: int = 2048
-    dropout_rate: float = 0.1
-    activation: str = "gelu"  # the plain MLP's activation (with use_swiglu=False); gelu_tanh: GPT-2's
-    use_rmsnorm: bool = True
-    use_swiglu: bool = True
-    use_rope: bool = True
+    vocab_size: int = DEFAULT_VOCAB_SIZE
+    seq_len: int = _model(256, "Sequence length")
+    d_model: int = _model(512, "Hidden size")
+    num_layers: int = _model(6, "Transformer layers")
+    num_heads: int = _model(8, "Attention heads")
+    d_ff: int = _model(2048, "Feed-forward size")
+    dropout_rate: float = _model(0.1, "Dropout rate")
+    # the plain MLP's activation (with use_swiglu=False); gelu_tanh: GPT-2's
+    activation: str = _model("gelu", "Plain-MLP activation (with --no-swiglu)", choices=ACTIVATIONS)
+    use_rmsnorm: bool = _model(True, "RMSNorm (--no-rmsnorm: LayerNorm)",
+                               flags=("--rmsnorm/--no-rmsnorm",))
+    use_swiglu: bool = _model(True, "SwiGLU MLP (--no-swiglu: plain MLP)",
+                              flags=("--swiglu/--no-swiglu",))
+    use_rope: bool = _model(True, "RoPE (--no-rope: learned positions)", flags=("--rope/--no-rope",))
     tie_embeddings: bool = True
-    use_lora: bool = False
-    lora_rank: int = 8
-    mixed_precision: bool = False
+    use_lora: bool = _model(False, "Train LoRA adapters only")
+    lora_rank: int = _model(8, "LoRA rank")
+    mixed_precision: bool = _model(False, "bfloat16 compute, float32 weights and loss",
+                                   group="Optimization", flags=("--use-mixed-precision",))
     use_bias: bool = False  # biases in every projection (GPT-2 checkpoints have them)
     # Pretrained families (``--init-from`` a Llama folder): grouped-query attention, RoPE base and
     # Llama 3 RoPE scaling, norm epsilon (None: 1e-6 for RMSNorm, 1e-5 for LayerNorm).
@@ -46,11 +78,12 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None  # factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
     norm_epsilon: float | None = None
-    remat: bool = False  # recompute each block's activations in the backward pass (--remat)
+    remat: bool = _model(False, "Recompute each block's activations in the backward pass: less "
+                         "memory, ~1/3 more compute", group="Optimization")
 
     def validate(self) -> None:
-        positive = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff")
-        for name in positive:
+        positive_fields = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff")
+        for name in positive_fields:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.seq_len < 2:
@@ -70,8 +103,8 @@ class ModelConfig:
             raise ConfigError(f"num_kv_heads {self.num_kv_heads} must divide --num-heads {self.num_heads}")
         if not 0.0 <= self.dropout_rate < 1.0:
             raise ConfigError("--dropout-rate must be in [0, 1)")
-        if self.activation not in ("relu", "gelu", "gelu_tanh", "silu"):
-            raise ConfigError("--activation must be one of relu, gelu, gelu_tanh, silu")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}")
         if self.use_lora and self.lora_rank < 1:
             raise ConfigError("--lora-rank must be at least 1")
 
@@ -80,8 +113,10 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return section_values(cls, data)
+
+    def replace(self, **changes) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
@@ -91,174 +126,280 @@ class ModelConfig:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
-@dataclass
-class DataConfig:
-    dataset_id: str | None = None
-    dataset_config: str | None = None
-    text_column: str = "text"
-    split: str = "train"
-    val_split: str | None = None
-    data_dir: str | None = None
-    max_train_examples: int | None = None
-    max_val_examples: int | None = None
-    streaming: bool = True
-    shuffle_buffer_size: int = 10000
-    window_shuffle_size: int = 1024  # packed windows shuffled across documents; 0/1: off
-    data_workers: int = 1  # threads tokenizing side by side (same batches for any number)
-    stride: int | None = None
+class PluginValues:
+    """Sections take the options plugins declare for them (``register_run_options``) into
+    ``extra``; they read like fields (``cloud.azure_sas_token``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        extra = self.__dict__.get("extra") or {}
+        if name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no option {name!r}")
 
 
-@dataclass
-class TokenizerConfig:
-    kind: str = "bpe"
-    vocab_size: int = 16000
-    auto_vocab_size: bool = False
-    min_vocab_size: int = 5000
-    max_vocab_size: int = 50000
-    train_examples: int = 10000
-    retrain: bool = False
-    path: str | None = None
+@dataclass(frozen=True)
+class DataConfig(PluginValues):
+    dataset_id: str | None = option(None, "Dataset: hub id, local path/glob, hf:ID, tfds:NAME, or "
+                                    "a plugin's NAME:...", group="Dataset",
+                                    shown_default="the embedded corpus")
+    text_column: str = option("text", "Column holding the text", group="Dataset")
+    dataset_config: str | None = option(None, "Dataset configuration/subset", group="Dataset")
+    split: str = option("train", "Training split", group="Dataset")
+    val_split: str | None = option(None, "Validation split", group="Dataset")
+    data_dir: str | None = option(None, "Data directory (TFDS)", group="Dataset")
+    max_train_examples: int | None = option(None, "Limit training documents", group="Dataset",
+                                            check=at_least(1))
+    max_val_examples: int | None = option(None, "Limit validation documents", group="Dataset",
+                                          check=at_least(1))
+    streaming: bool = option(True, "Stream the dataset, or load it into memory",
+                             group="Data loading", flags=("--streaming/--no-streaming",))
+    shuffle_buffer_size: int = option(10000, "Shuffle buffer (documents); 1 disables shuffling",
+                                      group="Data loading", check=at_least(1))
+    window_shuffle_size: int = option(1024, "Shuffle buffer (packed windows) so a batch mixes "
+                                      "many documents; 0 disables", group="Data loading",
+                                      check=not_negative)
+    data_workers: int = option(1, "Tokenizer threads (batches and resume are the same for any "
+                               "number)", group="Data loading", check=at_least(1))
+    stride: int | None = option(None, "Window stride", group="Data loading",
+                                shown_default="seq_len")
+    extra: dict = field(default_factory=dict)
 
 
-@dataclass
-class TrainConfig:
-    epochs: int = 3
-    max_steps: int | None = None
-    batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_steps: int = 500
-    grad_clip: float = 1.0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.95  # GPT-3 / Llama / nanoGPT; Keras' default 0.999 is for small nets
-    adam_epsilon: float = 1e-8
-    seed: int = 42
-    init_from: str | None = None  # start from these weights (e.g. the base model for LoRA)
+@dataclass(frozen=True)
+class TokenizerConfig(PluginValues):
+    kind: str = option("bpe", "Tokenizer kind (bpe, bytes, or a plugin's)", group="Tokenizer",
+                       flags=("--tokenizer",), keys=("tokenizer_kind",))
+    auto_vocab_size: bool = option(False, "Choose the vocabulary size from the data",
+                                   group="Tokenizer")
+    vocab_size: int | None = option(None, "Vocabulary size", group="Tokenizer", check=at_least(1),
+                                    shown_default=DEFAULT_VOCAB_SIZE)
+    min_vocab_size: int = option(5000, "Smallest size for --auto-vocab-size", group="Tokenizer")
+    max_vocab_size: int = option(50000, "Largest size for --auto-vocab-size", group="Tokenizer")
+    train_examples: int = option(10000, "Documents to train the tokenizer on", group="Tokenizer",
+                                 flags=("--tokenizer-train-examples",), check=at_least(1))
+    retrain: bool = option(False, "Train a new tokenizer even if one exists", group="Tokenizer",
+                           flags=("--retrain-tokenizer",))
+    path: str | None = option(None, "Where to load/save the tokenizer", group="Tokenizer",
+                              flags=("--tokenizer-path",),
+                              shown_default="OUTPUT_DIR/tokenizer.json")
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def asked_vocab_size(self) -> int:
+        """The size to train at: ``--vocab-size``, else the built-in default."""
+        return self.vocab_size or DEFAULT_VOCAB_SIZE
 
 
-@dataclass
-class OutputConfig:
-    output_dir: str = "output_advanced"
-    log_every: int = 10
-    save_every: int = 1000
-    eval_every: int = 500
-    keep_last: int | None = None
-    resume_from: str | None = None
-    overwrite: bool = False
-    trackers: list[str] = field(default_factory=list)  # experiment-tracker plugins (--tracker)
-    sample_every: int | None = None  # None: at each evaluation when a terminal is attached; 0: off
-    sample_prompt: str = "The"
+@dataclass(frozen=True)
+class TrainConfig(PluginValues):
+    epochs: int = option(3, "Epochs", group="Training", check=at_least(1))
+    max_steps: int | None = option(None, "Stop after this many updates (overrides --epochs)",
+                                   group="Training", check=at_least(1))
+    batch_size: int = option(32, "Batch size per device", group="Training", check=at_least(1))
+    gradient_accumulation_steps: int = option(1, "Micro-batches per update", group="Training",
+                                              check=at_least(1))
+    optimizer: str = option("adamw", "Optimizer (see `kerastrain plugins`: optimizer kinds)",
+                            group="Optimization")
+    lr_schedule: str = option("cosine", "Learning-rate schedule (see `kerastrain plugins`: "
+                              "schedule kinds)", group="Optimization")
+    learning_rate: float = option(5e-4, "Peak learning rate", group="Training", check=positive)
+    weight_decay: float = option(0.01, "AdamW weight decay", group="Training", check=not_negative)
+    warmup_steps: int = option(500, "Warm-up steps (at most half the run)", group="Training",
+                               check=not_negative)
+    grad_clip: float = option(1.0, "Global gradient-norm clip (0: off)", group="Training",
+                              check=not_negative)
+    adam_beta1: float = option(0.9, "AdamW beta_1", group="Training", check=fraction)
+    adam_beta2: float = option(0.95, "AdamW beta_2 (LLM practice; Keras' default is 0.999)",
+                               group="Training", check=fraction)
+    adam_epsilon: float = option(1e-8, "AdamW epsilon (Keras' default is 1e-7)", group="Training",
+                                 check=positive)
+    seed: int = option(42, "Random seed", group="Training")
+    init_from: str | None = option(None, "Start from this checkpoint, or a downloaded Hugging Face "
+                                   "/ keras-hub model folder (Llama, GPT-2): its weights, shape "
+                                   "and tokenizer", group="Model")
+    extra: dict = field(default_factory=dict)
 
 
-@dataclass
-class CloudConfig:
-    provider: str | None = None
-    bucket: str | None = None
-    region: str | None = None
-    prefix: str = "checkpoints"
-    azure_sas_token: str | None = None  # secret: never written to disk or logs
-    azure_account_name: str | None = None
+@dataclass(frozen=True)
+class OutputConfig(PluginValues):
+    output_dir: str = option("output_advanced", "Output directory", group="Checkpoint & logging")
+    log_every: int = option(10, "Log every N steps", group="Checkpoint & logging",
+                            check=at_least(1))
+    save_every: int = option(1000, "Checkpoint every N steps", group="Checkpoint & logging",
+                             check=at_least(1))
+    eval_every: int = option(500, "Validate every N steps", group="Checkpoint & logging",
+                             check=at_least(1))
+    keep_last: int | None = option(None, "Keep only the newest N step checkpoints",
+                                   group="Checkpoint & logging", check=at_least(1))
+    resume_from: str | None = option(None, "Checkpoint directory or URL: s3://, gs://, az://, "
+                                     "file://, or any scheme a storage plugin registers (see "
+                                     "`kerastrain plugins`)", group="Checkpoint & logging")
+    overwrite: bool = option(False, "Start fresh instead of resuming in OUTPUT_DIR",
+                             group="Checkpoint & logging")
+    trackers: list[str] = option(help="Also send the run to an experiment tracker plugin (mlflow, "
+                                 "wandb); repeatable", group="Checkpoint & logging",
+                                 default_factory=list, flags=("--tracker",), keys=("trackers",))
+    sample_every: int | None = option(None, "Print and log a generated sample every N steps (0: "
+                                      "never)", group="Checkpoint & logging", check=not_negative,
+                                      shown_default="at each evaluation on a terminal")
+    sample_prompt: str = option("The", "The fixed prompt of those samples",
+                                group="Checkpoint & logging")
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CloudConfig(PluginValues):
+    """Where checkpoints are uploaded. Provider-specific settings are the provider plugin's
+    options (``register_run_options``, kept in ``extra``) or ``--cloud-option`` pairs."""
+
+    provider: str | None = option(None, "Upload checkpoints: s3, gcs, azure, or a plugin's",
+                                  group="Cloud storage", flags=("--cloud-provider",))
+    bucket: str | None = option(None, "Bucket or container", group="Cloud storage",
+                                flags=("--cloud-bucket",))
+    region: str | None = option(None, "Region", group="Cloud storage", flags=("--cloud-region",))
+    prefix: str = option("checkpoints", "Key prefix", group="Cloud storage",
+                         flags=("--cloud-prefix",))
     # --cloud-option KEY=VALUE pairs, handed to the backend's from_config (as this object).
-    backend_options: dict[str, str] = field(default_factory=dict)
-    # How long the end of a run waits for uploads before listing what did not upload (seconds).
-    upload_timeout: float = 600.0
+    backend_options: dict[str, str] = option(
+        help="A setting handed to the storage backend's from_config (repeatable; see the "
+        "backend's docs)", group="Cloud storage", default_factory=dict,
+        flags=("--cloud-option",), metavar="KEY=VALUE", keys=("cloud_options",))
+    upload_timeout: float = option(600.0, "Seconds the end of a run waits for uploads; then it "
+                                   "lists what did not upload and exits 3", group="Cloud storage",
+                                   envvar="KERASTRAIN_UPLOAD_TIMEOUT", check=not_negative)
+    extra: dict = field(default_factory=dict)
 
-    SECRET_FIELDS = ("azure_sas_token",)
+    def secrets(self) -> tuple[str, ...]:
+        """The secret values this configuration holds (for :func:`kerastrain.storage.redact`)."""
+        from kerastrain.schema import run_options
+
+        return tuple(self.extra[d.name] for d in run_options()
+                     if d.section == "cloud" and d.spec.secret and self.extra.get(d.name))
 
 
-@dataclass
-class DistributionConfig:
+@dataclass(frozen=True)
+class DistributionConfig(PluginValues):
     """The device mesh and the processes of a run (``kerastrain.training.distribution``)."""
 
-    data_parallel: int | None = None  # None: the devices the other axes leave
-    fsdp: int | None = None
-    tensor_parallel: int | None = None
-    coordinator_address: str | None = None  # HOST:PORT of process 0 (multi-process runs)
-    num_processes: int | None = None
-    process_id: int | None = None
+    data_parallel: int | None = option(None, "Data-parallel devices", group="Distribution",
+                                       shown_default="the devices --fsdp and --tensor-parallel "
+                                       "leave", check=at_least(1))
+    fsdp: int | None = option(None, "Devices that shard weights, gradients and optimizer state "
+                              "(ZeRO-3)", group="Distribution", shown_default=1, check=at_least(1))
+    tensor_parallel: int | None = option(None, "Devices that split attention heads and MLP "
+                                         "columns", group="Distribution", shown_default=1,
+                                         check=at_least(1))
+    coordinator_address: str | None = option(None, "HOST:PORT of process 0 for a multi-process "
+                                             "run", group="Distribution")
+    num_processes: int | None = option(None, "Processes of a multi-process run",
+                                       group="Distribution", check=at_least(1))
+    process_id: int | None = option(None, "This process's id, 0 .. num-processes - 1",
+                                    group="Distribution", check=not_negative)
+    extra: dict = field(default_factory=dict)
 
 
-@dataclass
+SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConfig,
+            "train": TrainConfig, "output": OutputConfig, "cloud": CloudConfig,
+            "distribution": DistributionConfig}
+
+
+@dataclass(frozen=True)
 class RunConfig:
+    """What the user asked for a run (see the module docstring)."""
+
+    preset: str | None = option(None, "Model preset (see `kerastrain presets`)", group="Model",
+                                flags=("--preset", "--model-preset"))
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
-    preset: str | None = None
     distribution: DistributionConfig = field(default_factory=DistributionConfig)
 
     def validate(self) -> None:
+        """Each option's own check, then the checks that relate several options."""
+        from kerastrain.schema import run_options
+
+        for declared in run_options():
+            declared.check(self.value_of(declared))
         self.model.validate()
-        t, d, o, tok = self.train, self.data, self.output, self.tokenizer
-        for name, value in (
-            ("--batch-size", t.batch_size),
-            ("--epochs", t.epochs),
-            ("--gradient-accumulation-steps", t.gradient_accumulation_steps),
-            ("--log-every", o.log_every),
-            ("--save-every", o.save_every),
-            ("--eval-every", o.eval_every),
-            ("--shuffle-buffer-size", d.shuffle_buffer_size),
-            ("--data-workers", d.data_workers),
-            ("--tokenizer-train-examples", tok.train_examples),
-        ):
-            if value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        for name, value in (
-            ("--max-steps", t.max_steps),
-            ("--max-train-examples", d.max_train_examples),
-            ("--max-val-examples", d.max_val_examples),
-            ("--keep-last", o.keep_last),
-        ):
-            if value is not None and value < 1:
-                raise ConfigError(f"{name} must be at least 1, got {value}")
-        if o.sample_every is not None and o.sample_every < 0:
-            raise ConfigError(f"--sample-every must be 0 (off) or more, got {o.sample_every}")
-        if t.learning_rate <= 0:
-            raise ConfigError(f"--learning-rate must be positive, got {t.learning_rate}")
-        if t.weight_decay < 0 or t.warmup_steps < 0 or t.grad_clip < 0:
-            raise ConfigError("--weight-decay, --warmup-steps and --grad-clip cannot be negative")
-        if not (0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1):
-            raise ConfigError("--adam-beta1 and --adam-beta2 must be in [0, 1)")
-        if t.adam_epsilon <= 0:
-            raise ConfigError(f"--adam-epsilon must be positive, got {t.adam_epsilon}")
-        if d.window_shuffle_size < 0:
-            raise ConfigError(f"--window-shuffle-size cannot be negative, got {d.window_shuffle_size}")
+        d, tok = self.data, self.tokenizer
         if d.stride is not None and not 1 <= d.stride <= self.model.seq_len:
             raise ConfigError(f"--stride must be between 1 and --seq-len ({self.model.seq_len})")
         if tok.min_vocab_size > tok.max_vocab_size:
             raise ConfigError("--min-vocab-size is larger than --max-vocab-size")
-        if self.cloud.upload_timeout < 0:
-            raise ConfigError("--upload-timeout must be 0 or more seconds")
+        if tok.vocab_size is not None and tok.auto_vocab_size:
+            raise ConfigError("--vocab-size and --auto-vocab-size contradict each other; pass one")
         if self.cloud.provider and not self.cloud.bucket:
             raise ConfigError("--cloud-provider needs --cloud-bucket (the bucket or container)")
 
+    def value_of(self, declared) -> Any:
+        where = self if declared.section is None else getattr(self, declared.section)
+        if declared.name in {f.name for f in dataclasses.fields(where)}:
+            return getattr(where, declared.name)
+        return where.extra.get(declared.name, declared.default)
+
+    def replace(self, **sections) -> RunConfig:
+        return dataclasses.replace(self, **sections)
+
     def to_dict(self, redact: bool = True) -> dict:
-        data = dataclasses.asdict(self)
-        if redact:
-            for name in CloudConfig.SECRET_FIELDS:
-                if data["cloud"].get(name):
-                    data["cloud"][name] = "<redacted>"
-        return data
+        """The request as ``run_config.json`` holds it: every option's value (the model section:
+        its options only; the vocabulary is the tokenizer's), secrets redacted."""
+        from kerastrain.schema import run_options
+
+        declared = run_options()
+        data: dict = {"preset": self.preset}
+        for name in SECTIONS:
+            values = {d.name: self.value_of(d) for d in declared if d.section == name}
+            data[name] = json.loads(json.dumps(values))  # plain JSON types (lists, not tuples)
+        return redacted(declared, data) if redact else data
 
     @classmethod
     def from_dict(cls, data: dict) -> RunConfig:
-        sections = {
-            "data": DataConfig,
-            "tokenizer": TokenizerConfig,
-            "train": TrainConfig,
-            "output": OutputConfig,
-            "cloud": CloudConfig,
-            "distribution": DistributionConfig,
-        }
-        kwargs = {}
-        for name, klass in sections.items():
-            known = {f.name for f in dataclasses.fields(klass)}
-            kwargs[name] = klass(**{k: v for k, v in data.get(name, {}).items() if k in known})
-        kwargs["model"] = ModelConfig.from_dict(data.get("model", {}))
-        return cls(**kwargs, preset=data.get("preset"))
+        """The inverse of :meth:`to_dict` (redacted secrets are left unset)."""
+        from kerastrain.schema import run_options
+
+        declared = run_options()
+        values: dict[str, dict] = {name: {} for name in SECTIONS}
+        for d in declared:
+            if d.section is None:
+                continue
+            given = data.get(d.section, {})
+            if d.name in given and given[d.name] != REDACTED:
+                values[d.section][d.name] = given[d.name]
+        return build_run_config(values, data.get("preset"))
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def build_run_config(values: dict[str, dict], preset: str | None) -> RunConfig:
+    """A RunConfig from option values by section (fields not given keep their defaults).
+
+    Plugin options go to their section's ``extra``. The model section starts from ``preset``
+    (if any); the model's vocabulary is the asked one until the run resolves it."""
+    from kerastrain.schema import run_options
+
+    own = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
+    sections: dict[str, dict] = {name: {"extra": {}} for name in SECTIONS if name != "model"}
+    for d in run_options():
+        if d.section is None or d.section == "model" or d.name not in values.get(d.section, {}):
+            continue
+        value = values[d.section][d.name]
+        if d.name in own[d.section]:
+            sections[d.section][d.name] = value
+        else:
+            sections[d.section]["extra"][d.name] = value
+    model_fields: dict = {}
+    if preset:
+        from kerastrain.model.presets import resolve_preset
+
+        model_fields.update(resolve_preset(preset))
+    model_fields.update(values.get("model", {}))
+    tokenizer = TokenizerConfig(**sections.pop("tokenizer"))
+    model_fields["vocab_size"] = tokenizer.asked_vocab_size
+    return RunConfig(
+        tokenizer=tokenizer, model=section_values(ModelConfig, model_fields), preset=preset,
+        **{name: SECTIONS[name](**fields) for name, fields in sections.items()},
+    )

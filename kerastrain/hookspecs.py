@@ -50,6 +50,32 @@ def register_trackers(register):
 
 
 @hookspec
+def register_optimizers(register):
+    """Register optimizers: ``register(name, make)`` where ``make(train, model, **common)`` returns
+    a Keras optimizer (``train``: the run's :class:`kerastrain.config.TrainConfig`; ``common``:
+    the keyword arguments every Keras optimizer takes that the run sets: ``learning_rate`` (the
+    schedule), ``global_clipnorm``, ``gradient_accumulation_steps``). kerastrain builds it.
+    ``--optimizer NAME`` selects it; its own settings are options it adds with
+    ``register_run_options`` (section ``train``)."""
+
+
+@hookspec
+def register_lr_schedules(register):
+    """Register learning-rate schedules: ``register(name, make)`` where ``make(train, total_steps)``
+    returns ``(schedule, warmup_steps)``: a Keras ``LearningRateSchedule`` evaluated at the update
+    count (0, 1, ...), and the warm-up it applies. ``--lr-schedule NAME`` selects it."""
+
+
+@hookspec
+def register_run_options(register):
+    """Add options to ``kerastrain run`` (as pytest's ``pytest_addoption``):
+    ``register(name, section=..., help=..., default=None, type=str, group=None, secret=False,
+    envvar=None, flags=(...))``. The value is read as ``config.<section>.<name>`` (e.g.
+    ``config.cloud.azure_sas_token``); it is a config-file key and part of ``run_config.json``
+    (redacted when ``secret``)."""
+
+
+@hookspec
 def register_commands(cli):
     """Add click commands to the ``kerastrain`` command group."""
 

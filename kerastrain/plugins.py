@@ -42,6 +42,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.cli.eval_command",
     "kerastrain.training.samples",
     "kerastrain.training.tracking",
+    "kerastrain.training.optimizer",
     "kerastrain.cli.storage_commands",
     "kerastrain.cli.export_command",
 )
@@ -178,6 +179,30 @@ def trackers(problems: list[dict] | None = None) -> dict[str, Registered]:
     return _collect("register_trackers", "tracker", lambda t: t.name, None, problems)
 
 
+def optimizers(problems: list[dict] | None = None) -> dict[str, Registered]:
+    """Optimizers (``--optimizer NAME``): ``Registered(name, make, plugin)``."""
+    return _named_factories("register_optimizers", "optimizer", problems)
+
+
+def lr_schedules(problems: list[dict] | None = None) -> dict[str, Registered]:
+    """Learning-rate schedules (``--lr-schedule NAME``): ``Registered(name, make, plugin)``."""
+    return _named_factories("register_lr_schedules", "schedule", problems)
+
+
+def _named_factories(hook_name: str, kind: str, problems) -> dict[str, Registered]:
+    """Parts registered as ``register(name, make)``: ``Registered.obj`` is ``make``."""
+    found = _collect(hook_name, kind, lambda name, make: name, None, problems)
+    for reg in found.values():
+        reg.obj = reg.extra.pop("args")[0]
+    return found
+
+
+def run_option_declarations(problems: list[dict] | None = None) -> dict[str, Registered]:
+    """Options plugins add to ``kerastrain run``: ``Registered(name, name, plugin, {spec})``."""
+    return _collect("register_run_options", "run option", lambda name, **spec: name, None,
+                    problems)
+
+
 def presets(problems: list[dict] | None = None) -> dict[str, Registered]:
     """Model presets: ``Registered(name, fields_dict, plugin, {"description": ...})``; the fields
     are checked (known keys, a model that can build) as they are registered."""
@@ -206,6 +231,9 @@ def plugin_report() -> list[dict]:
         ("preset", presets(problems)),
         ("architecture", architectures(problems)),
         ("tracker", trackers(problems)),
+        ("optimizer", optimizers(problems)),
+        ("schedule", lr_schedules(problems)),
+        ("option", run_option_declarations(problems)),
     ):
         for reg in parts.values():
             registered.setdefault(reg.plugin, []).append(f"{kind}:{reg.name}")

@@ -19,28 +19,9 @@ from typing import Any
 
 import click
 
+from kerastrain.config import SECTIONS
 from kerastrain.errors import ConfigError
-
-# run_config.json sections (RunConfig's fields) → option names, where they differ.
-RUN_CONFIG_RENAMES = {
-    ("tokenizer", "kind"): "tokenizer_kind",
-    ("tokenizer", "train_examples"): "tokenizer_train_examples",
-    ("tokenizer", "retrain"): "retrain_tokenizer",
-    ("tokenizer", "path"): "tokenizer_path",
-    ("model", "mixed_precision"): "use_mixed_precision",
-    ("cloud", "provider"): "cloud_provider",
-    ("cloud", "bucket"): "cloud_bucket",
-    ("cloud", "region"): "cloud_region",
-    ("cloud", "prefix"): "cloud_prefix",
-}
-# Model switches stored as use_X that the command line spells --no-X.
-RUN_CONFIG_NEGATED = {"use_rmsnorm": "no_rmsnorm", "use_swiglu": "no_swiglu", "use_rope": "no_rope"}
-# Fields that are results or secrets, not options: the model's vocabulary follows the tokenizer;
-# the SAS token is never written (it reads "<redacted>").
-RUN_CONFIG_SKIPPED = {("model", "vocab_size"), ("model", "tie_embeddings"),
-                      ("cloud", "azure_sas_token")}
-RUN_CONFIG_SECTIONS = {"data", "tokenizer", "model", "train", "output", "cloud"}
-
+from kerastrain.schema import REDACTED, Declared
 
 def _norm(name: str) -> str:
     """``"Checkpoint & logging"`` → ``checkpoint_logging``; ``batch-size`` → ``batch_size``."""
@@ -49,36 +30,40 @@ def _norm(name: str) -> str:
 
 
 class OptionKeys:
-    """Which file keys name which option, and the ``--help`` group of each option."""
+    """Which file keys name which option (and whether they negate it), and each option's group."""
 
-    def __init__(self, options_table: list) -> None:
-        self.param_of: dict[str, str] = {}  # accepted key → click parameter name
-        self.group_of: dict[str, str] = {}  # click parameter name → its group's title
-        self.groups: dict[str, str] = {}  # normalized group name → title
-        for section, decls, _ in options_table:
-            names = [d for d in decls if not d.startswith("-")]
-            longs = [d.split("/")[0] for d in decls if d.startswith("--")]
-            param = names[0] if names else _norm(longs[0])
-            for key in {param, *(_norm(d) for d in longs)}:
-                self.param_of[key] = param
-            self.group_of[param] = section
-            self.groups[_norm(section)] = section
+    def __init__(self, declared: list[Declared]) -> None:
+        self.param_of: dict[str, tuple[str, bool]] = {}  # key -> (click parameter, negated)
+        self.group_of: dict[str, str] = {}  # click parameter name -> its group's title
+        self.groups: dict[str, str] = {}  # normalized group name -> title
+        self.by_param = {d.param: d for d in declared}
+        for d in declared:
+            for flag in d.flags:
+                on, _, off = flag.partition("/")
+                self.param_of[_norm(on)] = (d.param, False)
+                if off:
+                    self.param_of[_norm(off)] = (d.param, True)
+            for key in d.spec.keys:
+                self.param_of[_norm(key)] = (d.param, False)
+            self.group_of[d.param] = d.spec.group
+            self.groups[_norm(d.spec.group)] = d.spec.group
 
-    def param(self, key: str, where: str, group: str | None = None) -> str:
-        """The parameter a key names; a one-line error naming the closest key otherwise."""
+    def param(self, key: str, where: str, group: str | None = None) -> tuple[str, bool]:
+        """The parameter a key names (and whether it negates it); a one-line error naming the
+        closest key otherwise."""
         norm = _norm(key)
         if norm not in self.param_of:
             close = difflib.get_close_matches(norm, list(self.param_of), n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else "; see kerastrain run --help"
             raise ConfigError(f"{where}: unknown option {key!r}{hint}")
-        param = self.param_of[norm]
+        param, negated = self.param_of[norm]
         if group is not None and self.group_of[param] != group:
             right = _norm(self.group_of[param])
             raise ConfigError(
                 f"{where}: {key!r} belongs in [{right}] or at the top level, not in "
                 f"[{_norm(group)}]"
             )
-        return param
+        return param, negated
 
 
 def read_file(path: Path) -> dict:
@@ -116,28 +101,19 @@ def read_file(path: Path) -> dict:
 def is_run_config(data: dict) -> bool:
     """True for the ``run_config.json`` a run writes (RunConfig's sections)."""
     return {"data", "train", "model"} <= set(data) and all(
-        isinstance(data[s], dict) for s in RUN_CONFIG_SECTIONS & set(data)
+        isinstance(data[s], dict) for s in SECTIONS if s in data
     )
 
 
 def from_run_config(data: dict, keys: OptionKeys) -> dict[str, Any]:
-    """Option values that reproduce the run that wrote ``data`` (a run_config.json)."""
+    """Option values that reproduce the run that wrote ``data`` (a run_config.json): each
+    section's fields are the declared options themselves."""
     values: dict[str, Any] = {}
-    known_params = set(keys.group_of)
-    for section in RUN_CONFIG_SECTIONS & set(data):
-        for field_name, value in data[section].items():
-            if (section, field_name) in RUN_CONFIG_SKIPPED or value is None:
-                continue
-            if field_name in RUN_CONFIG_NEGATED:
-                values[RUN_CONFIG_NEGATED[field_name]] = not value
-                continue
-            param = RUN_CONFIG_RENAMES.get((section, field_name), field_name)
-            if param in known_params:  # fields without an option of that name are not options
-                values[param] = value
-    if data.get("preset"):
-        values["preset"] = data["preset"]
-    if values.get("auto_vocab_size"):
-        values.pop("vocab_size", None)  # chosen from the data again, as the first run did
+    for param, d in keys.by_param.items():
+        where = data if d.section is None else data.get(d.section, {})
+        value = where.get(d.name) if isinstance(where, dict) else None
+        if value is not None and value != REDACTED:
+            values[param] = d.to_click_value(value)
     return values
 
 
@@ -149,10 +125,13 @@ def option_values(path: Path, keys: OptionKeys) -> dict[str, Any]:
     values: dict[str, Any] = {}
     where = f"--config {path}"
 
-    def put(param: str, value: Any, key: str) -> None:
+    def put(found: tuple[str, bool], value: Any, key: str) -> None:
+        param, negated = found
         if param in values:
             raise ConfigError(f"{where}: {key!r} is given twice")
-        values[param] = value
+        if negated and isinstance(value, bool):
+            value = not value
+        values[param] = keys.by_param[param].to_click_value(value)
 
     for key, value in data.items():
         if isinstance(value, dict):
@@ -169,10 +148,10 @@ def option_values(path: Path, keys: OptionKeys) -> dict[str, Any]:
     return values
 
 
-def config_file_option(options_table: list):
+def config_file_option(declared: list[Declared]):
     """The ``--config FILE`` option: eager, so the file's values are click's defaults before
     any other option is read."""
-    keys = OptionKeys(options_table)
+    keys = OptionKeys(declared)
 
     def apply(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
         if value is None or ctx.resilient_parsing:

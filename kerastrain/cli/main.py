@@ -41,7 +41,7 @@ def cli():
 
 @cli.command()
 @with_run_options
-def run(config, explicit_vocab):
+def run(config):
     """Train a language model (on the embedded corpus unless --dataset-id is given)."""
     from rich.console import Console
 
@@ -49,7 +49,7 @@ def run(config, explicit_vocab):
 
     console = Console()
     try:
-        summary = run_training(config, console, explicit_vocab=explicit_vocab)
+        summary = run_training(config, console)
     except KeyboardInterrupt:  # before the loop (which saves on Ctrl-C) or a second Ctrl-C
         console.print("Interrupted; nothing new was saved. Run the same command to start again.")
         sys.exit(130)

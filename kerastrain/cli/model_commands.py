@@ -123,7 +123,7 @@ def _plan_command():
                   help="Also compile one training step here and report XLA's measured memory")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON")
     @with_run_options
-    def plan(config, explicit_vocab, memory_gb, num_devices, measure, as_json):
+    def plan(config, memory_gb, num_devices, measure, as_json):
         """Estimate training memory per device for the options `kerastrain run` would get."""
         from kerastrain.training.planner import (
             GIB,

@@ -10,47 +10,25 @@ import click
 from kerastrain.hookspecs import hookimpl
 
 
-@click.command()
-@click.argument("output_dir", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--cloud-provider",
-    default=None,
-    help="Override the run's provider (s3, gcs, azure, a plugin's)",
-)
-@click.option("--cloud-bucket", default=None, help="Override the run's bucket or container")
-@click.option("--cloud-prefix", default=None, help="Override the run's key prefix")
-@click.option("--cloud-region", default=None, help="Override the run's region")
-@click.option(
-    "--cloud-option",
-    "cloud_options",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A setting handed to the storage backend (repeatable)",
-)
-@click.option(
-    "--azure-sas-token",
-    default=None,
-    envvar="AZURE_STORAGE_SAS_TOKEN",
-    help="Azure SAS token (or $AZURE_STORAGE_SAS_TOKEN)",
-)
-@click.option(
-    "--upload-timeout",
-    type=float,
-    default=600.0,
-    show_default=True,
-    envvar="KERASTRAIN_UPLOAD_TIMEOUT",
-    help="Seconds to wait for the uploads",
-)
-def sync(
-    output_dir,
-    cloud_provider,
-    cloud_bucket,
-    cloud_prefix,
-    cloud_region,
-    cloud_options,
-    azure_sas_token,
-    upload_timeout,
-):
+def _cloud_options(f):
+    """The run's cloud options (plugins' too), each unset by default: unset means the run's."""
+    from kerastrain.cli.options import declared_option
+    from kerastrain.schema import run_options
+
+    for d in reversed([d for d in run_options() if d.section == "cloud"]):
+        f = declared_option(d, default_none=d.name != "upload_timeout",
+                            help_suffix="" if d.name == "upload_timeout" else
+                            " [default: the run's]")(f)
+    return f
+
+
+def _sync_command():
+    """Built when registered: the plugins' cloud options are known only once they are loaded."""
+    return click.command(name="sync")(click.argument(
+        "output_dir", type=click.Path(exists=True, file_okay=False))(_cloud_options(sync)))
+
+
+def sync(output_dir, **options):
     """Upload the complete local checkpoints of OUTPUT_DIR that its remote lacks (manifest last).
 
     The remote is the one the run used (OUTPUT_DIR/run_config.json) unless overridden. Exits 3
@@ -58,23 +36,18 @@ def sync(
     """
     from rich.console import Console
 
-    from kerastrain.cli.options import parse_cloud_options
     from kerastrain.errors import EXIT_NOT_UPLOADED
+    from kerastrain.schema import run_options
     from kerastrain.storage.sync import saved_cloud_config, sync_output_dir
 
-    cloud = saved_cloud_config(
-        Path(output_dir),
-        provider=cloud_provider,
-        bucket=cloud_bucket,
-        prefix=cloud_prefix,
-        region=cloud_region,
-        backend_options=parse_cloud_options(cloud_options),
-        azure_sas_token=azure_sas_token,
-    )
-    if sync_output_dir(Path(output_dir), cloud, Console(stderr=True), upload_timeout):
+    values = {d.name: d.from_click_value(options[d.param]) for d in run_options()
+              if d.section == "cloud"}
+    timeout = values.pop("upload_timeout")
+    cloud = saved_cloud_config(Path(output_dir), values)
+    if sync_output_dir(Path(output_dir), cloud, Console(stderr=True), timeout):
         sys.exit(EXIT_NOT_UPLOADED)
 
 
 @hookimpl
 def register_commands(cli) -> None:
-    cli.add_command(sync)
+    cli.add_command(_sync_command())

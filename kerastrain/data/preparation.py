@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from pathlib import Path
 
 from kerastrain.config import RunConfig
@@ -70,70 +69,61 @@ def sample_texts(documents: Documents, count: int) -> list[str]:
     return texts
 
 
-def prepare_tokenizer(
-    config: RunConfig, train: Documents, output_dir: Path, say=print
-) -> TextTokenizer:
-    """Reuse ``tokenizer.json`` (or ``--tokenizer-path``) or train one on a sample and save it."""
+def tokenizer_path(config: RunConfig, output_dir: Path) -> Path:
+    """Where the run's tokenizer lives: ``--tokenizer-path`` or ``OUTPUT_DIR/tokenizer.json``."""
+    return Path(config.tokenizer.path) if config.tokenizer.path else Path(output_dir) / "tokenizer.json"
+
+
+def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print,
+                      retrain: bool | None = None) -> TextTokenizer:
+    """Reuse the tokenizer at ``path`` or train one on a sample and save it there.
+
+    ``retrain`` (default: ``--retrain-tokenizer``) trains even if the file exists."""
     tok_cfg = config.tokenizer
-    path = Path(tok_cfg.path) if tok_cfg.path else Path(output_dir) / "tokenizer.json"
-    if path.exists() and not tok_cfg.retrain:
+    retrain = tok_cfg.retrain if retrain is None else retrain
+    if path.exists() and not retrain:
         tokenizer = load_tokenizer(path)
         say(f"Tokenizer: reusing {path} (vocab {tokenizer.vocab_size})")
-        if _trained_short_for_this_request(config, tokenizer, Path(output_dir)):
-            config.model.vocab_size = tokenizer.vocab_size  # as when it was trained (below)
+        return tokenizer
+    kind = tokenizer_kind(tok_cfg.kind)
+    limit = min(tok_cfg.train_examples, config.data.max_train_examples or tok_cfg.train_examples)
+    texts = sample_texts(train, limit)
+    if tok_cfg.auto_vocab_size and kind.name == "bpe":
+        from tokenizers import Tokenizer
+
+        from kerastrain.data.tokenizer import BPETokenizer
+        from kerastrain.data.vocab_size import choose_vocab_size
+
+        choice = choose_vocab_size(texts, tok_cfg.min_vocab_size, tok_cfg.max_vocab_size)
+        say(f"Tokenizer: {choice.summary}")
+        # The search's tokenizer cut to the chosen size equals one trained at that size.
+        tokenizer = BPETokenizer(Tokenizer.from_str(choice.tokenizer_json))
     else:
-        kind = tokenizer_kind(tok_cfg.kind)
-        limit = min(tok_cfg.train_examples, config.data.max_train_examples or tok_cfg.train_examples)
-        texts = sample_texts(train, limit)
-        if tok_cfg.auto_vocab_size and kind.name == "bpe":
-            from tokenizers import Tokenizer
-
-            from kerastrain.data.tokenizer import BPETokenizer
-            from kerastrain.data.vocab_size import choose_vocab_size
-
-            choice = choose_vocab_size(texts, tok_cfg.min_vocab_size, tok_cfg.max_vocab_size)
-            say(f"Tokenizer: {choice.summary}")
-            # The search's tokenizer cut to the chosen size equals one trained at that size.
-            tokenizer = BPETokenizer(Tokenizer.from_str(choice.tokenizer_json))
-        else:
-            tokenizer = kind.train(texts, tok_cfg.vocab_size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tokenizer.save(tmp)
-        tmp.replace(path)
-        say(
-            f"Tokenizer: trained {kind.name} on {len(texts)} documents, vocab "
-            f"{tokenizer.vocab_size}, saved to {path}"
-        )
-        if tokenizer.vocab_size < tok_cfg.vocab_size and not tok_cfg.auto_vocab_size \
-                and not getattr(kind, "fixed_vocab_size", False):
-            # The data cannot fill the size asked: use what it reached.
-            say(f"Tokenizer: the data fills {tokenizer.vocab_size} of the {tok_cfg.vocab_size} "
-                f"tokens asked (--vocab-size); using {tokenizer.vocab_size}, the model follows")
-        if tokenizer.vocab_size < tok_cfg.vocab_size and not tok_cfg.auto_vocab_size:
-            config.model.vocab_size = tokenizer.vocab_size
+        tokenizer = kind.train(texts, tok_cfg.asked_vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tokenizer.save(tmp)
+    tmp.replace(path)
+    say(
+        f"Tokenizer: trained {kind.name} on {len(texts)} documents, vocab "
+        f"{tokenizer.vocab_size}, saved to {path}"
+    )
+    if tokenizer.vocab_size < tok_cfg.asked_vocab_size and not tok_cfg.auto_vocab_size \
+            and not getattr(kind, "fixed_vocab_size", False):
+        # The data cannot fill the size asked: the model follows what it reached.
+        say(f"Tokenizer: the data fills {tokenizer.vocab_size} of the "
+            f"{tok_cfg.asked_vocab_size} tokens asked (--vocab-size); using "
+            f"{tokenizer.vocab_size}, the model follows")
     return tokenizer
 
 
-def _trained_short_for_this_request(config: RunConfig, tokenizer: TextTokenizer,
-                                    output_dir: Path) -> bool:
-    """True when this output directory's previous run asked for the same --vocab-size and
-    trained this very (smaller) tokenizer: resuming with the same command is no contradiction."""
-    try:
-        previous = json.loads((output_dir / "run_config.json").read_text())
-    except (OSError, ValueError):
-        return False
-    asked = previous.get("tokenizer", {}).get("vocab_size")
-    used = previous.get("model", {}).get("vocab_size")
-    return asked == config.tokenizer.vocab_size and used == tokenizer.vocab_size < asked
-
-
-def check_vocab(config: RunConfig, tokenizer: TextTokenizer, explicit_vocab: bool) -> None:
-    """The model's vocabulary follows the tokenizer; a contradiction is an error."""
-    model = config.model
-    if explicit_vocab and model.vocab_size != tokenizer.vocab_size:
+def check_vocab(config: RunConfig, vocab_size: int, trained_for: int | None = None) -> None:
+    """An explicit ``--vocab-size`` must be the vocabulary the run will have (``vocab_size``: the
+    tokenizer's or the ``--init-from`` folder's). ``trained_for``: the ``--vocab-size`` the
+    checkpoint being resumed was asked for, when the data filled less of it: no contradiction."""
+    asked = config.tokenizer.vocab_size
+    if asked is not None and asked != vocab_size and asked != trained_for:
         raise ConfigError(
-            f"--vocab-size {model.vocab_size} disagrees with the tokenizer's vocabulary "
-            f"({tokenizer.vocab_size}); pass --retrain-tokenizer or drop --vocab-size"
+            f"--vocab-size {asked} disagrees with the tokenizer's vocabulary "
+            f"({vocab_size}); pass --retrain-tokenizer or drop --vocab-size"
         )
-    model.vocab_size = tokenizer.vocab_size

@@ -125,16 +125,15 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
     return PretrainedModel(path, architecture, backbone, config, tokenizer_json)
 
 
-def adopt_pretrained(config: RunConfig, output_dir: Path, say) -> PretrainedModel:
-    """Take the model's shape and tokenizer from ``--init-from``'s folder into ``config``.
-
-    The run's own ``--seq-len``, dropout, LoRA and precision options are kept; everything that
-    shapes the weights comes from the folder. The tokenizer must match the embedding table.
+def adopt_pretrained(config: RunConfig, target: Path, say) -> PretrainedModel:
+    """Open ``--init-from``'s folder and stage its tokenizer at ``target`` (the run's tokenizer
+    path). The returned model's :attr:`PretrainedModel.config` is the run's model: everything that
+    shapes the weights comes from the folder; the run's own ``--seq-len``, dropout, LoRA and
+    precision options are kept. The tokenizer must match the embedding table.
     """
     from kerastrain.data.tokenizer import load_tokenizer
 
     pretrained = open_pretrained(config.train.init_from, config.model.seq_len)
-    target = Path(config.tokenizer.path) if config.tokenizer.path else output_dir / "tokenizer.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     staged = target.with_name(target.name + ".pretrained.tmp")  # replaces target once it checks out
     staged.write_text(pretrained.tokenizer_json, encoding="utf-8")
@@ -152,11 +151,8 @@ def adopt_pretrained(config: RunConfig, output_dir: Path, say) -> PretrainedMode
         )
     staged.replace(target)
     keep = {name: getattr(config.model, name) for name in _TRAINING_FIELDS}
-    fields = pretrained.config.to_dict()
-    fields.update(keep)
-    config.model = ModelConfig(**fields)
-    config.tokenizer.path, config.tokenizer.retrain = str(target), False
+    pretrained.config = pretrained.config.replace(**keep)
+    m = pretrained.config
     say(f"Pretrained: {pretrained.architecture.name} from {pretrained.path} "
-        f"({config.model.num_layers} layers, d_model {config.model.d_model}, vocab "
-        f"{config.model.vocab_size})")
+        f"({m.num_layers} layers, d_model {m.d_model}, vocab {m.vocab_size})")
     return pretrained

@@ -279,8 +279,8 @@ def redact_logs(
 
 def config_secrets(cloud_config: Any) -> tuple[str | None, ...]:
     """The secret values held by a CloudConfig (for :func:`redact`)."""
-    names = getattr(cloud_config, "SECRET_FIELDS", ("azure_sas_token",))
-    return tuple(getattr(cloud_config, n, None) for n in names)
+    secrets = getattr(cloud_config, "secrets", None)
+    return tuple(secrets()) if callable(secrets) else ()
 
 
 class LocalStorage:

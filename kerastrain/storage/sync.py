@@ -20,22 +20,22 @@ from kerastrain.storage.manifest import MANIFEST_NAME, is_complete
 RUN_CONFIG = "run_config.json"
 
 
-def saved_cloud_config(output_dir: Path, **overrides: Any) -> CloudConfig:
+def saved_cloud_config(output_dir: Path, overrides: dict[str, Any]) -> CloudConfig:
     """The cloud settings the run in ``output_dir`` used (``run_config.json``), with the given
-    non-empty ``overrides`` (option values) applied. Secrets are never saved: they come from the
-    overrides (or their environment variables)."""
+    non-empty ``overrides`` (cloud option values by field name) applied. Secrets are never saved:
+    they come from the overrides (or their environment variables)."""
+    from kerastrain.config import RunConfig
+
     data: dict = {}
     path = output_dir / RUN_CONFIG
     if path.exists():
-        data = json.loads(path.read_text()).get("cloud", {})
-    known = {f.name for f in dataclasses.fields(CloudConfig)}
-    cloud = CloudConfig(**{k: v for k, v in data.items() if k in known})
-    for name in CloudConfig.SECRET_FIELDS:
-        if getattr(cloud, name) == "<redacted>":
-            setattr(cloud, name, None)
-    for name, value in overrides.items():
-        if value not in (None, "", (), {}):
-            setattr(cloud, name, value)
+        data = json.loads(path.read_text())
+    cloud = RunConfig.from_dict({"cloud": data.get("cloud", {})}).cloud
+    given = {k: v for k, v in overrides.items() if v not in (None, "", (), {})}
+    own = {f.name for f in dataclasses.fields(CloudConfig)}
+    cloud = dataclasses.replace(
+        cloud, **{k: v for k, v in given.items() if k in own},
+        extra={**cloud.extra, **{k: v for k, v in given.items() if k not in own}})
     if not cloud.provider or not cloud.bucket:
         raise ConfigError(
             f"{output_dir} names no remote (its {RUN_CONFIG} has no cloud provider/bucket); "

@@ -27,6 +27,7 @@ from kerastrain.model.sharded_weights import (
 from kerastrain.model.weights import load_weights_verified, save_weights
 from kerastrain.storage.durable import fsync_dir, fsync_tree
 from kerastrain.storage.manifest import is_complete, verify, write_manifest
+from kerastrain.training.resolved import RESOLVED_FILE
 
 WEIGHTS_FILE = "model.weights.h5"
 OPTIMIZER_FILE = "optimizer.npz"
@@ -60,6 +61,7 @@ def save_checkpoint(
     state: dict,
     pipeline_state=None,
     run_config=None,
+    resolved=None,
     tokenizer=None,
     extra_files: dict[str, bytes] | None = None,
 ) -> Path:
@@ -78,7 +80,7 @@ def save_checkpoint(
     full_state["weights"] = {"count": len(model.weights)}
     full_state["optimizer"] = {"count": len(opt_vars), "paths": [v.path for v in opt_vars]}
     write_metadata(tmp, full_state, pipeline_state=pipeline_state, run_config=run_config,
-                   tokenizer=tokenizer, extra_files=extra_files)
+                   resolved=resolved, tokenizer=tokenizer, extra_files=extra_files)
     return seal(tmp, path, state.get("step"))
 
 
@@ -92,15 +94,18 @@ def fresh_temporary(path: Path, tag) -> Path:
 
 
 def write_metadata(tmp: Path, state: dict, *, pipeline_state=None, run_config=None,
-                   tokenizer=None, extra_files: dict[str, bytes] | None = None) -> None:
+                   resolved=None, tokenizer=None,
+                   extra_files: dict[str, bytes] | None = None) -> None:
     """Everything of a checkpoint but the arrays: state, data position, configs, tokenizer."""
     state = {**state, "saved_at": time.time()}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
     if pipeline_state is not None:
         pipeline_state.save(tmp / PIPELINE_FILE)
-    if run_config is not None:
+    if run_config is not None:  # what was asked, and what the run resolved from it
         run_config.save(tmp / RUN_CONFIG_FILE)
-        run_config.model.save(tmp / MODEL_CONFIG_FILE)
+    if resolved is not None:
+        resolved.save(tmp / RESOLVED_FILE)
+        resolved.model.save(tmp / MODEL_CONFIG_FILE)
     if tokenizer is not None:  # a checkpoint is self-contained: resumable anywhere
         tokenizer.save(tmp / TOKENIZER_FILE)
     for rel, data in (extra_files or {}).items():

@@ -143,19 +143,19 @@ class MeshPlan:
                 f"{tokens:,} tokens per update")
 
     # -- placing arrays ------------------------------------------------------------------------
-    def scope(self):
+    def scope(self, model: ModelConfig):
         """Build the model and the optimizer inside: their variables are created sharded.
 
-        The layouts are read from the config now: the vocabulary size is known only once the
-        tokenizer is ready."""
-        return self.keras_distribution().scope()
+        The layouts follow ``model`` (the run's resolved shape: the vocabulary size is known only
+        once the tokenizer is ready)."""
+        return self.keras_distribution(model).scope()
 
-    def keras_distribution(self):
+    def keras_distribution(self, model: ModelConfig):
         """Keras' ``ModelParallel`` over the mesh with our :func:`layout_rules` as ``LayoutMap``."""
         import keras
 
         layout_map = keras.distribution.LayoutMap(self.mesh)
-        for pattern, axes in layout_rules(self.shape, self.config.model).items():
+        for pattern, axes in layout_rules(self.shape, model).items():
             layout_map[pattern] = axes
         return keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="data")
 
@@ -200,7 +200,7 @@ def measure_state_bytes(config: RunConfig) -> dict:
     from kerastrain.training.optimizer import make_optimizer
 
     plan = make_mesh_plan(config)
-    with plan.scope() if plan else contextlib.nullcontext():
+    with plan.scope(config.model) if plan else contextlib.nullcontext():
         model = build_model(config.model)
         optimizer = make_optimizer(config, config.train.learning_rate, model)
     train_step, _ = make_steps(model, optimizer, plan)

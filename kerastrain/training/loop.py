@@ -52,7 +52,8 @@ class NonFiniteLoss(UserError):
 class TrainingRun:
     """What hooks see of a run."""
 
-    config: object  # RunConfig
+    config: object  # RunConfig: what the user asked
+    resolved: object  # ResolvedRun: what the run uses (model shape, vocabulary, steps, mesh)
     output_dir: Path
     console: object  # rich Console
     model: object = None
@@ -138,12 +139,8 @@ class Trainer:
         # In a multi-process run only process 0 writes metrics and checkpoints.
         self.primary = mesh_plan is None or mesh_plan.process_index == 0
         self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan)
-        self.tokens_per_update = (
-            self.cfg.train.batch_size * self.cfg.model.seq_len
-            * self.cfg.train.gradient_accumulation_steps
-            * (mesh_plan.shape.devices if mesh_plan else 1)  # --batch-size is per device
-        )
-        self.mfu = MfuMeter(self.cfg.model)
+        self.tokens_per_update = run.resolved.tokens_per_update
+        self.mfu = MfuMeter(run.resolved.model)
         # On a mesh every process writes its shards, asynchronously (Orbax).
         self.checkpointer = ShardedCheckpointer(self) if mesh_plan is not None else None
         self._steady_start: tuple[float, int] | None = None  # (time, step) after the compile
@@ -192,6 +189,7 @@ class Trainer:
                    "tokens_seen": self.step * self.tokens_per_update},
             pipeline_state=pipeline_state,
             run_config=self.cfg,
+            resolved=self.run.resolved,
             tokenizer=self.run.tokenizer,
         )
         self.hooks.on_checkpoint_saved(run=self.run, path=path, step=self.step, kind=kind)
@@ -252,8 +250,12 @@ class Trainer:
                     micro.append(batch)
                 if len(micro) < accum:
                     break  # not enough data left for a whole update
-                for batch in micro:
+                losses = []
+                for batch in micro:  # Keras' optimizer accumulates and applies on the last one
                     loss, state = self.train_step(state, *self._place(batch))
+                    losses.append(loss)
+                if accum > 1:  # the update's loss: the mean over its micro-batches
+                    loss = sum(losses[1:], losses[0]) / accum
                 self.step += 1
                 self.run.state = state
                 last_pipeline_state = micro[-1].state

@@ -176,18 +176,45 @@ def truncate_metrics(output_dir: Path, step: int) -> None:
     os.replace(tmp, path)
 
 
-def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> dict:
-    """Train as configured; returns the summary (steps, losses, checkpoint path)."""
-    from kerastrain.data.preparation import check_vocab, open_documents, prepare_tokenizer
+def checkpoint_request(checkpoint: Path | None) -> RunConfig | None:
+    """What the run that wrote ``checkpoint`` was asked (its ``run_config.json``), or None. A
+    resumed run continues that run: this is its record, not a guess at what the user meant."""
+    from kerastrain.training.checkpoint import RUN_CONFIG_FILE
+
+    if checkpoint is None or not (Path(checkpoint) / RUN_CONFIG_FILE).is_file():
+        return None
+    try:
+        return RunConfig.from_dict(json.loads((Path(checkpoint) / RUN_CONFIG_FILE).read_text()))
+    except (ValueError, TypeError, ConfigError):
+        return None
+
+
+def refuse_unused_init_from(config: RunConfig, resume: Path, previous: RunConfig | None) -> None:
+    """``--init-from`` when the run resumes: honoured only if the checkpoint's run started from the
+    same weights (the same command run again); otherwise refused, never silently dropped."""
+    started_from = previous.train.init_from if previous is not None else None
+    if config.train.init_from != started_from:
+        raise ConfigError(
+            f"--init-from {config.train.init_from} would be ignored: this run resumes {resume}, "
+            f"which started from {started_from or 'random weights'}; pass --overwrite to start "
+            "again from it, or a new --output-dir"
+        )
+
+
+def run_training(config: RunConfig, console) -> dict:
+    """Train as configured; returns the summary (steps, losses, checkpoint path).
+
+    The stages: processes and mesh; output directory and resume point; tokenizer; what the run
+    resolves (model shape, vocabulary, steps); model, optimizer and restored state; data; loop."""
+    from kerastrain.data.preparation import check_vocab, open_documents, tokenizer_path
     from kerastrain.plugins import get_plugin_manager
+    from kerastrain.training.distribution import make_mesh_plan
+    from kerastrain.training.processes import SilentHooks, initialize_processes
 
     def say(msg: str) -> None:
         console.print(msg, highlight=False)
 
     config.validate()
-    from kerastrain.training.distribution import make_mesh_plan
-    from kerastrain.training.processes import SilentHooks, barrier, initialize_processes
-
     processes = initialize_processes(config)  # before any other JAX call
     mesh_plan = make_mesh_plan(config)  # a bad mesh fails here, before anything is written
     primary = mesh_plan is None or mesh_plan.process_index == 0
@@ -196,13 +223,6 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     output_dir = Path(config.output.output_dir)
     check_output_dir(output_dir)
     hooks = get_plugin_manager().hook if primary else SilentHooks()
-    pretrained = None  # --init-from a Hugging Face / keras-hub folder: its shape and tokenizer
-    if config.train.init_from:
-        from kerastrain.model.hf_import import adopt_pretrained, is_pretrained_folder
-
-        if is_pretrained_folder(config.train.init_from):
-            pretrained = adopt_pretrained(config, output_dir, say)
-            config.validate()
     if config.cloud.provider and primary:  # open and probe the remote before any work is done
         from kerastrain.storage.probe import open_remote
 
@@ -211,9 +231,13 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
 
     check_trackers(config.output.trackers)
 
+    # -- output directory, resume point, tokenizer ----------------------------------------------
     train_docs, val_docs, what = open_documents(config)
     say(f"Data: {what}")
     resume = find_resume_point(config, output_dir, say)
+    previous = checkpoint_request(resume)
+    if resume is not None and config.train.init_from:
+        refuse_unused_init_from(config, resume, previous)
     if primary:
         from kerastrain.training.checkpoint import remove_leftovers
 
@@ -222,43 +246,33 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
         clear_previous_run(output_dir)
     if resume is not None and primary:
         adopt_checkpoint_tokenizer(config, resume, output_dir, say)
-    if primary:
-        tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
-    barrier("tokenizer ready")
-    if not primary:  # reuses process 0's tokenizer (shared disk) or trains the same one
-        config.tokenizer.retrain = False
-        tokenizer = prepare_tokenizer(config, train_docs, output_dir, say)
-    check_vocab(config, tokenizer, explicit_vocab)
-    total_steps, steps_note = estimate_total_steps(
-        config, train_docs, tokenizer, mesh_plan.shape.devices if mesh_plan else 1)
-    check_memory_fits(config, mesh_plan.shape if mesh_plan else None)
+    tok_path = tokenizer_path(config, output_dir)
+    tokenizer, pretrained = _prepare_tokenizer(config, train_docs, tok_path, primary, say)
 
-    import keras
-
-    from kerastrain.data.pipeline import PipelineState, StreamingTextPipeline
-    from kerastrain.model.gpt import apply_precision, build_model
-    from kerastrain.training.loop import Trainer, TrainingRun
-
-    apply_precision(config.model)
-    keras.utils.set_random_seed(config.train.seed)
-    with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
-        model = build_model(config.model)
-    if config.train.init_from and resume is None and pretrained is not None:
-        pretrained.load_into(model)
-        say(f"Initialized weights from {config.train.init_from}")
-    elif config.train.init_from and resume is None:
-        from kerastrain.training.checkpoint import restore_model
-
-        restore_model(model, Path(config.train.init_from), rng=False)
-        say(f"Initialized weights from {config.train.init_from}")
-    if config.model.use_lora:
-        from kerastrain.model.gpt import apply_lora
-
-        with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
-            apply_lora(model, config.model.lora_rank)
+    # -- what the run resolves ------------------------------------------------------------------
+    model_config = (pretrained.config if pretrained is not None
+                    else config.model.replace(vocab_size=tokenizer.vocab_size))
+    trained_for = previous.tokenizer.vocab_size if previous is not None else None
+    check_vocab(config, model_config.vocab_size, trained_for)
+    model_config.validate()
+    devices = mesh_plan.shape.devices if mesh_plan else 1
+    total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer, devices)
+    check_memory_fits(config.replace(model=model_config), mesh_plan.shape if mesh_plan else None)
     schedule, warmup = make_schedule(config, total_steps)
-    with mesh_plan.scope() if mesh_plan else contextlib.nullcontext():
-        optimizer = make_optimizer(config, schedule, model)
+    from kerastrain.training.resolved import RESOLVED_FILE, resolve
+
+    resolved = resolve(config, model=model_config, tokenizer_path=tok_path,
+                       total_steps=total_steps, warmup_steps=warmup, steps_note=steps_note,
+                       mesh_plan=mesh_plan, processes=processes,
+                       pretrained=pretrained.architecture.name if pretrained else None)
+
+    # -- model, optimizer, restored state -------------------------------------------------------
+    initial = None  # --init-from's weights, unless the run resumes
+    if resume is None and config.train.init_from:
+        initial = pretrained if pretrained is not None else Path(config.train.init_from)
+    model, optimizer = _build_model_and_optimizer(config, resolved, schedule, mesh_plan, initial,
+                                                  say)
+    from kerastrain.data.pipeline import PipelineState
 
     start_step, best_val, pipeline_state = 0, None, PipelineState()
     if resume is not None:
@@ -277,46 +291,23 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
             say(f"Training is already complete at step {start_step} of {total_steps}; pass "
                 "--overwrite to start again, or raise --epochs / --max-steps to continue")
             return {"steps": start_step, "reason": "already complete", "checkpoint": str(resume)}
-
     if primary:
-        config.model.save(output_dir / "model_config.json")
         config.save(output_dir / "run_config.json")
+        resolved.save(output_dir / RESOLVED_FILE)
+        resolved.model.save(output_dir / "model_config.json")
 
-    d, t = config.data, config.train
-    max_docs, epochs = d.max_train_examples, None if t.max_steps else t.epochs
-    if processes > 1:
-        from kerastrain.data.sharding import ProcessShare
-
-        # Each process reads its own share; the shares run out at different steps, so the stream
-        # repeats and the step count fixed above (from the whole stream) ends the run everywhere.
-        train_docs = ProcessShare(train_docs, mesh_plan.process_index, processes, max_docs)
-        max_docs, epochs = None, None
-    train_pipeline = StreamingTextPipeline(
-        train_docs, tokenizer, seq_len=config.model.seq_len,
-        batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride,
-        shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
-        max_documents=max_docs, epochs=epochs,
-        window_shuffle_size=d.window_shuffle_size, workers=d.data_workers,
-    )
+    # -- data and loop --------------------------------------------------------------------------
+    train_pipeline, val_batches = _pipelines(config, resolved, train_docs, val_docs, tokenizer,
+                                             mesh_plan, processes)
     train_pipeline.restore(pipeline_state)
+    from kerastrain.training.loop import Trainer, TrainingRun
 
-    def val_batches():
-        return StreamingTextPipeline(
-            val_docs, tokenizer, seq_len=config.model.seq_len, batch_size=t.batch_size,
-            shuffle_buffer_size=1, max_documents=d.max_val_examples, epochs=1,
-            drop_remainder=False,
-        )
-
-    run = TrainingRun(config=config, output_dir=output_dir, console=console, model=model,
-                      tokenizer=tokenizer, step=start_step, total_steps=total_steps)
-    params = model.count_params()
-    say(f"Model: {params:,} parameters ({config.preset or 'custom'}), vocab "
-        f"{config.model.vocab_size}, seq_len {config.model.seq_len}; training for {steps_note}, "
-        f"warm-up {warmup}")
+    run = TrainingRun(config=config, resolved=resolved, output_dir=output_dir, console=console,
+                      model=model, tokenizer=tokenizer, step=start_step, total_steps=total_steps)
+    say(resolved.describe(config.preset, model.count_params()))
     if mesh_plan:
-        say(mesh_plan.describe(config.model.seq_len, t.gradient_accumulation_steps))
-    trainer = Trainer(run, model, optimizer, schedule, train_pipeline,
-                      val_batches if val_docs is not None else None, hooks,
+        say(mesh_plan.describe(model_config.seq_len, config.train.gradient_accumulation_steps))
+    trainer = Trainer(run, model, optimizer, schedule, train_pipeline, val_batches, hooks,
                       start_step=start_step, best_val=best_val, mesh_plan=mesh_plan)
     hooks.on_train_start(run=run)
     summary: dict = {}
@@ -327,6 +318,89 @@ def run_training(config: RunConfig, console, explicit_vocab: bool = False) -> di
     finally:
         hooks.on_train_end(run=run, logs=summary)
     return summary
+
+
+def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool, say):
+    """(tokenizer, the ``--init-from`` folder's model or None): the folder's tokenizer, or the
+    run's own, trained or reused by process 0 and read by the others."""
+    from kerastrain.data.preparation import prepare_tokenizer
+    from kerastrain.training.processes import barrier
+
+    if config.train.init_from:
+        from kerastrain.model.hf_import import adopt_pretrained, is_pretrained_folder
+
+        if is_pretrained_folder(config.train.init_from):
+            from kerastrain.data.tokenizer import load_tokenizer
+
+            pretrained = adopt_pretrained(config, path, say)
+            return load_tokenizer(path), pretrained
+    tokenizer = prepare_tokenizer(config, train_docs, path, say) if primary else None
+    barrier("tokenizer ready")
+    if not primary:  # reuses process 0's tokenizer (shared disk) or trains the same one
+        tokenizer = prepare_tokenizer(config, train_docs, path, say, retrain=False)
+    return tokenizer, None
+
+
+def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan, initial, say):
+    """The model and its optimizer, created sharded over the mesh when there is one.
+    ``initial``: the weights to start from (a model folder's, a kerastrain checkpoint), or None."""
+    import keras
+
+    from kerastrain.model.gpt import apply_lora, apply_precision, build_model
+
+    scope = (lambda: mesh_plan.scope(resolved.model)) if mesh_plan else contextlib.nullcontext
+    apply_precision(resolved.model)
+    keras.utils.set_random_seed(config.train.seed)
+    with scope():
+        model = build_model(resolved.model)
+    if isinstance(initial, Path):
+        from kerastrain.training.checkpoint import restore_model
+
+        restore_model(model, initial, rng=False)
+    elif initial is not None:
+        initial.load_into(model)
+    if initial is not None:
+        say(f"Initialized weights from {config.train.init_from}")
+    if config.model.use_lora:
+        with scope():
+            apply_lora(model, config.model.lora_rank)
+    with scope():
+        optimizer = make_optimizer(config, schedule, model)
+    return model, optimizer
+
+
+def _pipelines(config: RunConfig, resolved, train_docs, val_docs, tokenizer, mesh_plan,
+               processes: int):
+    """The training pipeline and a factory of validation passes (None without validation data)."""
+    from kerastrain.data.pipeline import StreamingTextPipeline
+
+    d, t, seq_len = config.data, config.train, resolved.model.seq_len
+    max_docs, epochs = d.max_train_examples, None if t.max_steps else t.epochs
+    if processes > 1:
+        from kerastrain.data.sharding import ProcessShare
+
+        # Each process reads its own share; the shares run out at different steps, so the stream
+        # repeats and the step count fixed above (from the whole stream) ends the run everywhere.
+        train_docs = ProcessShare(train_docs, mesh_plan.process_index, processes, max_docs)
+        max_docs, epochs = None, None
+    train_pipeline = StreamingTextPipeline(
+        train_docs, tokenizer, seq_len=seq_len,
+        batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride,
+        shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
+        max_documents=max_docs, epochs=epochs,
+        window_shuffle_size=d.window_shuffle_size, workers=d.data_workers,
+    )
+    if val_docs is None:
+        return train_pipeline, None
+
+    def val_batches():
+        return StreamingTextPipeline(
+            val_docs, tokenizer, seq_len=seq_len, batch_size=t.batch_size,
+            shuffle_buffer_size=1, max_documents=d.max_val_examples, epochs=1,
+            drop_remainder=False,
+        )
+
+    return train_pipeline, val_batches
 
 
 def make_progress(console):

@@ -119,7 +119,8 @@ class ShardedCheckpointer:
                 "lora_scale": _lora_scale(model),
             }
             files = {f"{STATES_DIR}/process_{i:05d}.json.gz": b for i, b in enumerate(blobs)}
-            write_metadata(tmp, record, run_config=t.cfg, tokenizer=t.run.tokenizer,
+            write_metadata(tmp, record, run_config=t.cfg, resolved=t.run.resolved,
+                           tokenizer=t.run.tokenizer,
                            extra_files=files)
             self._sealer = threading.Thread(target=self._seal, args=(tmp, path, t.step, kind),
                                             name=f"seal-{name}", daemon=True)

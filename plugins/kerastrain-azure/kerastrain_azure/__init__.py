@@ -150,3 +150,12 @@ def _errors(container: str, key: str):
 @hookimpl
 def register_storage_backends(register) -> None:
     register(AzureBlobStorage)
+
+
+@hookimpl
+def register_run_options(register) -> None:
+    # Read by from_config as options.azure_account_name / options.azure_sas_token.
+    register("azure_sas_token", section="cloud", group="Cloud storage", secret=True,
+             envvar="AZURE_STORAGE_SAS_TOKEN", help="Azure SAS token (or $AZURE_STORAGE_SAS_TOKEN)")
+    register("azure_account_name", section="cloud", group="Cloud storage",
+             help="Azure storage account")

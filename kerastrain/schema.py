@@ -1,0 +1,208 @@
+"""The option schema: each option of a run is declared once, as a dataclass field.
+
+A field of a section of :class:`kerastrain.config.RunConfig` made with :func:`option` carries its
+flag spellings, help, ``--help`` group, check and secrecy in its metadata. Everything else is
+derived from that declaration: the click options of ``run``, ``plan`` and ``eval``
+(:mod:`kerastrain.cli.options`), the keys and tables a ``--config`` file may use
+(:mod:`kerastrain.cli.config_file`), ``run_config.json`` and reading it back, the checks, and the
+option reference in ``docs/options.md``. Plugins declare options the same way through the
+``register_run_options`` hook; their values live in ``RunConfig.plugin_options``.
+
+(Why not draccus or pydantic: the CLI must stay click, with the seed guide's flag spellings and
+``--help`` groups; a field's metadata gives exactly that with no new dependency.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable, Iterator
+from dataclasses import MISSING, dataclass
+from typing import Any
+
+from kerastrain.errors import ConfigError
+
+REDACTED = "<redacted>"
+UNSET = type("Unset", (), {"__repr__": lambda self: "UNSET"})()  # "no shown default declared"
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """How one configuration value is offered to the user."""
+
+    help: str
+    group: str
+    flags: tuple[str, ...] = ()  # click declarations; default: --FIELD-NAME
+    choices: tuple[str, ...] | None = None
+    check: Callable[[Any], str | None] | None = None  # returns what is wrong, or None
+    secret: bool = False  # never written to disk or logs
+    envvar: str | None = None
+    metavar: str | None = None
+    keys: tuple[str, ...] = ()  # extra config-file keys (besides the flag spellings)
+    shown_default: Any = UNSET  # the default --help shows where the field's default is None
+    cli_default_none: bool = False  # the click default is None (model fields: a preset applies)
+
+
+def option(default: Any = MISSING, help: str = "", *, group: str, default_factory: Any = MISSING,
+           **spec: Any) -> Any:
+    """A dataclass field that is a user option (see :class:`OptionSpec` for ``spec``)."""
+    metadata = {"option": OptionSpec(help=help, group=group, **spec)}
+    if default_factory is not MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+# -- checks (each returns what is wrong with a value, or None) -------------------------------------
+def at_least(low: float) -> Callable[[Any], str | None]:
+    return lambda v: None if v is None or v >= low else f"must be at least {low}, got {v}"
+
+
+def positive(v) -> str | None:
+    return None if v is None or v > 0 else f"must be positive, got {v}"
+
+
+def not_negative(v) -> str | None:
+    return None if v is None or v >= 0 else f"cannot be negative, got {v}"
+
+
+def fraction(v) -> str | None:
+    return None if v is None or 0 <= v < 1 else f"must be in [0, 1), got {v}"
+
+
+# -- the declared fields ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Declared:
+    """One declared option: where it lives and how it is spelled."""
+
+    section: str | None  # None: a top-level field of RunConfig
+    name: str  # the dataclass field
+    spec: OptionSpec
+    type: Any  # the field's type (``int | None`` etc.)
+    default: Any
+
+    @property
+    def param(self) -> str:
+        """The click parameter name (unique across sections)."""
+        return f"{self.section}__{self.name}" if self.section else self.name
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        return self.spec.flags or ("--" + self.name.replace("_", "-"),)
+
+    @property
+    def flag(self) -> str:
+        """The main spelling, as messages name it (``--batch-size``)."""
+        return self.flags[0].split("/")[0]
+
+    @property
+    def base_type(self) -> Any:
+        """``int`` for ``int | None``; ``list`` / ``dict`` for containers."""
+        t = self.type
+        if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
+            t = next(a for a in typing.get_args(t) if a is not type(None))
+        return typing.get_origin(t) or t
+
+    @property
+    def is_flag(self) -> bool:
+        return self.base_type is bool
+
+    @property
+    def shown_default(self) -> Any:
+        return self.default if self.spec.shown_default is UNSET else self.spec.shown_default
+
+    def check(self, value: Any) -> None:
+        if self.spec.check is not None:
+            problem = self.spec.check(value)
+            if problem:
+                raise ConfigError(f"{self.flag} {problem}")
+
+    def to_click_value(self, value: Any) -> Any:
+        """A stored value as click takes it (``--cloud-option`` pairs as KEY=VALUE strings)."""
+        if self.base_type is dict:
+            return [f"{k}={v}" for k, v in (value or {}).items()]
+        return value
+
+    def from_click_value(self, value: Any) -> Any:
+        """click's value as stored (tuples as lists, KEY=VALUE pairs as a dict)."""
+        if self.base_type is dict:
+            return parse_pairs(self.flag, value or ())
+        if self.base_type is list:
+            return list(value or ())
+        return value
+
+
+def parse_pairs(flag: str, pairs) -> dict[str, str]:
+    """``KEY=VALUE`` strings as a dict (a key given twice: the last wins)."""
+    found: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {pair!r} is not KEY=VALUE")
+        found[key.strip()] = value
+    return found
+
+
+def declared_fields(cls: type, section: str | None = None) -> Iterator[Declared]:
+    """Every option field of dataclass ``cls`` (sections recursed, in declaration order)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        spec = f.metadata.get("option")
+        if spec is None:
+            if section is None and dataclasses.is_dataclass(hints[f.name]):
+                yield from declared_fields(hints[f.name], f.name)
+            continue
+        default = f.default if f.default is not MISSING else (
+            f.default_factory() if f.default_factory is not MISSING else None)
+        yield Declared(section, f.name, spec, hints[f.name], default)
+
+
+def section_values(cls: type, values: dict[str, Any]) -> Any:
+    """An instance of section ``cls`` from the values given (the others keep their defaults)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def redacted(declared: list[Declared], data: dict) -> dict:
+    """``data`` (a RunConfig as a dict) with every secret's value replaced."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for d in declared:
+        where = out if d.section is None else out.get(d.section, {})
+        if d.spec.secret and where.get(d.name):
+            where[d.name] = REDACTED
+    return out
+
+
+def run_options() -> list[Declared]:
+    """Every option of ``kerastrain run``: RunConfig's fields, then what plugins declare."""
+    from kerastrain.config import RunConfig
+
+    return [*declared_fields(RunConfig), *plugin_options()]
+
+
+def plugin_options() -> list[Declared]:
+    """The options plugins declare (``register_run_options``); a bad declaration is one line."""
+    from kerastrain.config import SECTIONS
+    from kerastrain.errors import PluginError
+    from kerastrain.plugins import run_option_declarations
+
+    found: list[Declared] = []
+    for reg in run_option_declarations().values():
+        spec = dict(reg.extra)
+        spec.pop("args", None)
+        section, default, kind = spec.pop("section", None), spec.pop("default", None), \
+            spec.pop("type", str)
+        if section not in SECTIONS or section == "model":
+            raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r}: section must be "
+                              f"one of {', '.join(s for s in SECTIONS if s != 'model')}")
+        if reg.name in {d.name for d in declared_fields(SECTIONS[section], section)}:
+            raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r} is a kerastrain "
+                              f"option already; choose another name")
+        spec.setdefault("group", "Plugins")
+        try:
+            option_spec = OptionSpec(**spec)
+        except TypeError as exc:
+            raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r}: {exc}") from None
+        found.append(Declared(section, reg.name, option_spec,
+                              kind | None if default is None else kind, default))
+    return found

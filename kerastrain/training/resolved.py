@@ -1,0 +1,65 @@
+"""What a run resolves from what the user asked: computed once, frozen, written and printed.
+
+:class:`kerastrain.config.RunConfig` is the request. A run settles, once, the values that only the
+data, a model folder or the machine can give: the vocabulary the tokenizer reached, the shape an
+``--init-from`` folder has, the mesh, the number of updates. They live here, and nowhere else:
+``OUTPUT_DIR/resolved_run.json`` beside ``run_config.json``, and every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from kerastrain.config import ModelConfig
+
+RESOLVED_FILE = "resolved_run.json"
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """The values a run uses that its request does not fix by itself."""
+
+    model: ModelConfig  # vocabulary from the tokenizer; shape from --init-from's folder, if any
+    tokenizer_path: str
+    total_steps: int  # optimizer updates
+    warmup_steps: int
+    steps_note: str  # how total_steps was found
+    devices: int = 1
+    processes: int = 1
+    mesh: dict | None = None  # axis sizes (data, fsdp, model) when the run has a mesh
+    pretrained: str | None = None  # the --init-from folder's architecture, when it has one
+    global_batch: int = 1  # rows of one micro-batch over all devices
+    tokens_per_update: int = 0  # global batch x seq_len x accumulation
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def describe(self, preset: str | None, parameters: int) -> str:
+        """The start-up line: what this run trains, as resolved."""
+        m = self.model
+        where = f" from {self.pretrained}" if self.pretrained else ""
+        return (f"Model: {parameters:,} parameters ({preset or 'custom'}{where}), vocab "
+                f"{m.vocab_size}, seq_len {m.seq_len}; training for {self.steps_note}, warm-up "
+                f"{self.warmup_steps}; {self.tokens_per_update:,} tokens per update")
+
+
+def resolve(config, *, model: ModelConfig, tokenizer_path: Path, total_steps: int,
+            warmup_steps: int, steps_note: str, mesh_plan=None, processes: int = 1,
+            pretrained: str | None = None) -> ResolvedRun:
+    """The frozen record of a run (see the module docstring)."""
+    shape = mesh_plan.shape if mesh_plan is not None else None
+    global_batch = config.train.batch_size * (shape.devices if shape else 1)  # per device
+    return ResolvedRun(
+        model=model, tokenizer_path=str(tokenizer_path), total_steps=total_steps,
+        warmup_steps=warmup_steps, steps_note=steps_note,
+        devices=shape.devices if shape else 1, processes=processes,
+        mesh=dict(data=shape.data, fsdp=shape.fsdp, model=shape.model) if shape else None,
+        pretrained=pretrained, global_batch=global_batch,
+        tokens_per_update=global_batch * model.seq_len * config.train.gradient_accumulation_steps,
+    )
