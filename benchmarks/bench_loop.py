@@ -18,10 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from kerastrain.config import (
-    ModelConfig,  # noqa: E402
-    RunConfig,  # noqa: E402
-)
+from kerastrain.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from kerastrain.model.gpt import build_model  # noqa: E402
 from kerastrain.model.presets import resolve_preset  # noqa: E402
 from kerastrain.training.loop import initial_state, lm_loss, make_steps  # noqa: E402
@@ -31,10 +28,7 @@ from kerastrain.training.optimizer import make_optimizer  # noqa: E402
 def config(args) -> RunConfig:
     fields = resolve_preset(args.preset)
     fields.update(vocab_size=args.vocab_size, seq_len=args.seq_len, dropout_rate=0.0)
-    cfg = RunConfig(model=ModelConfig(**{k: v for k, v in fields.items()
-                                         if k in ModelConfig.__dataclass_fields__}))
-    cfg.train.batch_size = args.batch_size
-    return cfg
+    return RunConfig(model=ModelConfig.from_dict(fields), train=TrainConfig(batch_size=args.batch_size))
 
 
 def bench_stateless(cfg, x, y, steps) -> float:

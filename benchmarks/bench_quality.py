@@ -65,12 +65,9 @@ def run_args(args, data: Path, out: Path) -> list[str]:
 
 
 def config_for(argv: list[str]):
-    import click
+    from kerastrain.cli.options import parse_run_args
 
-    from kerastrain.cli.options import build_config, run_options
-
-    command = run_options(click.command()(lambda **kw: kw))
-    return build_config(command.main(argv, standalone_mode=False))[0]
+    return parse_run_args(argv)
 
 
 def held_out_loss(model, eval_step, tokens: np.ndarray, seq_len: int, batch: int) -> float:
@@ -161,7 +158,7 @@ def main() -> None:
             sys.exit(done.stdout + done.stderr)
         kt_seconds = time.perf_counter() - start
         config = config_for(argv)
-        config.model.vocab_size = tok.vocab_size
+        config = config.replace(model=config.model.replace(vocab_size=tok.vocab_size))
         model = build_model(config.model)
         restore_model(model, out / "final_checkpoint")
         _, eval_step = make_steps(model, make_optimizer(config, 1e-3, model))

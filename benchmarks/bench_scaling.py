@@ -27,7 +27,7 @@ def worker(args) -> dict:
     import jax
     import numpy as np
 
-    from kerastrain.config import ModelConfig, RunConfig
+    from kerastrain.config import DistributionConfig, ModelConfig, RunConfig, TrainConfig
     from kerastrain.model.gpt import build_model
     from kerastrain.model.presets import resolve_preset
     from kerastrain.training.distribution import make_mesh_plan
@@ -36,15 +36,13 @@ def worker(args) -> dict:
 
     fields = resolve_preset(args.preset)
     fields.update(vocab_size=args.vocab_size, seq_len=args.seq_len, dropout_rate=0.0)
-    cfg = RunConfig(model=ModelConfig(**{k: v for k, v in fields.items()
-                                         if k in ModelConfig.__dataclass_fields__}))
-    cfg.train.batch_size = args.batch_size
-    if args.mode == "fsdp":
-        cfg.distribution.fsdp = jax.device_count()
+    cfg = RunConfig(model=ModelConfig.from_dict(fields), train=TrainConfig(batch_size=args.batch_size),
+                    distribution=DistributionConfig(
+                        fsdp=jax.device_count() if args.mode == "fsdp" else None))
     plan = make_mesh_plan(cfg)
     import contextlib
 
-    with plan.scope() if plan else contextlib.nullcontext():
+    with plan.scope(cfg.model) if plan else contextlib.nullcontext():
         model = build_model(cfg.model)
         optimizer = make_optimizer(cfg, 1e-4, model)
     step, _ = make_steps(model, optimizer, plan)

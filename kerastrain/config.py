@@ -23,7 +23,6 @@ from kerastrain.errors import ConfigError
 from kerastrain.schema import (
     REDACTED,
     at_least,
-    declared_fields,
     fraction,
     not_negative,
     option,

@@ -23,6 +23,7 @@ from kerastrain.config import SECTIONS
 from kerastrain.errors import ConfigError
 from kerastrain.schema import REDACTED, Declared
 
+
 def _norm(name: str) -> str:
     """``"Checkpoint & logging"`` → ``checkpoint_logging``; ``batch-size`` → ``batch_size``."""
     name = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")

@@ -10,23 +10,39 @@ import click
 from kerastrain.hookspecs import hookimpl
 
 
-@click.command(name="eval")
-@click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))
-@click.option("--dataset-id", default=None,
-              help="Dataset to score (same forms as `run`) [default: the run's validation data]")
-@click.option("--dataset-config", default=None, help="Dataset configuration/subset")
-@click.option("--text-column", default=None, help="Column holding the text [default: text]")
-@click.option("--split", default=None,
-              help="Split to score [default: the run's validation split; with --dataset-id: "
-                   "validation]")
-@click.option("--data-dir", default=None, help="Data directory (TFDS)")
-@click.option("--max-examples", type=click.IntRange(min=1), default=None,
-              help="Score at most this many documents")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Windows per batch [default: the run's]")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the last line)")
-def eval_command(checkpoint, dataset_id, dataset_config, text_column, split, data_dir,
-                 max_examples, batch_size, as_json):
+# Options shared with `run` (declared once in kerastrain.config); unset means the run's value.
+EVAL_RUN_OPTIONS = ("data.dataset_id", "data.dataset_config", "data.text_column", "data.split",
+                    "data.data_dir", "train.batch_size")
+
+
+def _run_options(f):
+    from kerastrain.cli.options import declared_option
+    from kerastrain.schema import run_options
+
+    declared = {f"{d.section}.{d.name}": d for d in run_options()}
+    for key in reversed(EVAL_RUN_OPTIONS):
+        if key == "data.split":
+            f = declared_option(declared[key], default_none=True, help="Split to score",
+                                help_suffix=" [default: the run's validation split; with "
+                                "--dataset-id: validation]")(f)
+        else:
+            f = declared_option(declared[key], default_none=True,
+                                help_suffix=" [default: the run's]")(f)
+    return f
+
+
+def _eval_command():
+    """Built when registered (the schema is read once the plugins are loaded)."""
+    command = click.option("--json", "as_json", is_flag=True,
+                           help="Print one JSON object (the last line)")(score)
+    command = click.option("--max-examples", type=click.IntRange(min=1), default=None,
+                           help="Score at most this many documents")(command)
+    command = _run_options(command)
+    command = click.argument("checkpoint", type=click.Path(exists=True, file_okay=False))(command)
+    return click.command(name="eval")(command)
+
+
+def score(checkpoint, max_examples, as_json, **options):
     """Score a checkpoint (or a run's output directory): loss, perplexity, tokens."""
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -34,8 +50,10 @@ def eval_command(checkpoint, dataset_id, dataset_config, text_column, split, dat
 
     from kerastrain.training.evaluation import EvalRequest, evaluate_checkpoint
 
-    request = EvalRequest(checkpoint, dataset_id, dataset_config, text_column, split, data_dir,
-                          max_examples, batch_size)
+    given = {key.split(".")[1]: options[key.replace(".", "__")] for key in EVAL_RUN_OPTIONS}
+    request = EvalRequest(checkpoint, given["dataset_id"], given["dataset_config"],
+                          given["text_column"], given["split"], given["data_dir"], max_examples,
+                          given["batch_size"])
     console = Console(stderr=as_json)  # with --json, stdout holds the JSON object only
     progress = Progress(SpinnerColumn(), TextColumn("scoring: {task.fields[tokens]:,} tokens"),
                         TimeElapsedColumn(), console=console, transient=True,
@@ -60,4 +78,4 @@ def eval_command(checkpoint, dataset_id, dataset_config, text_column, split, dat
 
 @hookimpl
 def register_commands(cli):
-    cli.add_command(eval_command)
+    cli.add_command(_eval_command())

@@ -118,7 +118,7 @@ def _plan_command():
     @click.option("--memory-gb", type=float, default=None,
                   help="Device memory (GiB): also report the largest batch that fits")
     @click.option("--num-devices", type=int, default=1, show_default=True,
-                  help="Data-parallel devices sharing the batch")
+                  help="Data-parallel devices, each with --batch-size rows")
     @click.option("--measure", is_flag=True,
                   help="Also compile one training step here and report XLA's measured memory")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON")
@@ -141,11 +141,12 @@ def _plan_command():
             from kerastrain.training.mesh_report import report_mesh_plan
 
             return report_mesh_plan(config, memory_gb, as_json)
-        plan_ = plan_memory(config, num_devices)
+        plan_ = plan_memory(config)
         result = {"preset": config.preset, "model": config.model.to_dict(), **plan_.as_dict()}
         if memory_gb is not None:
             result["memory_bytes"] = int(memory_gb * GIB)
-            result["largest_batch"] = largest_batch(config, int(memory_gb * GIB), num_devices)
+            result["largest_batch"] = largest_batch(config, int(memory_gb * GIB))
+        result["global_batch"] = config.train.batch_size * num_devices
         if measure:
             result["measured"] = measure_training_memory(config)
         if as_json:
@@ -157,12 +158,12 @@ def _plan_command():
             f"({plan_.trainable_parameters:,} trainable), {m.num_layers} layers, d_model "
             f"{m.d_model}, seq_len {m.seq_len}, {'bfloat16' if m.mixed_precision else 'float32'}"
         )
-        click.echo(f"Batch {config.train.batch_size} over {num_devices} device(s): "
-                   f"{plan_.batch_per_device} per device")
+        click.echo(f"Batch {config.train.batch_size} per device on {num_devices} device(s): "
+                   f"global batch {result['global_batch']}")
         click.echo("\n".join(breakdown_lines(plan_)))
         if memory_gb is not None:
             fits = "fits" if plan_.total <= result["memory_bytes"] else "does NOT fit"
-            click.echo(f"In {memory_gb:g} GiB: this batch {fits}; largest batch that fits: "
+            click.echo(f"In {memory_gb:g} GiB: this batch {fits}; largest batch per device that fits: "
                        f"{result['largest_batch']}")
         if measure:
             peak = result["measured"]["peak"]

@@ -7,6 +7,7 @@ some of them through :func:`declared_option`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import click
@@ -46,8 +47,12 @@ def click_kwargs(d: Declared, *, default_none: bool = False) -> dict:
     return kwargs
 
 
-def declared_option(d: Declared, *, default_none: bool = False, help_suffix: str = ""):
-    """A click option for one declared option (``default_none``: unset means "the run's")."""
+def declared_option(d: Declared, *, default_none: bool = False, help_suffix: str = "",
+                    help: str | None = None):
+    """A click option for one declared option (``default_none``: unset means "the run's";
+    ``help``: another command's wording of the same option)."""
+    if help is not None:
+        d = dataclasses.replace(d, spec=dataclasses.replace(d.spec, help=help))
     kwargs = click_kwargs(d, default_none=default_none)
     kwargs["help"] += help_suffix
     return click.option(*d.flags, d.param, **kwargs)

@@ -8,6 +8,7 @@ checkpoint is scored (its ``run_config.json``), which reproduces that run's ``va
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -57,8 +58,8 @@ def _data_config(request: EvalRequest, run: RunConfig | None) -> tuple[object, s
         if split is None:
             raise ConfigError("the run that made this checkpoint had no validation split; pass "
                               "--split (e.g. --split train) or --dataset-id")
-        data.max_val_examples = request.max_examples or data.max_val_examples
-        return data, split
+        return dataclasses.replace(
+            data, max_val_examples=request.max_examples or data.max_val_examples), split
     data = DataConfig(dataset_id=request.dataset_id, dataset_config=request.dataset_config,
                       text_column=request.text_column or "text", data_dir=request.data_dir,
                       max_val_examples=request.max_examples)

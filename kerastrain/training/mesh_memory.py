@@ -27,7 +27,7 @@ def plan_mesh_memory(cfg: RunConfig, shape: MeshShape,
     batch = batch_per_device if batch_per_device is not None else cfg.train.batch_size
     tp, shards = shape.model, shape.fsdp * shape.model
     rows = batch * tp  # a tensor-parallel group works on the same rows
-    whole = plan_memory(cfg, 1, batch_size=rows)
+    whole = plan_memory(cfg, batch_size=rows)
     m = cfg.model
     split = dataclasses.replace(
         m, num_heads=max(1, m.num_heads // tp), d_ff=max(1, m.d_ff // tp),

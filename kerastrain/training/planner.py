@@ -75,14 +75,14 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int | None = None) -
     return int(layers + logits + embeddings)
 
 
-def plan_memory(cfg: RunConfig, num_devices: int = 1, batch_size: int | None = None) -> MemoryPlan:
-    """Bytes per device for ``cfg`` under data parallelism over ``num_devices`` devices."""
+def plan_memory(cfg: RunConfig, batch_size: int | None = None) -> MemoryPlan:
+    """Bytes per device for ``cfg`` under data parallelism (``--batch-size`` rows per device; the
+    number of devices changes the global batch, not what one device holds)."""
     model = cfg.model
     params = count_parameters(model)
     trainable = count_lora_parameters(model) if model.use_lora else params
     total_params = params + (trainable if model.use_lora else 0)
-    batch = batch_size if batch_size is not None else cfg.train.batch_size
-    per_device = max(1, -(-batch // num_devices))
+    per_device = batch_size if batch_size is not None else cfg.train.batch_size
     accumulate = cfg.train.gradient_accumulation_steps > 1
     return MemoryPlan(
         parameters=total_params,
@@ -96,28 +96,27 @@ def plan_memory(cfg: RunConfig, num_devices: int = 1, batch_size: int | None = N
     )
 
 
-def estimate_training_memory(cfg: RunConfig, num_devices: int = 1) -> int:
+def estimate_training_memory(cfg: RunConfig) -> int:
     """Total bytes per device (see :func:`plan_memory`)."""
-    return plan_memory(cfg, num_devices).total
+    return plan_memory(cfg).total
 
 
-def largest_batch(cfg: RunConfig, memory_bytes: int, num_devices: int = 1) -> int:
-    """The largest global batch whose estimate fits ``memory_bytes`` per device (0 if none)."""
-    fixed = plan_memory(cfg, num_devices, batch_size=num_devices)
-    if fixed.total > memory_bytes:
+def largest_batch(cfg: RunConfig, memory_bytes: int) -> int:
+    """The largest ``--batch-size`` (per device) whose estimate fits ``memory_bytes`` (0: none)."""
+    if plan_memory(cfg, batch_size=1).total > memory_bytes:
         return 0
     # The estimate grows with the batch (not quite linearly: the loss's chunk is capped), so a
     # binary search finds the largest batch that fits.
     low, high = 1, 2
-    while plan_memory(cfg, 1, batch_size=high).total <= memory_bytes:
+    while plan_memory(cfg, batch_size=high).total <= memory_bytes:
         low, high = high, high * 2
     while high - low > 1:
         mid = (low + high) // 2
-        if plan_memory(cfg, 1, batch_size=mid).total <= memory_bytes:
+        if plan_memory(cfg, batch_size=mid).total <= memory_bytes:
             low = mid
         else:
             high = mid
-    return int(low) * num_devices
+    return int(low)
 
 
 def format_bytes(n: int) -> str:

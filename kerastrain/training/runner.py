@@ -90,17 +90,14 @@ def check_memory_fits(config: RunConfig, mesh_shape=None) -> None:
     available, what = device_memory_bytes()
     if available is None:
         return
-    import jax
-
-    devices = jax.device_count()
-    need = estimate_training_memory(config, devices)
+    need = estimate_training_memory(config)
     if mesh_shape is not None:
         from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
 
         need = plan_mesh_memory(config, mesh_shape).total
     if need > FIT_MARGIN * available:
         best = (largest_batch_per_device(config, mesh_shape, available) if mesh_shape else
-                largest_batch(config, available, devices))
+                largest_batch(config, available))
         advice = (f"--batch-size {best} fits" if best else
                   "no batch size fits: choose a smaller preset or --seq-len")
         raise ConfigError(

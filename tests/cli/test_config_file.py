@@ -55,7 +55,7 @@ def _configured(*args: str):
 
     @click.command()
     @with_run_options
-    def show(config, explicit_vocab):
+    def show(config):
         seen.append(config)
 
     result = CliRunner().invoke(show, list(args))

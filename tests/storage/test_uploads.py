@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import logging
 import re
@@ -328,8 +329,7 @@ def test_secrets_never_appear_in_output_or_files(azure, tmp_path, monkeypatch, c
         provider="azure",
         bucket=container,
         prefix="ck",
-        azure_account_name=AZURITE_ACCOUNT,
-        azure_sas_token=sas,
+        extra={"azure_account_name": AZURITE_ACCOUNT, "azure_sas_token": sas},
     )
     run = _stand_in_run(tmp_path, cloud)
     run.output_dir.mkdir(parents=True)
@@ -351,7 +351,8 @@ def test_secrets_never_appear_in_output_or_files(azure, tmp_path, monkeypatch, c
     cloud_sync.on_train_start(run=failing)
     cloud_sync.uploader_for(failing).retry = FAST_RETRY
     cloud_sync.on_checkpoint_saved(run=failing, path=fetched, step=1, kind="step")
-    failing.config.cloud.upload_timeout = 3  # the remote stays unreachable: wait 3 s, then list
+    # The remote stays unreachable: wait 3 s, then list.
+    failing.config = failing.config.replace(cloud=dataclasses.replace(cloud, upload_timeout=3))
     cloud_sync.on_train_end(run=failing, logs={})
     messages.append(failing.console.file.getvalue())
     assert "Not uploaded" in messages[-1]

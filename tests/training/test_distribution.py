@@ -92,13 +92,13 @@ def test_fsdp_shards_weights_and_optimizer_state():
     """XLA's memory analysis: per-device state under --fsdp 4 is within 1/4 + 10% of unsharded."""
     script = """
         import json, sys
-        from kerastrain.config import ModelConfig, RunConfig
+        from kerastrain.config import DistributionConfig, ModelConfig, RunConfig, TrainConfig
         from kerastrain.training.distribution import measure_state_bytes
-        config = RunConfig()
-        config.model = ModelConfig(vocab_size=256, d_model=64, num_layers=2, num_heads=4,
-                                   d_ff=128, seq_len=32)
-        config.train.batch_size = 2
-        config.distribution.fsdp = int(sys.argv[1]) if len(sys.argv) > 1 else None
+        config = RunConfig(
+            model=ModelConfig(vocab_size=256, d_model=64, num_layers=2, num_heads=4, d_ff=128,
+                              seq_len=32),
+            train=TrainConfig(batch_size=2),
+            distribution=DistributionConfig(fsdp=int(sys.argv[1]) if len(sys.argv) > 1 else None))
         print("RESULT" + json.dumps(measure_state_bytes(config)))
     """
     def measure(devices: int) -> dict:

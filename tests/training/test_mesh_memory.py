@@ -2,7 +2,7 @@
 
 import json
 
-from kerastrain.config import ModelConfig, RunConfig
+from kerastrain.config import DistributionConfig, ModelConfig, RunConfig, TrainConfig
 from kerastrain.model.presets import resolve_preset
 from kerastrain.training.distribution import MeshShape
 from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
@@ -11,10 +11,8 @@ from tests.helpers import invoke
 
 
 def small(batch: int = 8) -> RunConfig:
-    cfg = RunConfig()
-    cfg.model = ModelConfig(**resolve_preset("small"))
-    cfg.train.batch_size = batch
-    return cfg
+    return RunConfig(model=ModelConfig(**resolve_preset("small")),
+                     train=TrainConfig(batch_size=batch))
 
 
 def test_fsdp_and_tensor_parallel_divide_the_state_and_tp_the_activations():
@@ -57,11 +55,10 @@ def test_a_tensor_parallel_group_must_stay_in_one_process():
     from kerastrain.errors import ConfigError
     from kerastrain.training.distribution import resolve_mesh
 
-    cfg = small()
-    cfg.distribution.tensor_parallel = 2
+    cfg = small().replace(distribution=DistributionConfig(tensor_parallel=2))
     assert resolve_mesh(cfg, 4, local_devices=2) == MeshShape(data=2, model=2)
     with pytest.raises(ConfigError, match="the batch cannot be split"):
         resolve_mesh(cfg, 2, local_devices=1)
-    cfg.distribution.data_parallel = 3
+    cfg = cfg.replace(distribution=DistributionConfig(tensor_parallel=2, data_parallel=3))
     with pytest.raises(ConfigError, match="has 6 devices but 4 are present"):
         resolve_mesh(cfg, 4)

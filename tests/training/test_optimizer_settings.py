@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kerastrain.cli.options import build_config, run_options
+from kerastrain.cli.options import parse_run_args
 from kerastrain.config import ModelConfig
 from kerastrain.errors import ConfigError
 from kerastrain.model.gpt import build_model
@@ -14,11 +14,7 @@ MODEL = ["--d-model", "32", "--num-layers", "1", "--num-heads", "2", "--d-ff", "
 
 
 def config_from(*args):
-    import click
-
-    command = run_options(click.command()(lambda **kw: kw))
-    params = command.main(list(args), standalone_mode=False)
-    return build_config(params)[0]
+    return parse_run_args(list(args))
 
 
 def test_defaults_are_llm_practice_and_options_reach_adamw():

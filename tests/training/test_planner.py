@@ -35,7 +35,7 @@ def test_components():
     params = count_parameters(cfg.model)
     assert plan.weights == 4 * params and plan.optimizer == 8 * params
     assert plan.gradients == 4 * params and plan.accumulator == 0
-    cfg.train.gradient_accumulation_steps = 4
+    cfg = cfg.replace(train=TrainConfig(batch_size=4, gradient_accumulation_steps=4))
     assert plan_memory(cfg).accumulator == 4 * params
     lora = run_config("small", 4, use_lora=True, lora_rank=8)
     lora_plan = plan_memory(lora)
@@ -43,8 +43,7 @@ def test_components():
     assert lora_plan.optimizer == 8 * lora_plan.trainable_parameters
     mixed = plan_memory(run_config("small", 4, mixed_precision=True))
     assert mixed.activations < plan.activations and mixed.weights == plan.weights
-    halves = plan_memory(run_config("small", 8), num_devices=2)
-    assert halves.batch_per_device == 4 and halves.activations == plan.activations
+    assert plan_memory(run_config("small", 8)).activations > plan.activations
 
 
 def test_largest_batch_fits_and_one_more_does_not():
@@ -55,7 +54,7 @@ def test_largest_batch_fits_and_one_more_does_not():
     assert plan_memory(cfg, batch_size=best).total <= memory
     assert plan_memory(cfg, batch_size=best + 1).total > memory
     assert largest_batch(run_config("xlarge", 1), 4 * GIB) == 0
-    assert largest_batch(cfg, memory, num_devices=4) == 4 * best
+
 
 
 def test_plan_command():
@@ -70,3 +69,17 @@ def test_plan_command():
     assert data["largest_batch"] >= 16 and data["total"] < 8 * GIB
     text = CliRunner().invoke(cli, ["plan", "--preset", "nano", "--batch-size", "4"])
     assert text.exit_code == 0 and "optimizer" in text.output and "total" in text.output
+
+
+def test_plan_takes_batch_size_per_device_as_run_does():
+    from kerastrain.cli import cli
+
+    def plan(*extra):
+        result = CliRunner().invoke(cli, ["plan", "--preset", "nano", "--batch-size", "8",
+                                          "--json", *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(result.output)
+
+    one, four = plan(), plan("--num-devices", "4")
+    assert four["total"] == one["total"] and four["batch_per_device"] == 8
+    assert (one["global_batch"], four["global_batch"]) == (8, 32)

@@ -37,18 +37,12 @@ def test_sample_every_prints_and_logs_samples_from_the_current_weights(tmp_path)
 
 
 def test_a_terminal_gets_a_sample_at_each_evaluation_and_a_pipe_does_not(tmp_path):
-    from kerastrain.cli.options import build_config
+    from kerastrain.cli.options import parse_run_args
     from kerastrain.training.runner import run_training
 
     def config(out, *extra):
-        import click
-
-        from kerastrain.cli.options import run_options
-
-        command = run_options(click.command()(lambda **kw: kw))
-        params = command.main([*TINY, "--output-dir", str(out), "--max-steps", "4",
-                               "--eval-every", "2", *extra], standalone_mode=False)
-        return build_config(params)[0]
+        return parse_run_args([*TINY, "--output-dir", str(out), "--max-steps", "4",
+                               "--eval-every", "2", *extra])
 
     terminal = Console(file=io.StringIO(), force_terminal=True, width=200)
     run_training(config(tmp_path / "tty"), terminal)

@@ -34,7 +34,7 @@ def _weights(checkpoint: Path) -> list[np.ndarray]:
 def test_accumulation_matches_a_large_batch():
     import keras
 
-    from kerastrain.config import ModelConfig, RunConfig
+    from kerastrain.config import ModelConfig, RunConfig, TrainConfig
     from kerastrain.model.gpt import build_model
     from kerastrain.training.loop import initial_state, make_steps
     from kerastrain.training.optimizer import make_optimizer
@@ -46,12 +46,11 @@ def test_accumulation_matches_a_large_batch():
     for batch, accum in ((32, 1), (8, 4)):
         keras.utils.set_random_seed(3)
         cfg = RunConfig(model=ModelConfig(vocab_size=64, seq_len=16, d_model=32, num_layers=2,
-                                          num_heads=2, d_ff=64, dropout_rate=0.0))
-        cfg.train.gradient_accumulation_steps = accum
-        # Adam divides by sqrt(v) + epsilon: with the LLM default 1e-8 a near-zero gradient's
-        # float rounding (summed in another order) becomes a visible update; 1e-6 keeps this a
-        # test of accumulation.
-        cfg.train.adam_epsilon = 1e-6
+                                          num_heads=2, d_ff=64, dropout_rate=0.0),
+                        # Adam divides by sqrt(v) + epsilon: with the LLM default 1e-8 a
+                        # near-zero gradient's float rounding (summed in another order) becomes a
+                        # visible update; 1e-6 keeps this a test of accumulation.
+                        train=TrainConfig(gradient_accumulation_steps=accum, adam_epsilon=1e-6))
         model = build_model(cfg.model)
         opt = make_optimizer(cfg, 1e-2, model)
         train_step, _ = make_steps(model, opt)
