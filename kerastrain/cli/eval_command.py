@@ -9,7 +9,6 @@ import click
 
 from kerastrain.hookspecs import hookimpl
 
-
 # Options shared with `run` (declared once in kerastrain.config); unset means the run's value.
 EVAL_RUN_OPTIONS = ("data.dataset_id", "data.dataset_config", "data.text_column", "data.split",
                     "data.data_dir", "train.batch_size")

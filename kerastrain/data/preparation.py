@@ -75,8 +75,9 @@ def tokenizer_path(config: RunConfig, output_dir: Path) -> Path:
 
 
 def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print,
-                      retrain: bool | None = None) -> TextTokenizer:
-    """Reuse the tokenizer at ``path`` or train one on a sample and save it there.
+                      retrain: bool | None = None) -> tuple[TextTokenizer, bool]:
+    """Reuse the tokenizer at ``path`` or train one on a sample and save it there; also whether
+    it was trained now (for this request).
 
     ``retrain`` (default: ``--retrain-tokenizer``) trains even if the file exists."""
     tok_cfg = config.tokenizer
@@ -84,7 +85,7 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
     if path.exists() and not retrain:
         tokenizer = load_tokenizer(path)
         say(f"Tokenizer: reusing {path} (vocab {tokenizer.vocab_size})")
-        return tokenizer
+        return tokenizer, False
     kind = tokenizer_kind(tok_cfg.kind)
     limit = min(tok_cfg.train_examples, config.data.max_train_examples or tok_cfg.train_examples)
     texts = sample_texts(train, limit)
@@ -114,7 +115,7 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
         say(f"Tokenizer: the data fills {tokenizer.vocab_size} of the "
             f"{tok_cfg.asked_vocab_size} tokens asked (--vocab-size); using "
             f"{tokenizer.vocab_size}, the model follows")
-    return tokenizer
+    return tokenizer, True
 
 
 def check_vocab(config: RunConfig, vocab_size: int, trained_for: int | None = None) -> None:

@@ -244,12 +244,15 @@ def run_training(config: RunConfig, console) -> dict:
     if resume is not None and primary:
         adopt_checkpoint_tokenizer(config, resume, output_dir, say)
     tok_path = tokenizer_path(config, output_dir)
-    tokenizer, pretrained = _prepare_tokenizer(config, train_docs, tok_path, primary, say)
+    tokenizer, pretrained, trained_now = _prepare_tokenizer(config, train_docs, tok_path, primary,
+                                                            say)
 
     # -- what the run resolves ------------------------------------------------------------------
     model_config = (pretrained.config if pretrained is not None
                     else config.model.replace(vocab_size=tokenizer.vocab_size))
-    trained_for = previous.tokenizer.vocab_size if previous is not None else None
+    # The --vocab-size a tokenizer that fell short was trained for: now, or by the resumed run.
+    trained_for = config.tokenizer.vocab_size if trained_now else (
+        previous.tokenizer.vocab_size if previous is not None else None)
     check_vocab(config, model_config.vocab_size, trained_for)
     model_config.validate()
     devices = mesh_plan.shape.devices if mesh_plan else 1
@@ -318,8 +321,9 @@ def run_training(config: RunConfig, console) -> dict:
 
 
 def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool, say):
-    """(tokenizer, the ``--init-from`` folder's model or None): the folder's tokenizer, or the
-    run's own, trained or reused by process 0 and read by the others."""
+    """(tokenizer, the ``--init-from`` folder's model or None, whether the tokenizer was trained
+    now): the folder's tokenizer, or the run's own, trained or reused by process 0 and read by
+    the others."""
     from kerastrain.data.preparation import prepare_tokenizer
     from kerastrain.training.processes import barrier
 
@@ -330,12 +334,14 @@ def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool,
             from kerastrain.data.tokenizer import load_tokenizer
 
             pretrained = adopt_pretrained(config, path, say)
-            return load_tokenizer(path), pretrained
-    tokenizer = prepare_tokenizer(config, train_docs, path, say) if primary else None
+            return load_tokenizer(path), pretrained, False
+    tokenizer, trained = prepare_tokenizer(config, train_docs, path, say) if primary else (None,
+                                                                                           False)
     barrier("tokenizer ready")
     if not primary:  # reuses process 0's tokenizer (shared disk) or trains the same one
-        tokenizer = prepare_tokenizer(config, train_docs, path, say, retrain=False)
-    return tokenizer, None
+        tokenizer, _ = prepare_tokenizer(config, train_docs, path, say, retrain=False)
+        trained = True  # process 0 checks --vocab-size against this very file
+    return tokenizer, None, trained
 
 
 def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan, initial, say):
