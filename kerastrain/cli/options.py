@@ -117,3 +117,4 @@ def with_run_options(f):
         return f(config=build_config(params), **own)
 
     return wrapper
+
