@@ -113,16 +113,19 @@ def plugins(ctx, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
+    from kerastrain.cli.tables import table_console
+
     table = Table("plugin", "version", "registers", "commands", "hooks")
+    for column in table.columns:
+        column.overflow = "fold"
     for row in rows:
         name = row["name"] + ("" if row["builtin"] else f" ({row['distribution']})")
         registers = row["registers"] + [f"[red]CONFLICT/ERROR:[/] {p}" for p in row["problems"]]
         table.add_row(name, row["version"] or "", "\n".join(registers),
                       ", ".join(row["commands"]), ", ".join(row["hooks"]))
-    Console().print(table)
+    table_console().print(table)
     if any(row["problems"] for row in rows):
         click.echo("Some plugins conflict or registered something invalid (marked above).",
                    err=True)

@@ -53,10 +53,11 @@ def presets_command(batch_size, as_json):
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from kerastrain.cli.tables import table_console
+
+    console = table_console()
     wide = console.width >= 130  # descriptions only where they fit without wrapping every cell
     table = Table(title=f"Model presets (vocab 16000; training memory at batch {batch_size}, "
                         "seq_len, float32)")
