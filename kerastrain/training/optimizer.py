@@ -23,6 +23,14 @@ def _choose(kind: str, name: str, found: dict):
     return found[name].obj
 
 
+def check_kinds(config: RunConfig) -> None:
+    """``--optimizer`` and ``--lr-schedule`` name installed kinds (one line before any work)."""
+    from kerastrain.plugins import lr_schedules, optimizers
+
+    _choose("--optimizer", config.train.optimizer, optimizers())
+    _choose("--lr-schedule", config.train.lr_schedule, lr_schedules())
+
+
 def make_schedule(config: RunConfig, total_steps: int):
     """The run's learning rate as ``(schedule, warmup_steps)``; the schedule takes the update
     count (0, 1, ...)."""

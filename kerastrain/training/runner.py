@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kerastrain.config import RunConfig
 from kerastrain.errors import CheckpointError, ConfigError, UserError
-from kerastrain.training.optimizer import make_optimizer, make_schedule
+from kerastrain.training.optimizer import check_kinds, make_optimizer, make_schedule
 
 # What an output directory holds that --overwrite clears (the tokenizer is kept and reused).
 RUN_ARTIFACTS = ("metrics.jsonl", "tensorboard", "final_checkpoint", "best_checkpoint")
@@ -227,6 +227,7 @@ def run_training(config: RunConfig, console) -> dict:
     from kerastrain.training.tracking import check_trackers
 
     check_trackers(config.output.trackers)
+    check_kinds(config)
 
     # -- output directory, resume point, tokenizer ----------------------------------------------
     train_docs, val_docs, what = open_documents(config)
