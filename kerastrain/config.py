@@ -22,7 +22,10 @@ from typing import Any
 from kerastrain.errors import ConfigError
 from kerastrain.schema import (
     REDACTED,
+    Declared,
+    Secret,
     at_least,
+    declared_fields,
     fraction,
     not_negative,
     option,
@@ -270,10 +273,7 @@ class CloudConfig(PluginValues):
 
     def secrets(self) -> tuple[str, ...]:
         """The secret values this configuration holds (for :func:`kerastrain.storage.redact`)."""
-        from kerastrain.schema import run_options
-
-        return tuple(self.extra[d.name] for d in run_options()
-                     if d.section == "cloud" and d.spec.secret and self.extra.get(d.name))
+        return tuple(v for v in self.extra.values() if isinstance(v, Secret))
 
 
 @dataclass(frozen=True)
@@ -317,10 +317,9 @@ class RunConfig:
     distribution: DistributionConfig = field(default_factory=DistributionConfig)
 
     def validate(self) -> None:
-        """Each option's own check, then the checks that relate several options."""
-        from kerastrain.schema import run_options
-
-        for declared in run_options():
+        """Each option's own check, then the checks that relate several options. (Plugins'
+        options are checked as they are parsed: :func:`kerastrain.plugins.run_options`.)"""
+        for declared in declared_fields(RunConfig):
             declared.check(self.value_of(declared))
         self.model.validate()
         d, tok = self.data, self.tokenizer
@@ -333,7 +332,8 @@ class RunConfig:
         if self.cloud.provider and not self.cloud.bucket:
             raise ConfigError("--cloud-provider needs --cloud-bucket (the bucket or container)")
 
-    def value_of(self, declared) -> Any:
+    def value_of(self, declared: Declared) -> Any:
+        """The value of a declared option (a plugin's: its section's ``extra``, or its default)."""
         where = self if declared.section is None else getattr(self, declared.section)
         if declared.name in {f.name for f in dataclasses.fields(where)}:
             return getattr(where, declared.name)
@@ -343,61 +343,54 @@ class RunConfig:
         return dataclasses.replace(self, **sections)
 
     def to_dict(self, redact: bool = True) -> dict:
-        """The request as ``run_config.json`` holds it: every option's value (the model section:
-        its options only; the vocabulary is the tokenizer's), secrets redacted."""
-        from kerastrain.schema import run_options
-
-        declared = run_options()
+        """The request as ``run_config.json`` holds it: every option's value by section (the
+        model section: its options only; the vocabulary is the tokenizer's), secrets redacted."""
         data: dict = {"preset": self.preset}
+        options = [d for d in declared_fields(RunConfig) if d.section]
         for name in SECTIONS:
-            values = {d.name: self.value_of(d) for d in declared if d.section == name}
-            data[name] = json.loads(json.dumps(values))  # plain JSON types (lists, not tuples)
-        return redacted(declared, data) if redact else data
+            section = getattr(self, name)
+            values = {d.name: getattr(section, d.name) for d in options if d.section == name}
+            values.update(getattr(section, "extra", {}))
+            data[name] = values
+        data = redacted(data) if redact else data
+        return json.loads(json.dumps(data))  # plain JSON types (lists, not tuples)
 
     @classmethod
-    def from_dict(cls, data: dict) -> RunConfig:
-        """The inverse of :meth:`to_dict` (redacted secrets are left unset)."""
-        from kerastrain.schema import run_options
-
-        declared = run_options()
-        values: dict[str, dict] = {name: {} for name in SECTIONS}
-        for d in declared:
-            if d.section is None:
-                continue
-            given = data.get(d.section, {})
-            if d.name in given and given[d.name] != REDACTED:
-                values[d.section][d.name] = given[d.name]
-        return build_run_config(values, data.get("preset"))
+    def from_dict(cls, data: dict, resolve_preset=None) -> RunConfig:
+        """The inverse of :meth:`to_dict` (redacted secrets are left unset). ``resolve_preset``:
+        a preset name -> its model fields (:func:`kerastrain.model.presets.resolve_preset`), for
+        the model fields that are not options (without it they take their defaults)."""
+        options = {(d.section, d.name) for d in declared_fields(RunConfig) if d.section}
+        values: dict[str, dict] = {}
+        for name, cls_ in SECTIONS.items():
+            own = {f.name for f in dataclasses.fields(cls_)}
+            values[name] = {k: v for k, v in (data.get(name) or {}).items() if v != REDACTED
+                            and ((name, k) in options or (k not in own and name != "model"))}
+        preset = data.get("preset")
+        return build_run_config(values, preset,
+                                resolve_preset(preset) if preset and resolve_preset else None)
 
     def save(self, path: Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-def build_run_config(values: dict[str, dict], preset: str | None) -> RunConfig:
+def build_run_config(values: dict[str, dict], preset: str | None,
+                     preset_fields: dict | None = None) -> RunConfig:
     """A RunConfig from option values by section (fields not given keep their defaults).
 
-    Plugin options go to their section's ``extra``. The model section starts from ``preset``
-    (if any); the model's vocabulary is the asked one until the run resolves it."""
-    from kerastrain.schema import run_options
-
-    own = {name: {f.name for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()}
-    sections: dict[str, dict] = {name: {"extra": {}} for name in SECTIONS if name != "model"}
-    for d in run_options():
-        if d.section is None or d.section == "model" or d.name not in values.get(d.section, {}):
-            continue
-        value = values[d.section][d.name]
-        if d.name in own[d.section]:
-            sections[d.section][d.name] = value
-        else:
-            sections[d.section]["extra"][d.name] = value
-    model_fields: dict = {}
-    if preset:
-        from kerastrain.model.presets import resolve_preset
-
-        model_fields.update(resolve_preset(preset))
-    model_fields.update(values.get("model", {}))
+    Values that are not a section's own fields (plugins' options) go to its ``extra``. The model
+    section starts from ``preset_fields`` (the preset's model fields, if any); the model's
+    vocabulary is the asked one until the run resolves it."""
+    sections: dict[str, dict] = {}
+    for name, cls in SECTIONS.items():
+        own = {f.name for f in dataclasses.fields(cls)}
+        given = values.get(name, {})
+        sections[name] = {k: v for k, v in given.items() if k in own}
+        if name != "model":
+            sections[name]["extra"] = {k: v for k, v in given.items() if k not in own}
     tokenizer = TokenizerConfig(**sections.pop("tokenizer"))
-    model_fields["vocab_size"] = tokenizer.asked_vocab_size
+    model_fields = {**(preset_fields or {}), **sections.pop("model"),
+                    "vocab_size": tokenizer.asked_vocab_size}
     return RunConfig(
         tokenizer=tokenizer, model=section_values(ModelConfig, model_fields), preset=preset,
         **{name: SECTIONS[name](**fields) for name, fields in sections.items()},

@@ -18,7 +18,9 @@ from typing import Any
 import pluggy
 
 from kerastrain import hookspecs
+from kerastrain.config import SECTIONS, RunConfig
 from kerastrain.errors import PluginError
+from kerastrain.schema import Declared, OptionSpec, declared_fields
 from kerastrain.validation import (
     SOURCE_MEMBERS,
     TOKENIZER_MEMBERS,
@@ -271,4 +273,34 @@ def plugin_commands() -> dict[str, list[str]]:
         group = click.Group()
         impl.function(cli=group)
         found[impl.plugin_name] = sorted(group.commands)
+    return found
+
+
+def run_options() -> list[Declared]:
+    """Every option of ``kerastrain run``: RunConfig's fields (:mod:`kerastrain.config`), then
+    the options plugins declare."""
+    return [*declared_fields(RunConfig), *plugin_options()]
+
+
+def plugin_options() -> list[Declared]:
+    """The options plugins declare (``register_run_options``); a bad declaration is one line."""
+    found: list[Declared] = []
+    for reg in run_option_declarations().values():
+        spec = dict(reg.extra)
+        spec.pop("args", None)
+        section, default, kind = spec.pop("section", None), spec.pop("default", None), \
+            spec.pop("type", str)
+        if section not in SECTIONS or section == "model":
+            raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r}: section must be "
+                              f"one of {', '.join(s for s in SECTIONS if s != 'model')}")
+        if reg.name in {d.name for d in declared_fields(SECTIONS[section], section)}:
+            raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r} is a kerastrain "
+                              f"option already; choose another name")
+        spec.setdefault("group", "Plugins")
+        try:
+            option_spec = OptionSpec(**spec)
+        except TypeError as exc:
+            raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r}: {exc}") from None
+        found.append(Declared(section, reg.name, option_spec,
+                              kind | None if default is None else kind, default))
     return found

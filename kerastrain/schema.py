@@ -6,7 +6,8 @@ derived from that declaration: the click options of ``run``, ``plan`` and ``eval
 (:mod:`kerastrain.cli.options`), the keys and tables a ``--config`` file may use
 (:mod:`kerastrain.cli.config_file`), ``run_config.json`` and reading it back, the checks, and the
 option reference in ``docs/options.md``. Plugins declare options the same way through the
-``register_run_options`` hook; their values live in ``RunConfig.plugin_options``.
+``register_run_options`` hook (:func:`kerastrain.config.run_options` lists both); their values
+live in their section's ``extra``.
 
 (Why not draccus or pydantic: the CLI must stay click, with the seed guide's flag spellings and
 ``--help`` groups; a field's metadata gives exactly that with no new dependency.)
@@ -129,7 +130,7 @@ class Declared:
             return parse_pairs(self.flag, value or ())
         if self.base_type is list:
             return list(value or ())
-        return value
+        return Secret(value) if self.spec.secret and value else value
 
 
 def parse_pairs(flag: str, pairs) -> dict[str, str]:
@@ -163,46 +164,15 @@ def section_values(cls: type, values: dict[str, Any]) -> Any:
     return cls(**{k: v for k, v in values.items() if k in known})
 
 
-def redacted(declared: list[Declared], data: dict) -> dict:
-    """``data`` (a RunConfig as a dict) with every secret's value replaced."""
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    for d in declared:
-        where = out if d.section is None else out.get(d.section, {})
-        if d.spec.secret and where.get(d.name):
-            where[d.name] = REDACTED
-    return out
+class Secret(str):
+    """The value of a secret option: equal to its text, but never written or shown."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
 
 
-def run_options() -> list[Declared]:
-    """Every option of ``kerastrain run``: RunConfig's fields, then what plugins declare."""
-    from kerastrain.config import RunConfig
+def redacted(data: dict) -> dict:
+    """``data`` (a RunConfig as a dict, by section) with every :class:`Secret` replaced."""
+    return {k: ({n: REDACTED if isinstance(v, Secret) else v for n, v in section.items()}
+                if isinstance(section, dict) else section) for k, section in data.items()}
 
-    return [*declared_fields(RunConfig), *plugin_options()]
-
-
-def plugin_options() -> list[Declared]:
-    """The options plugins declare (``register_run_options``); a bad declaration is one line."""
-    from kerastrain.config import SECTIONS
-    from kerastrain.errors import PluginError
-    from kerastrain.plugins import run_option_declarations
-
-    found: list[Declared] = []
-    for reg in run_option_declarations().values():
-        spec = dict(reg.extra)
-        spec.pop("args", None)
-        section, default, kind = spec.pop("section", None), spec.pop("default", None), \
-            spec.pop("type", str)
-        if section not in SECTIONS or section == "model":
-            raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r}: section must be "
-                              f"one of {', '.join(s for s in SECTIONS if s != 'model')}")
-        if reg.name in {d.name for d in declared_fields(SECTIONS[section], section)}:
-            raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r} is a kerastrain "
-                              f"option already; choose another name")
-        spec.setdefault("group", "Plugins")
-        try:
-            option_spec = OptionSpec(**spec)
-        except TypeError as exc:
-            raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r}: {exc}") from None
-        found.append(Declared(section, reg.name, option_spec,
-                              kind | None if default is None else kind, default))
-    return found

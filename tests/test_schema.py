@@ -10,7 +10,8 @@ import click
 from click.testing import CliRunner
 
 from kerastrain.cli.options import config_from_params, run_option_decorator
-from kerastrain.schema import Declared, run_options
+from kerastrain.plugins import run_options
+from kerastrain.schema import Declared
 from tests.helpers import invoke
 
 ROOT = Path(__file__).resolve().parents[1]

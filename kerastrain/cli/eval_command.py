@@ -16,7 +16,7 @@ EVAL_RUN_OPTIONS = ("data.dataset_id", "data.dataset_config", "data.text_column"
 
 def _run_options(f):
     from kerastrain.cli.options import declared_option
-    from kerastrain.schema import run_options
+    from kerastrain.plugins import run_options
 
     declared = {f"{d.section}.{d.name}": d for d in run_options()}
     for key in reversed(EVAL_RUN_OPTIONS):

@@ -14,7 +14,8 @@ import click
 
 from kerastrain.cli.config_file import config_file_option
 from kerastrain.config import RunConfig, build_run_config
-from kerastrain.schema import UNSET, Declared, run_options
+from kerastrain.plugins import plugin_options, run_options
+from kerastrain.schema import UNSET, Declared
 
 
 def click_kwargs(d: Declared, *, default_none: bool = False) -> dict:
@@ -89,12 +90,16 @@ def config_from_params(params: dict) -> RunConfig:
             preset = value
         elif value is not None or not d.spec.cli_default_none:
             values.setdefault(d.section, {})[d.name] = value
-    return build_run_config(values, preset)
+    from kerastrain.model.presets import resolve_preset
+
+    return build_run_config(values, preset, resolve_preset(preset) if preset else None)
 
 
 def build_config(params: dict) -> RunConfig:
-    """A validated RunConfig from click's parameters."""
+    """A validated RunConfig from click's parameters (plugins' options by their own checks)."""
     config = config_from_params(params)
+    for d in plugin_options():
+        d.check(config.value_of(d))
     config.validate()
     return config
 

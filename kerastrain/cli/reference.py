@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from kerastrain.cli.options import in_help_order
-from kerastrain.schema import UNSET, run_options
+from kerastrain.plugins import run_options
+from kerastrain.schema import UNSET
 
 
 def reference_markdown() -> str:

@@ -13,7 +13,7 @@ from kerastrain.hookspecs import hookimpl
 def _cloud_options(f):
     """The run's cloud options (plugins' too), each unset by default: unset means the run's."""
     from kerastrain.cli.options import declared_option
-    from kerastrain.schema import run_options
+    from kerastrain.plugins import run_options
 
     for d in reversed([d for d in run_options() if d.section == "cloud"]):
         f = declared_option(d, default_none=d.name != "upload_timeout",
@@ -37,7 +37,7 @@ def sync(output_dir, **options):
     from rich.console import Console
 
     from kerastrain.errors import EXIT_NOT_UPLOADED
-    from kerastrain.schema import run_options
+    from kerastrain.plugins import run_options
     from kerastrain.storage.sync import saved_cloud_config, sync_output_dir
 
     values = {d.name: d.from_click_value(options[d.param]) for d in run_options()

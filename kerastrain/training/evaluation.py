@@ -39,7 +39,9 @@ def run_config_of(checkpoint: Path) -> RunConfig | None:
     output_dir, ckpt = _find(checkpoint)
     for candidate in (ckpt / "run_config.json", output_dir / "run_config.json"):
         if candidate.is_file():
-            return RunConfig.from_dict(json.loads(candidate.read_text()))
+            from kerastrain.model.presets import resolve_preset
+
+            return RunConfig.from_dict(json.loads(candidate.read_text()), resolve_preset)
     return None
 
 

@@ -10,25 +10,12 @@ import shutil
 from pathlib import Path
 
 from kerastrain.config import RunConfig
-from kerastrain.errors import CheckpointError, ConfigError, UserError
+from kerastrain.errors import CheckpointError, ConfigError
 from kerastrain.training.optimizer import check_kinds, make_optimizer, make_schedule
+from kerastrain.training.preflight import check_memory_fits, check_output_dir
 
 # What an output directory holds that --overwrite clears (the tokenizer is kept and reused).
 RUN_ARTIFACTS = ("metrics.jsonl", "tensorboard", "final_checkpoint", "best_checkpoint")
-
-
-def check_output_dir(path: Path) -> None:
-    """Fail early, before anything is written, when the output directory is unusable."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{id(path)}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(
-            f"cannot write to output directory {path} ({exc.strerror or exc}); "
-            "choose another --output-dir"
-        ) from exc
 
 
 def estimate_total_steps(config: RunConfig, train_docs, tokenizer,
@@ -58,53 +45,6 @@ def estimate_total_steps(config: RunConfig, train_docs, tokenizer,
         f"{per_epoch * t.epochs} steps ({t.epochs} epochs of ~{per_epoch} steps, "
         f"~{n_docs * tokens_per_doc:,.0f} tokens per epoch)"
     )
-
-
-FIT_MARGIN = 1.25  # refuse only what clearly cannot fit: the estimate is within ~25%
-
-
-def device_memory_bytes() -> tuple[int | None, str]:
-    """Memory of the first accelerator (its allocator's limit), or the host's available RAM."""
-    import jax
-
-    device = jax.devices()[0]
-    if device.platform != "cpu":
-        stats = device.memory_stats() or {}
-        if stats.get("bytes_limit"):
-            return int(stats["bytes_limit"]), f"{device.device_kind} memory"
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024, "available host memory"
-    except OSError:
-        pass
-    return None, ""
-
-
-def check_memory_fits(config: RunConfig, mesh_shape=None) -> None:
-    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device
-    (on a mesh: per device, with ``--batch-size`` rows per device)."""
-    from kerastrain.training.planner import estimate_training_memory, format_bytes, largest_batch
-
-    available, what = device_memory_bytes()
-    if available is None:
-        return
-    need = estimate_training_memory(config)
-    if mesh_shape is not None:
-        from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
-
-        need = plan_mesh_memory(config, mesh_shape).total
-    if need > FIT_MARGIN * available:
-        best = (largest_batch_per_device(config, mesh_shape, available) if mesh_shape else
-                largest_batch(config, available))
-        advice = (f"--batch-size {best} fits" if best else
-                  "no batch size fits: choose a smaller preset or --seq-len")
-        raise ConfigError(
-            f"this run needs about {format_bytes(need)} per device but the {what} is "
-            f"{format_bytes(available)}; {advice} (see `kerastrain plan` with the same options), "
-            "or use --gradient-accumulation-steps / --use-mixed-precision"
-        )
 
 
 def find_resume_point(config: RunConfig, output_dir: Path, say):
@@ -181,7 +121,10 @@ def checkpoint_request(checkpoint: Path | None) -> RunConfig | None:
     if checkpoint is None or not (Path(checkpoint) / RUN_CONFIG_FILE).is_file():
         return None
     try:
-        return RunConfig.from_dict(json.loads((Path(checkpoint) / RUN_CONFIG_FILE).read_text()))
+        from kerastrain.model.presets import resolve_preset
+
+        return RunConfig.from_dict(json.loads((Path(checkpoint) / RUN_CONFIG_FILE).read_text()),
+                                   resolve_preset)
     except (ValueError, TypeError, ConfigError):
         return None
 
