@@ -7,7 +7,6 @@ import logging
 import re
 import threading
 import urllib.parse
-from types import SimpleNamespace
 
 import pytest
 from rich.console import Console
@@ -273,8 +272,10 @@ def test_unreachable_server_is_a_one_line_storage_error(monkeypatch):
 
 
 def _stand_in_run(tmp_path, cloud: CloudConfig):
-    config = RunConfig(cloud=cloud)
-    return SimpleNamespace(config=config, output_dir=tmp_path / "out", console=_console())
+    from kerastrain.training.loop import TrainingRun
+
+    return TrainingRun(config=RunConfig(cloud=cloud), output_dir=tmp_path / "out",
+                       console=_console())
 
 
 def test_cloud_sync_hooks_upload_each_checkpoint(s3, tmp_path):
