@@ -2,8 +2,12 @@
 
 Registration hooks hand the plugin a ``register`` callback (as ``llm`` does) rather than asking it
 to return lists, so one plugin can register several parts and the manager knows which plugin
-registered what. Training hooks let plugins observe the loop. The plugin author's guide,
-``docs/plugins.md``, documents every interface these hooks hand over.
+registered what. Training hooks let plugins observe the loop: ``on_metrics`` hands each logged
+record to its sinks in memory (nothing reads ``metrics.jsonl`` during a run), and
+``checkpoints_in_use`` keeps folders a plugin still needs from ``--keep-last`` pruning, so the loop
+imports no plugin. A plugin keeps per-run state on the run (``run.plugin_state``), never in module
+globals. The plugin author's guide, ``docs/plugins.md``, documents every interface these hooks
+hand over.
 """
 
 from __future__ import annotations
@@ -45,8 +49,8 @@ def register_architectures(register):
 def register_trackers(register):
     """Register experiment trackers: ``register(tracker_class)`` with a class that has ``name``
     (what ``--tracker NAME`` selects), ``label`` (for messages), ``start(run) -> tracker`` (a
-    classmethod) and, on the tracker, ``sync()``, ``log_checkpoint(path)`` and ``finish(summary)``
-    (see :mod:`kerastrain.training.tracking`)."""
+    classmethod) and, on the tracker, ``log(record)`` (each record of ``on_metrics``),
+    ``log_checkpoint(path)`` and ``finish(summary)`` (see :mod:`kerastrain.training.tracking`)."""
 
 
 @hookspec
@@ -94,6 +98,19 @@ def on_train_step(run, step: int, logs: dict):
 @hookspec
 def on_evaluate(run, step: int, logs: dict):
     """Called after each validation pass."""
+
+
+@hookspec
+def on_metrics(run, record: dict):
+    """Called with each record the run logs (``kind``: train, eval, sample, summary; ``step``,
+    ``time`` and its values), just after ``metrics.jsonl`` got the same record: trackers and other
+    sinks take records from here, so nothing re-reads the file during a run. Do not modify it."""
+
+
+@hookspec
+def checkpoints_in_use(run) -> list:
+    """Local checkpoint folders this plugin still needs (e.g. still uploading): return a list of
+    paths, possibly empty. ``--keep-last`` pruning deletes none of the folders any plugin names."""
 
 
 @hookspec

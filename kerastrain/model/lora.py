@@ -69,11 +69,3 @@ def merge_lora(model: keras.Model) -> int:
         layer.lora_kernel_b.assign(np.zeros(layer.lora_kernel_b.shape, "float32"))
         merged += 1
     return merged
-
-
-def save_merged_weights(model: keras.Model, path: str) -> None:
-    """Write ``model.weights.h5``-style weights with adapters merged, loadable without LoRA."""
-    # Keras already merges LoRA kernels when saving; this names the intent and checks the suffix.
-    if not str(path).endswith(".weights.h5"):
-        raise ValueError(f"weights file must end in .weights.h5, got {path}")
-    model.save_weights(path)

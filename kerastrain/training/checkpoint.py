@@ -210,15 +210,10 @@ def list_checkpoints(output_dir: Path) -> list[CheckpointInfo]:
     return found
 
 
-def newest_checkpoint(output_dir: Path) -> CheckpointInfo | None:
-    """The checkpoint to resume from: the newest complete one, best_checkpoint excluded."""
-    candidates = [c for c in list_checkpoints(output_dir) if c.path.name != "best_checkpoint"]
-    return candidates[-1] if candidates else None
-
-
 def newest_verified_checkpoint(output_dir: Path, say=None) -> CheckpointInfo | None:
-    """Like :func:`newest_checkpoint`, but every file's sha256 is checked; a checkpoint that
-    fails is skipped (saying so through ``say``) for the previous complete one."""
+    """The checkpoint to resume from: the newest complete one, best_checkpoint excluded, every
+    file's sha256 checked; one that fails is skipped (saying so through ``say``) for the previous
+    complete one."""
     candidates = [c for c in list_checkpoints(output_dir) if c.path.name != "best_checkpoint"]
     for info in reversed(candidates):
         try:

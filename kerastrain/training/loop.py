@@ -64,9 +64,18 @@ class TrainingRun:
     # (trainable, non-trainable, optimizer) values after the latest update; read them in a hook
     # only (the next update reuses their buffers). The Keras variables lag until a checkpoint.
     state: tuple | None = None
+    # Each plugin's state for this run, under the plugin's module name: plugins keep none in
+    # module globals, so two runs in one process (tests, notebooks) never share an uploader.
+    plugin_state: dict = field(default_factory=dict)
+    metrics: object = None  # the MetricsLog while the loop runs (see log_metrics)
 
     def say(self, message: str) -> None:
         self.console.print(message, highlight=False)
+
+    def log_metrics(self, kind: str, step: int, values: dict) -> dict | None:
+        """Log a record (e.g. a generated sample) as the loop logs its own: ``metrics.jsonl``,
+        TensorBoard and the ``on_metrics`` hooks. None when no loop is running."""
+        return None if self.metrics is None else self.metrics.write(kind, step, values)
 
 
 def lm_loss(labels, logits):
@@ -195,12 +204,10 @@ class Trainer:
         self.hooks.on_checkpoint_saved(run=self.run, path=path, step=self.step, kind=kind)
         return path
 
-    def _uploading(self) -> set:
-        """Checkpoint folders still being uploaded: pruning must not delete them."""
-        from kerastrain.storage.cloud_sync import uploader_for
-
-        uploader = uploader_for(self.run)
-        return set(uploader.pending_dirs()) if uploader else set()
+    def _in_use(self) -> set:
+        """Checkpoint folders a plugin still needs (e.g. uploading): pruning must not delete
+        them. The plugins answer through the ``checkpoints_in_use`` hook."""
+        return {Path(p) for paths in self.hooks.checkpoints_in_use(run=self.run) for p in paths}
 
     def _should_stop(self) -> bool:
         """A signal stops the run; in several processes all stop after the same step."""
@@ -223,11 +230,13 @@ class Trainer:
         accum = cfg.train.gradient_accumulation_steps
         total = self.run.total_steps
         if self.primary:
-            metrics = MetricsLog(out)
+            metrics = MetricsLog(out, publish=lambda record: self.hooks.on_metrics(
+                run=self.run, record=record))
         else:
             from kerastrain.training.processes import DiscardedMetrics
 
             metrics = DiscardedMetrics()
+        self.run.metrics = metrics  # samples and other plugins log through run.log_metrics
         state = initial_state(self.model, self.optimizer)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         batches = Prefetcher(self.train_pipeline, depth=4)
@@ -309,9 +318,9 @@ class Trainer:
                     self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
                     last_saved_step = self.step
                     if self.checkpointer is None:
-                        prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
+                        prune_step_checkpoints(out, cfg.output.keep_last, keep=self._in_use())
                 if self.checkpointer is not None and self.checkpointer.poll() and self.primary:
-                    prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
+                    prune_step_checkpoints(out, cfg.output.keep_last, keep=self._in_use())
                 if self._should_stop():
                     reason = "interrupted"
                     break
@@ -351,9 +360,10 @@ class Trainer:
         if self.checkpointer is not None:
             self.checkpointer.finish()
             if self.primary:
-                prune_step_checkpoints(out, cfg.output.keep_last, keep=self._uploading())
+                prune_step_checkpoints(out, cfg.output.keep_last, keep=self._in_use())
         metrics.write("summary", self.step, summary)
         metrics.close()
+        self.run.metrics = None
         return summary
 
     def _throughput(self) -> dict:

@@ -1,17 +1,26 @@
-"""Where metrics go: ``metrics.jsonl`` in the output directory and TensorBoard event files."""
+"""Where metrics go: ``metrics.jsonl`` in the output directory, TensorBoard event files, and
+every ``on_metrics`` hook (trackers), each record once and in memory.
+
+The file is written, never read back during a run: a tracker gets the very record the file got,
+so the two agree without parsing, and a resumed run's past is not resent.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
 class MetricsLog:
-    """Appends one JSON line per logged step or evaluation; mirrors scalars to TensorBoard."""
+    """Appends one JSON line per logged step, evaluation, sample or summary; mirrors scalars to
+    TensorBoard, then hands the record to ``publish`` (the loop's ``on_metrics`` hook)."""
 
-    def __init__(self, output_dir: Path, tensorboard: bool = True):
+    def __init__(self, output_dir: Path, tensorboard: bool = True,
+                 publish: Callable[[dict], None] | None = None):
+        self.publish = publish
         self.path = Path(output_dir) / "metrics.jsonl"
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self._tb = None
@@ -23,7 +32,8 @@ class MetricsLog:
             except ImportError:  # TensorBoard files are optional; metrics.jsonl is not
                 self._tb = None
 
-    def write(self, kind: str, step: int, values: dict) -> None:
+    def write(self, kind: str, step: int, values: dict) -> dict:
+        """Log one record to every sink; returns it as ``metrics.jsonl`` holds it."""
         record = {"kind": kind, "step": step, "time": round(time.time(), 3)}
         record.update({k: _plain(v) for k, v in values.items()})
         self._file.write(json.dumps(record) + "\n")
@@ -32,6 +42,9 @@ class MetricsLog:
             for key, value in values.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self._tb.add_scalar(f"{kind}/{key}", value, step)
+        if self.publish is not None:
+            self.publish(record)
+        return record
 
     def close(self) -> None:
         self._file.close()
@@ -48,36 +61,11 @@ def _plain(value):
 
 
 def read_metrics(output_dir: Path) -> list[dict]:
+    """The records of a run, read after it (``kerastrain plot``); a run never reads its own."""
     path = Path(output_dir) / "metrics.jsonl"
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-class MetricsFollower:
-    """Reads the records ``metrics.jsonl`` gains, as they are appended (for tracker plugins).
-
-    It starts at the file's current end: records from before (a resumed run's past) are not
-    repeated. A line still being written is returned by the next call.
-    """
-
-    def __init__(self, output_dir: Path) -> None:
-        self.path = Path(output_dir) / "metrics.jsonl"
-        self.offset = self.path.stat().st_size if self.path.exists() else 0
-
-    def new_records(self) -> list[dict]:
-        try:
-            size = self.path.stat().st_size
-        except FileNotFoundError:
-            return []
-        if size <= self.offset:
-            return []
-        with open(self.path, "rb") as f:
-            f.seek(self.offset)
-            chunk = f.read(size - self.offset)
-        complete = chunk.rfind(b"\n") + 1
-        self.offset += complete
-        return [json.loads(line) for line in chunk[:complete].decode().splitlines() if line.strip()]
 
 
 def numeric_fields(record: dict) -> dict[str, float]:

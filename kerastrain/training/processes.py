@@ -90,13 +90,6 @@ def initialize_processes(config: RunConfig) -> int:
     return jax.process_count()
 
 
-def is_primary() -> bool:
-    """Process 0 writes logs, metrics, progress, checkpoints and uploads; the others only train."""
-    import jax
-
-    return jax.process_index() == 0
-
-
 def barrier(name: str) -> None:
     """Wait until every process reaches the barrier ``name`` (no-op in one process)."""
     import jax

@@ -1,9 +1,10 @@
 """Built-in plugin: a short sample generated from a fixed prompt while training.
 
 ``--sample-every N`` samples every N updates; without it, one sample follows each evaluation
-when a terminal is attached (``--sample-every 0``: never). Each sample is printed and appended to
-``metrics.jsonl`` as ``{"kind": "sample", "step", "prompt", "text"}``, so a user watches what
-the model learns long before the run ends, and trackers receive it too.
+when a terminal is attached (``--sample-every 0``: never). Each sample is printed and logged as
+the loop logs its metrics (``run.log_metrics``: ``metrics.jsonl`` gets ``{"kind": "sample",
+"step", "time", "prompt", "text"}`` and trackers the same record), so a user watches what the
+model learns long before the run ends.
 
 Generation reads the loop's current weights (``run.state``) through ``model.stateless_call``:
 the Keras variables are only written back at checkpoints. It re-runs the whole window for each
@@ -11,9 +12,6 @@ new token (no KV cache), which for a 48-token sample costs far less than one eva
 """
 
 from __future__ import annotations
-
-import json
-import time
 
 from kerastrain.hookspecs import hookimpl
 
@@ -55,26 +53,20 @@ class Sampler:
         return out
 
 
-_samplers: dict[int, Sampler] = {}
-
-
 def sample(run, step: int) -> str | None:
     """Generate, print and log one sample at ``step``; returns its text."""
     if run.state is None or run.tokenizer is None:
         return None
     cfg = run.config
-    sampler = _samplers.get(id(run))
+    sampler = run.plugin_state.get(__name__)  # jitted once per run
     if sampler is None:
-        sampler = _samplers[id(run)] = Sampler(run.model, cfg.model.seq_len)
+        sampler = run.plugin_state[__name__] = Sampler(run.model, cfg.model.seq_len)
     prompt = cfg.output.sample_prompt
     ids = run.tokenizer.encode_batch([prompt])[0] or [0]
     new = sampler.generate(run.state, ids, min(NEW_TOKENS, cfg.model.seq_len - 1))
     text = run.tokenizer.decode(new)
     run.say(f"step {step} sample: {_escape(prompt)}[bold]{_escape(text)}[/]")
-    record = {"kind": "sample", "step": step, "time": round(time.time(), 3), "prompt": prompt,
-              "text": text}
-    with open(run.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    run.log_metrics("sample", step, {"prompt": prompt, "text": text})
     return text
 
 
@@ -100,4 +92,4 @@ def on_evaluate(run, step, logs):
 
 @hookimpl
 def on_train_end(run, logs):
-    _samplers.pop(id(run), None)
+    run.plugin_state.pop(__name__, None)

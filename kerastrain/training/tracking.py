@@ -1,20 +1,17 @@
 """Built-in plugin: the experiment trackers a run names with ``--tracker`` follow the loop.
 
 Trackers are a plugin kind (``register_trackers``); this module is the one adapter between the
-loop hooks and every tracker, so a tracker plugin only says how to start, sync, store the final
-checkpoint and finish. A tracker that fails mid-run (server down, disk full) never stops
-training: the run says so once and goes on without it.
+loop hooks and every tracker, so a tracker plugin only says how to start, log a record, store the
+final checkpoint and finish. Records come from ``on_metrics``, the same ones ``metrics.jsonl``
+gets, in memory. A tracker that fails mid-run (server down, disk full) never stops training: the
+run says so once and goes on without it. The started trackers live on the run
+(``run.plugin_state``: a list of (tracker class, tracker)).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from kerastrain.errors import ConfigError
 from kerastrain.hookspecs import hookimpl
-
-# id(run) -> [(tracker class, started tracker)]
-_active: dict[int, list[tuple[type, Any]]] = {}
 
 
 def tracker_classes() -> dict[str, type]:
@@ -37,12 +34,13 @@ def check_trackers(names: list[str]) -> None:
 
 
 def _call(run, action: str, *args) -> None:
-    for entry in list(_active.get(id(run), [])):
+    active = run.plugin_state.get(__name__, [])
+    for entry in list(active):
         cls, tracker = entry
         try:
             getattr(tracker, action)(*args)
         except Exception as exc:  # any client error: the run and its checkpoints matter more
-            _active[id(run)].remove(entry)
+            active.remove(entry)
             text = str(exc).strip()
             first = text.splitlines()[0] if text else type(exc).__name__
             run.say(f"{cls.label}: {action} failed ({first}); training goes on without {cls.label}")
@@ -53,17 +51,12 @@ def on_train_start(run):
     names = run.config.output.trackers or []
     if names:
         classes = tracker_classes()
-        _active[id(run)] = [(classes[n], classes[n].start(run)) for n in names]
+        run.plugin_state[__name__] = [(classes[n], classes[n].start(run)) for n in names]
 
 
 @hookimpl
-def on_train_step(run, step, logs):
-    _call(run, "sync")
-
-
-@hookimpl
-def on_evaluate(run, step, logs):
-    _call(run, "sync")
+def on_metrics(run, record):
+    _call(run, "log", record)
 
 
 @hookimpl
@@ -75,4 +68,4 @@ def on_checkpoint_saved(run, path, step, kind):
 @hookimpl
 def on_train_end(run, logs):
     _call(run, "finish", logs)
-    _active.pop(id(run), None)
+    run.plugin_state.pop(__name__, None)

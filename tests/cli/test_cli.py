@@ -19,7 +19,7 @@ def test_help_is_fast_and_python_m_works():
     assert proc.returncode == 0
     assert "run" in proc.stdout and "plugins" in proc.stdout
     assert elapsed < 1.5, f"kerastrain --help took {elapsed:.2f}s"
-    assert "keras" not in sys.modules or True  # (the subprocess is what counts)
+    assert proc.stderr == ""  # no warning or traceback on the way (imports: the next test)
 
 
 def test_help_imports_no_heavy_library():

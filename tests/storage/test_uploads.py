@@ -8,7 +8,7 @@ import logging
 import re
 import threading
 import urllib.parse
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -274,8 +274,10 @@ def test_unreachable_server_is_a_one_line_storage_error(monkeypatch):
 
 
 def _stand_in_run(tmp_path, cloud: CloudConfig):
-    config = RunConfig(cloud=cloud)
-    return SimpleNamespace(config=config, output_dir=tmp_path / "out", console=_console())
+    from kerastrain.training.loop import TrainingRun
+
+    return TrainingRun(config=RunConfig(cloud=cloud), output_dir=tmp_path / "out",
+                       console=_console())
 
 
 def test_cloud_sync_hooks_upload_each_checkpoint(s3, tmp_path):
@@ -369,3 +371,48 @@ def test_secrets_never_appear_in_output_or_files(azure, tmp_path, monkeypatch, c
             assert secret not in text
         for path in files:
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_keep_last_spares_a_checkpoint_still_uploading_through_checkpoints_in_use(
+        s3, kerastrain_plugin, kerastrain_run, monkeypatch):
+    """``--keep-last 1`` while checkpoint_step_1 is still uploading: the cloud-sync plugin names
+    it through ``checkpoints_in_use``, pruning spares it, and its upload completes."""
+    import kerastrain_s3
+
+    from kerastrain.hookspecs import hookimpl
+    from kerastrain.plugins import get_plugin_manager
+
+    release = threading.Event()
+    upload = kerastrain_s3.S3Storage.upload_file
+
+    def slow_upload(self, local, key):
+        if "/checkpoint_step_1/" in key:
+            assert release.wait(60), "step 4 was never saved"
+        upload(self, local, key)
+
+    monkeypatch.setattr(kerastrain_s3.S3Storage, "upload_file", slow_upload)
+    seen: dict[int, tuple[list[str], list[str]]] = {}
+
+    class Peek:  # after each save, before that save's pruning: what survived the previous one
+        @hookimpl
+        def on_checkpoint_saved(self, run, path, step, kind):
+            if kind != "step":
+                return
+            present = sorted(p.name for p in run.output_dir.glob("checkpoint_step_*"))
+            answers = get_plugin_manager().hook.checkpoints_in_use(run=run)
+            seen[step] = (present, sorted(Path(p).name for paths in answers for p in paths))
+            if step == 4:
+                release.set()
+
+    kerastrain_plugin(Peek(), name="peek")
+    bucket = s3.make_bucket()
+    result = kerastrain_run("--max-steps", "6", "--save-every", "1", "--keep-last", "1",
+                            "--cloud-provider", "s3", "--cloud-bucket", bucket,
+                            "--cloud-prefix", "runs/k")
+    assert result.exit_code == 0, result.output
+    # Step 3 saved: step 1 (uploading) and step 2 (queued behind it) were kept by the hook.
+    present, in_use = seen[3]
+    assert present == ["checkpoint_step_1", "checkpoint_step_2", "checkpoint_step_3"]
+    assert {"checkpoint_step_1", "checkpoint_step_2"} <= set(in_use)
+    uploaded = {c.name for c in list_remote_checkpoints(f"s3://{bucket}/runs/k")}
+    assert {"checkpoint_step_1", "final_checkpoint"} <= uploaded

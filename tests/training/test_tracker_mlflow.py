@@ -63,18 +63,18 @@ def test_a_tracker_failing_mid_run_does_not_stop_training(tmp_path):
     from kerastrain.training import tracking
 
     class ServerGone:
-        def sync(self):
+        def log(self, record):
             raise ConnectionError("API request to http://tracking:5000 failed\nretries exhausted")
 
     console = Console(file=io.StringIO(), width=200)
-    run = SimpleNamespace(say=lambda m: console.print(m, highlight=False))
-    tracking._active[id(run)] = [(MlflowTracker, ServerGone())]
-    tracking.on_train_step(run=run, step=1, logs={})
-    tracking.on_train_step(run=run, step=2, logs={})  # said once, then without it
+    run = SimpleNamespace(say=lambda m: console.print(m, highlight=False),
+                          plugin_state={tracking.__name__: [(MlflowTracker, ServerGone())]})
+    tracking.on_metrics(run=run, record={"kind": "train", "step": 1, "loss": 2.0})
+    tracking.on_metrics(run=run, record={"kind": "train", "step": 2, "loss": 1.9})  # said once
     tracking.on_train_end(run=run, logs={})
     out = console.file.getvalue()
-    assert out.count("MLflow: sync failed (API request to http://tracking:5000 failed)") == 1
-    assert "training goes on without MLflow" in out and id(run) not in tracking._active
+    assert out.count("MLflow: log failed (API request to http://tracking:5000 failed)") == 1
+    assert "training goes on without MLflow" in out and run.plugin_state == {}
 
 
 def test_trackers_are_a_plugin_kind():

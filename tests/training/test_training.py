@@ -166,6 +166,39 @@ def test_lora_fine_tune_from_a_base_run_resumes_and_loads(tmp_path):
     assert [r["step"] for r in _metrics(lora)] == [1, 2, 3, 4, 5, 6]
     import kerastrain
 
+    from kerastrain.model.lora import LORA_TARGETS
+
     model, tokenizer = kerastrain.load(lora)
-    assert any("lora" in v.path for v in model.weights) or model.count_params() > 0
+    base_model, _ = kerastrain.load(base)
+    assert not any("lora" in v.path for v in model.weights)  # loaded without LoRA, merged
+    merged = []
+    for tuned, original in zip(model.weights, base_model.weights, strict=True):
+        assert tuned.path == original.path
+        same = np.array_equal(np.asarray(tuned.value), np.asarray(original.value))
+        layer, name = tuned.path.split("/")[-2:]
+        if layer in LORA_TARGETS and name == "kernel":
+            merged.append(not same)
+        else:  # frozen by LoRA: embeddings, norms, biases
+            assert same, tuned.path
+    assert merged and all(merged)  # every adapted kernel carries its trained adapter
     assert tokenizer.vocab_size == 257
+
+
+def test_keep_last_spares_every_folder_a_plugin_names_in_checkpoints_in_use(
+        kerastrain_plugin, kerastrain_run):
+    from kerastrain.hookspecs import hookimpl
+
+    class Holds:
+        def __init__(self, step):
+            self.step = step
+
+        @hookimpl
+        def checkpoints_in_use(self, run):
+            return [run.output_dir / f"checkpoint_step_{self.step}"]
+
+    kerastrain_plugin(Holds(2), name="holds-2")
+    kerastrain_plugin(Holds(4), name="holds-4")  # the loop keeps the union of the answers
+    result = kerastrain_run("--max-steps", "8", "--save-every", "2", "--keep-last", "1")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in result.output_dir.glob("checkpoint_step_*")) == [
+        "checkpoint_step_2", "checkpoint_step_4", "checkpoint_step_6"]

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from kerastrain.errors import UserError
-from kerastrain.training.metrics_log import MetricsFollower, numeric_fields
+from kerastrain.training.metrics_log import numeric_fields
 
 RUN_ID_FILE = "mlflow_run_id"
 BATCH = 900  # MLflow accepts at most 1000 metrics per log_batch call
@@ -25,16 +25,15 @@ def flatten(data: dict, prefix: str = "") -> dict[str, str]:
 
 
 class MlflowTracker:
-    """Sends params at the start, new ``metrics.jsonl`` records as they appear, the final
-    checkpoint, and the run's end status."""
+    """Sends params at the start, each record as the run logs it (the one ``metrics.jsonl``
+    gets), the final checkpoint, and the run's end status."""
 
     name = "mlflow"  # --tracker mlflow
     label = "MLflow"
 
-    def __init__(self, client, run_id: str, output_dir: Path) -> None:
+    def __init__(self, client, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self.follower = MetricsFollower(output_dir)  # from the end: a resumed run's past is not resent
 
     @classmethod
     def start(cls, run) -> MlflowTracker:
@@ -70,7 +69,7 @@ class MlflowTracker:
         except MlflowException as exc:
             raise UserError(f"--tracker mlflow: {uri}: {str(exc).splitlines()[0]}") from exc
         run.say(f"MLflow: {'continuing' if resumed else 'logging to'} run {run_id} at {uri}")
-        return cls(client, run_id, output_dir)
+        return cls(client, run_id)
 
     @staticmethod
     def _resumed_run_id(client, output_dir: Path) -> str | None:
@@ -86,29 +85,24 @@ class MlflowTracker:
         except (OSError, MlflowException):
             return None
 
-    def sync(self) -> None:
-        """Send the records ``metrics.jsonl`` gained since the last call."""
+    def log(self, record: dict) -> None:
+        """Send one record: its figures as metrics at its step, a sample's text as an artifact."""
         from mlflow.entities import Metric
 
-        metrics = []
-        for record in self.follower.new_records():
-            step, stamp = int(record.get("step", 0)), int(1000 * record.get("time", 0))
-            if record.get("kind") == "sample" and isinstance(record.get("text"), str):
-                self.client.log_text(self.run_id, record["text"], f"samples/step_{step}.txt")
-            if record.get("kind") == "summary":
-                continue  # the summary repeats the last figures under other names
-            for key, value in numeric_fields(record).items():
-                metrics.append(Metric(key, value, stamp, step))
+        if record.get("kind") == "summary":
+            return  # the summary repeats the last figures under other names
+        step, stamp = int(record.get("step", 0)), int(1000 * record.get("time", 0))
+        if record.get("kind") == "sample" and isinstance(record.get("text"), str):
+            self.client.log_text(self.run_id, record["text"], f"samples/step_{step}.txt")
+        metrics = [Metric(k, v, stamp, step) for k, v in numeric_fields(record).items()]
         for i in range(0, len(metrics), BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + BATCH])
 
     def log_checkpoint(self, path) -> None:
-        self.sync()
         if os.environ.get("KERASTRAIN_MLFLOW_LOG_CHECKPOINT", "1") != "0":
             self.client.log_artifacts(self.run_id, str(path), artifact_path="final_checkpoint")
 
     def finish(self, summary: dict) -> None:
-        self.sync()
         reason = (summary or {}).get("reason")
         status = "FINISHED" if reason and reason != "interrupted" else (
             "KILLED" if reason == "interrupted" else "FAILED")

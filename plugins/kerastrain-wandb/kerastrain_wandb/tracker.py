@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from urllib.parse import urlparse
 
-from kerastrain.training.metrics_log import MetricsFollower, numeric_fields
+from kerastrain.training.metrics_log import numeric_fields
 
 RUN_ID_FILE = "wandb_run_id"
 
@@ -36,15 +36,14 @@ def choose_mode() -> tuple[str, str | None]:
 
 
 class WandbTracker:
-    """Config at the start, new ``metrics.jsonl`` records as they appear, the final checkpoint,
-    and the run's end."""
+    """Config at the start, each record as the run logs it (the one ``metrics.jsonl`` gets), the
+    final checkpoint, and the run's end."""
 
     name = "wandb"  # --tracker wandb
     label = "W&B"
 
-    def __init__(self, wandb_run, output_dir: Path) -> None:
+    def __init__(self, wandb_run) -> None:
         self.wandb_run = wandb_run
-        self.follower = MetricsFollower(output_dir)  # from the end: a resumed run's past is not resent
 
     @classmethod
     def start(cls, run) -> WandbTracker:
@@ -67,21 +66,20 @@ class WandbTracker:
                     "with `wandb sync`")
         else:
             run.say(f"W&B: logging run {wandb_run.id} ({mode})")
-        return cls(wandb_run, output_dir)
+        return cls(wandb_run)
 
-    def sync(self) -> None:
-        for record in self.follower.new_records():
-            values: dict = {}
-            if record.get("kind") == "summary":
-                continue  # the summary repeats the last figures under other names
-            if record.get("kind") == "sample" and isinstance(record.get("text"), str):
-                values["sample"] = record["text"]
-            values.update(numeric_fields(record))
-            if values:
-                self.wandb_run.log(values, step=int(record.get("step", 0)))
+    def log(self, record: dict) -> None:
+        """Log one record's figures (and a sample's text) at its step."""
+        if record.get("kind") == "summary":
+            return  # the summary repeats the last figures under other names
+        values: dict = {}
+        if record.get("kind") == "sample" and isinstance(record.get("text"), str):
+            values["sample"] = record["text"]
+        values.update(numeric_fields(record))
+        if values:
+            self.wandb_run.log(values, step=int(record.get("step", 0)))
 
     def log_checkpoint(self, path) -> None:
-        self.sync()
         if os.environ.get("KERASTRAIN_WANDB_LOG_CHECKPOINT", "1") != "0":
             import wandb
 
@@ -90,6 +88,5 @@ class WandbTracker:
             self.wandb_run.log_artifact(artifact)
 
     def finish(self, summary: dict) -> None:
-        self.sync()
         reason = (summary or {}).get("reason")
         self.wandb_run.finish(exit_code=0 if reason and reason != "interrupted" else 1)
