@@ -13,7 +13,9 @@ from kerastrain.cli.plugin_template import new_plugin_command
 
 
 class PluginCommandsGroup(click.Group):
-    """Loads plugin commands (``register_commands``) the first time commands are listed or run."""
+    """Loads plugin commands (``register_commands``) and builds ``run`` (its options include the
+    plugins') the first time commands are listed or run: a broken plugin is then a one-line
+    error of the command, not of importing the CLI."""
 
     _plugins_added = False
 
@@ -22,6 +24,7 @@ class PluginCommandsGroup(click.Group):
             PluginCommandsGroup._plugins_added = True
             from kerastrain.plugins import get_plugin_manager
 
+            self.add_command(_run_command())
             get_plugin_manager().hook.register_commands(cli=self)
 
     def list_commands(self, ctx):
@@ -39,8 +42,10 @@ def cli():
     """kerastrain: train GPT-style language models with Keras 3 on JAX, from raw text."""
 
 
-@cli.command()
-@with_run_options
+def _run_command() -> click.Command:
+    return click.command(name="run")(with_run_options(run))
+
+
 def run(config):
     """Train a language model (on the embedded corpus unless --dataset-id is given)."""
     from rich.console import Console

@@ -71,8 +71,7 @@ def load(path: str | Path, *, with_tokenizer: bool = True):
     from kerastrain.model.weights import load_weights_verified
 
     output_dir, checkpoint = _find(Path(path))
-    cfg = read_model_config(output_dir, checkpoint)
-    cfg.use_lora = False
+    cfg = read_model_config(output_dir, checkpoint).replace(use_lora=False)
     tokenizer = None
     if with_tokenizer:
         from kerastrain.data.tokenizer import load_tokenizer

@@ -32,7 +32,7 @@ def write_run(root, cfg: ModelConfig, seed: int = 0):
     """A finished run's layout for ``cfg`` with a BPE tokenizer and visibly non-trivial weights."""
     keras.utils.set_random_seed(seed)
     tokenizer = BPETokenizer(train_byte_level_bpe(TEXTS, cfg.vocab_size))
-    cfg.vocab_size = tokenizer.vocab_size
+    cfg = cfg.replace(vocab_size=tokenizer.vocab_size)
     model = build_model(cfg)
     rng = np.random.default_rng(seed)
     for v in model.weights:  # norms away from 1 and larger matrices: every weight matters

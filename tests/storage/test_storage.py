@@ -64,7 +64,7 @@ def test_bad_urls_are_one_line_storage_errors(bad):
 
 
 def test_remote_root_maps_provider_names():
-    cfg = SimpleNamespace(provider="gcs", bucket="runs", prefix="/checkpoints/")
+    cfg = SimpleNamespace(provider="gcs", bucket="runs", prefix="/checkpoints/")  # a stand-in
     assert str(remote_root(cfg)) == "gs://runs/checkpoints"
     cfg.provider = "azure"
     assert str(remote_root(cfg)) == "az://runs/checkpoints"
