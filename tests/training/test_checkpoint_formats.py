@@ -73,8 +73,9 @@ def test_a_checkpoint_in_the_format_before_orbax_loads_and_resumes_exactly(tmp_p
     convert_to_legacy(old)
     assert (old / "model.weights.h5").is_file() and not (old / "state").exists()
 
-    import kerastrain
     import orbax.checkpoint as ocp
+
+    import kerastrain
 
     model, _ = kerastrain.load(old)
     saved = ocp.PyTreeCheckpointer().restore(
