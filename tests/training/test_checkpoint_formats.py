@@ -40,7 +40,7 @@ SNIPPET = """
 """
 
 
-def _restore_in_one_cpu(run: Path) -> str:
+def restore_in_one_cpu(run: Path) -> str:
     proc = run_script(SNIPPET.replace("sys.argv[1]", repr(str(run))), devices=1)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
@@ -59,7 +59,7 @@ def test_plain_orbax_restore_of_final_checkpoint_returns_the_weights_whatever_th
         state = json.loads((out / "final_checkpoint" / "state.json").read_text())
         assert state["format"] == "orbax" and state["mesh"] == mesh
         assert not (out / "final_checkpoint" / "model.weights.h5").exists()
-        said = _restore_in_one_cpu(out)
+        said = restore_in_one_cpu(out)
         assert f"EQUAL {state['weights']['count']}" in said
 
 
