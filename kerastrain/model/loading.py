@@ -13,24 +13,19 @@ from pathlib import Path
 
 from kerastrain.config import ModelConfig
 from kerastrain.errors import CheckpointError
-from kerastrain.model.sharded_weights import is_sharded, restore_model_variables
+from kerastrain.model.sharded_weights import STATE_DIR, holds_weights, restore_weights
 
-WEIGHTS_FILE = "model.weights.h5"
 FINAL_CHECKPOINT = "final_checkpoint"
-
-
-def _has_weights(folder: Path) -> bool:
-    return (folder / WEIGHTS_FILE).is_file() or is_sharded(folder)
 
 
 def _find(path: Path) -> tuple[Path, Path]:
     """(output_dir, checkpoint_dir) for an output directory or a checkpoint directory."""
-    if _has_weights(path):
+    if holds_weights(path):
         return path.parent, path
-    if _has_weights(path / FINAL_CHECKPOINT):
+    if holds_weights(path / FINAL_CHECKPOINT):
         return path, path / FINAL_CHECKPOINT
     raise CheckpointError(
-        f"{path} holds no checkpoint ({WEIGHTS_FILE} or state/) nor {FINAL_CHECKPOINT}/; pass a run's "
+        f"{path} holds no checkpoint ({STATE_DIR}/ or model.weights.h5) nor {FINAL_CHECKPOINT}/; pass a run's "
         "output directory after training finished, or one of its checkpoint directories"
     )
 
@@ -62,13 +57,12 @@ def _tokenizer_path(output_dir: Path, checkpoint: Path) -> Path:
 def load(path: str | Path, *, with_tokenizer: bool = True):
     """Build the model from its configuration, restore verified weights; returns (model, tokenizer).
 
-    The model is built without LoRA (checkpoints hold LoRA kernels merged) and in float32, whatever
+    The model is built without LoRA (adapters are folded into their kernels) and in float32, whatever
     the global dtype policy was, so inference does not depend on the training precision.
     """
     import keras
 
     from kerastrain.model.gpt import build_model
-    from kerastrain.model.weights import load_weights_verified
 
     output_dir, checkpoint = _find(Path(path))
     cfg = read_model_config(output_dir, checkpoint).replace(use_lora=False)
@@ -83,9 +77,5 @@ def load(path: str | Path, *, with_tokenizer: bool = True):
         model = build_model(cfg)
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    if is_sharded(checkpoint):  # written on a device mesh (Orbax): read onto this device
-        state = json.loads((checkpoint / "state.json").read_text())
-        restore_model_variables(model, checkpoint, state, rng=False)
-    else:
-        load_weights_verified(model, checkpoint / WEIGHTS_FILE)
+    restore_weights(model, checkpoint, rng=False)  # each array onto this device, verified
     return model, tokenizer

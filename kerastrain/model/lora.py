@@ -3,8 +3,10 @@
 Keras trap: ``save_weights`` on a LoRA-enabled ``Dense`` writes the *merged* kernel
 (``kernel + a @ b * alpha / rank``) and no adapter matrices, and ``load_weights`` assigns that
 merged kernel to the base kernel while leaving the adapters as they are, so a naive resume applies
-the adapters twice. :func:`kerastrain.model.weights.load_weights_verified` zeroes the adapters after such
-a load; :func:`merge_lora` folds adapters into the base kernels for inference.
+the adapters twice. Checkpoints therefore hold base kernels and adapters as separate arrays (Orbax
+state, :mod:`kerastrain.model.sharded_weights`); :func:`kerastrain.model.weights.load_weights_verified`
+zeroes the adapters after loading an older ``.h5`` checkpoint that lacks them; :func:`merge_lora`
+folds adapters into the base kernels for inference.
 """
 
 from __future__ import annotations
@@ -58,8 +60,7 @@ def merge_lora(model: keras.Model) -> int:
     """Fold each adapter into its base kernel and reset the adapter to zero; returns layers merged.
 
     The layer keeps its (now zero) adapter so the model's variable set does not change; the
-    result computes exactly what the adapted model computed, and ``save_weights`` afterwards
-    writes weights a model without LoRA loads.
+    result computes exactly what the adapted model computed.
     """
     merged = 0
     for layer in lora_layers(model):

@@ -1,16 +1,28 @@
-"""Reading the Orbax part of a sharded checkpoint into a model or an optimizer.
+"""Reading the Orbax state of a checkpoint into a model or an optimizer (every run writes it).
 
-A run on a device mesh writes its checkpoints with Orbax (``kerastrain.training.sharded_checkpoint``):
-``state/model`` and ``state/optimizer`` hold every variable as a sharded array, each process having
-written its own shards (OCDBT). ``state.json`` beside them lists the variables (path, shape,
-dtype) in the order they were written. Reading restores each array straight into the sharding the
-target variable has now, so a checkpoint of 4 devices resumes on 2, on 1 or in another mesh
-(Orbax reads the pieces each device needs), and ``kerastrain.load`` reads it on one device.
+A checkpoint's ``state/`` folder is one Orbax checkpoint with three items
+(``kerastrain.training.sharded_checkpoint`` writes them):
 
-Variables are matched by path; dropout seed-generator states (auto-numbered, process-wide names)
-by position. A LoRA checkpoint read into a model without LoRA (``kerastrain.load``) gets each
-adapter folded into its kernel, as ``model.weights.h5`` holds it. Every variable the model has must
-be found with its shape, or the read fails: nothing is restored silently-partially.
+- ``state/model``: the model's weights as a nested dict keyed by their variable path
+  (``block_0/attention/query/kernel`` -> ``["block_0"]["attention"]["query"]["kernel"]``), so
+  ``orbax.checkpoint.PyTreeCheckpointer().restore("final_checkpoint/state/model")`` alone returns
+  the parameters as numpy arrays, on any machine: the item holds host (numpy) arrays whenever the
+  writing process held every array (one process, any mesh) and in the final checkpoint of a
+  multi-process run; other checkpoints of several processes hold sharded ``jax.Array``s, each
+  process having written its own shards;
+- ``state/rng``: dropout seed-generator states, by position (their names are auto-numbered,
+  process-wide, so only their order is stable);
+- ``state/optimizer``: the optimizer's variables by position, sharded as they were in training.
+
+``state.json`` lists every variable written (path, shape, dtype, item, key). Reading restores each
+array straight into the sharding its variable has now, so a checkpoint of 4 devices resumes on 2,
+on 1 or in another mesh, and ``kerastrain.load`` reads it on one device. Checkpoints of the first
+Orbax layout (one ``model`` item keyed ``v00000``...) are read too, from the same list.
+
+A LoRA checkpoint read into a model without LoRA (``kerastrain.load``) gets each adapter folded
+into its kernel. Every variable the model has must be found with its shape, or the read fails:
+nothing is restored silently-partially. Checkpoints written before Orbax (``model.weights.h5``)
+go through :mod:`kerastrain.model.weights`; :func:`restore_weights` picks the reader.
 """
 
 from __future__ import annotations
@@ -22,51 +34,103 @@ import numpy as np
 from kerastrain.errors import CheckpointError
 
 STATE_DIR = "state"  # the Orbax checkpoint inside a kerastrain checkpoint folder
-MODEL_ITEM, OPTIMIZER_ITEM = "model", "optimizer"
+MODEL_ITEM, RNG_ITEM, OPTIMIZER_ITEM = "model", "rng", "optimizer"
 _ADAPTERS = ("lora_kernel_a", "lora_kernel_b")
 
 
-def is_sharded(checkpoint: Path) -> bool:
-    """Whether ``checkpoint`` holds Orbax sharded state (rather than ``model.weights.h5``)."""
+def has_orbax_state(checkpoint: Path) -> bool:
+    """Whether ``checkpoint`` holds Orbax state (rather than the older ``model.weights.h5``)."""
     return (Path(checkpoint) / STATE_DIR / MODEL_ITEM).is_dir()
 
 
+def holds_weights(folder: Path) -> bool:
+    """Whether ``folder`` is a checkpoint with weights, in either format."""
+    from kerastrain.model.weights import WEIGHTS_FILE
+
+    return has_orbax_state(folder) or (Path(folder) / WEIGHTS_FILE).is_file()
+
+
 def key(index: int) -> str:
-    """The Orbax tree key of the ``index``-th variable of an item."""
+    """The Orbax tree key of the ``index``-th variable of a positional item."""
     return f"v{index:05d}"
 
 
+def path_key(path: str) -> tuple[str, ...]:
+    """The nested-dict key of a weight in ``state/model``: its variable path, split at ``/``."""
+    return tuple(path.split("/"))
+
+
+def nest(flat: dict[tuple, object]) -> dict:
+    """``{("a", "b"): x}`` -> ``{"a": {"b": x}}``; a path that is a prefix of another fails."""
+    tree: dict = {}
+    for parts, value in flat.items():
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise CheckpointError(f"variable path {'/'.join(parts)} clashes with another")
+        if parts[-1] in node:
+            raise CheckpointError(f"two variables have the path {'/'.join(parts)}")
+        node[parts[-1]] = value
+    return tree
+
+
+def leaf(tree: dict, parts) -> object:
+    for part in parts:
+        tree = tree[part]
+    return tree
+
+
 def describe(variables, weight_ids: set[int]) -> list[dict]:
-    """What ``state.json`` records of each variable written (``rng``: a seed-generator state)."""
-    return [{"path": v.path, "shape": list(v.shape), "dtype": str(np.dtype(v.dtype)),
-             "rng": id(v) not in weight_ids} for v in variables]
+    """What ``state.json`` records of each model variable: where it is and what it is."""
+    entries, rng_index = [], 0
+    for v in variables:
+        entry = {"path": v.path, "shape": list(v.shape), "dtype": str(np.dtype(v.dtype)),
+                 "rng": id(v) not in weight_ids}
+        if entry["rng"]:
+            entry.update(item=RNG_ITEM, key=[key(rng_index)])
+            rng_index += 1
+        else:
+            entry.update(item=MODEL_ITEM, key=list(path_key(v.path)))
+        entries.append(entry)
+    return entries
 
 
 def model_variables(model) -> list:
-    """The model's variables in the order a sharded checkpoint writes them."""
+    """The model's variables in the order the training state holds them."""
     return list(model.trainable_variables) + list(model.non_trainable_variables)
 
 
-def _restore(checkpoint: Path, item: str, wanted: dict[str, tuple]) -> dict:
+def _where(entry: dict, index: int) -> tuple[str, tuple]:
+    """(item, key) of a ``state.json`` entry; the first Orbax layout had one positional item."""
+    if "item" in entry:
+        return entry["item"], tuple(entry["key"])
+    return MODEL_ITEM, (key(index),)
+
+
+def _restore(checkpoint: Path, item: str, wanted: dict[tuple, tuple]) -> dict[tuple, object]:
     """``{key: (shape, dtype, sharding or None)}`` -> ``{key: array}`` from ``state/<item>``.
 
     A ``None`` sharding reads a whole array onto this process's first device."""
     import jax
     import orbax.checkpoint as ocp
 
+    if not wanted:
+        return {}
     here = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     item_tree, args = {}, {}
     for k, (shape, dtype, sharding) in wanted.items():
         sharding = sharding if isinstance(sharding, jax.sharding.Sharding) else here
         item_tree[k] = jax.ShapeDtypeStruct(tuple(shape), dtype, sharding=sharding)
         args[k] = ocp.ArrayRestoreArgs(sharding=sharding, global_shape=tuple(shape), dtype=dtype)
+    folder = Path(checkpoint).absolute() / STATE_DIR / item
     try:
         with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
-            return reader.restore(
-                Path(checkpoint).absolute() / STATE_DIR / item,
-                args=ocp.args.PyTreeRestore(item=item_tree, restore_args=args, partial_restore=True))
+            tree = reader.restore(folder, args=ocp.args.PyTreeRestore(
+                item=nest(item_tree), restore_args=nest(args), partial_restore=True))
     except (ValueError, KeyError, FileNotFoundError, OSError) as exc:
-        raise CheckpointError(f"cannot read {Path(checkpoint) / STATE_DIR / item}: {exc}") from exc
+        raise CheckpointError(f"cannot read {folder}: {exc}") from exc
+    return {k: leaf(tree, k) for k in wanted}
 
 
 def _sharding(var):
@@ -75,7 +139,7 @@ def _sharding(var):
 
 
 def restore_model_variables(model, checkpoint: Path, state: dict, rng: bool = True) -> int:
-    """Restore the model's variables from a sharded checkpoint; returns the number restored."""
+    """Restore the model's variables from a checkpoint's Orbax state; returns the number restored."""
     saved = state.get("model_variables")
     if not saved:
         raise CheckpointError(f"{checkpoint}/state.json lists no model variables")
@@ -107,37 +171,60 @@ def restore_model_variables(model, checkpoint: Path, state: dict, rng: bool = Tr
         if path.endswith("/" + _ADAPTERS[0]) and path not in target_paths:
             base = path[: -len(_ADAPTERS[0])]
             merges[by_path[base + "kernel"]] = (index, by_path[base + _ADAPTERS[1]])
-    wanted = {key(i): (saved[i]["shape"], np.dtype(saved[i]["dtype"]),
-                       None if i in merges else _sharding(var)) for i, var in plan.items()}
-    for a, b in merges.values():
-        for i in (a, b):
-            wanted[key(i)] = (saved[i]["shape"], np.dtype(saved[i]["dtype"]), None)
-    arrays = _restore(checkpoint, MODEL_ITEM, wanted)
+    whole = {i for pair in merges.values() for i in pair} | set(merges)
+    wanted: dict[str, dict] = {}
+    for i in set(plan) | whole:
+        item, k = _where(saved[i], i)
+        sharding = None if i in whole else _sharding(plan[i])
+        wanted.setdefault(item, {})[k] = (saved[i]["shape"], np.dtype(saved[i]["dtype"]), sharding)
+    arrays = {item: _restore(checkpoint, item, keys) for item, keys in wanted.items()}
+
+    def value_of(i):
+        item, k = _where(saved[i], i)
+        return arrays[item][k]
+
     scale = float(state.get("lora_scale") or 1.0)
     for i, var in plan.items():
-        value = arrays[key(i)]
+        value = value_of(i)
         if i in merges:
-            a, b = (np.asarray(arrays[key(j)], np.float32) for j in merges[i])
+            a, b = (np.asarray(value_of(j), np.float32) for j in merges[i])
             value = (np.asarray(value, np.float32) + scale * (a @ b)).astype(value.dtype)
         var.assign(value)
     return len(plan)
 
 
 def restore_optimizer_variables(optimizer, checkpoint: Path, state: dict) -> None:
-    """Restore the optimizer's variables (built, with the same configuration) from a sharded
-    checkpoint, each into the sharding it has now."""
+    """Restore the optimizer's variables (built, with the same configuration) from a checkpoint's
+    Orbax state, each into the sharding it has now."""
     saved = state["optimizer"]
     if saved["count"] != len(optimizer.variables):
         raise CheckpointError(
             f"{checkpoint} holds {saved['count']} optimizer variables, the optimizer has "
             f"{len(optimizer.variables)}: the training configuration differs (e.g. "
             "--gradient-accumulation-steps or --use-lora); resume with the same options")
-    shapes = saved["shapes"]
-    for var, shape in zip(optimizer.variables, shapes, strict=True):
+    for var, shape in zip(optimizer.variables, saved["shapes"], strict=True):
         if list(shape) != list(var.shape):
             raise CheckpointError(f"optimizer variable {var.path} has another shape in {checkpoint}")
-    wanted = {key(i): (var.shape, np.dtype(var.dtype), _sharding(var))
+    wanted = {(key(i),): (var.shape, np.dtype(var.dtype), _sharding(var))
               for i, var in enumerate(optimizer.variables)}
     arrays = _restore(checkpoint, OPTIMIZER_ITEM, wanted)
     for i, var in enumerate(optimizer.variables):
-        var.assign(arrays[key(i)])
+        var.assign(arrays[(key(i),)])
+
+
+def restore_weights(model, checkpoint: Path, state: dict | None = None, rng: bool = True) -> int:
+    """The model's weights (and, with ``rng``, dropout RNG states) from ``checkpoint`` in
+    whichever format it has; ``state`` is its ``state.json`` (read when not given)."""
+    import json
+
+    checkpoint = Path(checkpoint)
+    if has_orbax_state(checkpoint):
+        if state is None:
+            try:
+                state = json.loads((checkpoint / "state.json").read_text())
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"{checkpoint} has no readable state.json ({exc})") from exc
+        return restore_model_variables(model, checkpoint, state, rng=rng)
+    from kerastrain.model.weights import load_legacy_weights
+
+    return load_legacy_weights(model, checkpoint, rng=rng)

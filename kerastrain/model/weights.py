@@ -1,12 +1,13 @@
-"""Saving and verified loading of model weights (``model.weights.h5``).
+"""Verified reading of checkpoints written before Orbax (``model.weights.h5``, ``rng_state.npz``).
 
-Keras restores nothing, silently, when the saved layer structure differs from the model's, so
+Every run now writes Orbax state (:mod:`kerastrain.model.sharded_weights`); checkpoints users
+already have keep loading and resuming through this module. Keras restores nothing, silently, when the saved layer structure differs from the model's, so
 every load here is checked against the file itself: the number of arrays and a per-array
 fingerprint (shape, sum, sum of squares) must match what the model holds afterwards.
 
-LoRA: Keras writes a LoRA layer's kernel *merged* with its adapter and no adapter matrices. So
-:func:`save_weights` also writes ``lora_state.npz`` beside the ``.h5`` (base kernels and adapters
-by variable path), and :func:`load_weights_verified` restores it exactly when present; without it
+LoRA: Keras writes a LoRA layer's kernel *merged* with its adapter and no adapter matrices, so
+those checkpoints hold ``lora_state.npz`` beside the ``.h5`` (base kernels and adapters by variable
+path), and :func:`load_weights_verified` restores it exactly when present; without it
 the merged kernel becomes the base and the adapters are reset to zero (the model computes the
 same function; the adapters start again).
 """
@@ -19,7 +20,9 @@ import numpy as np
 
 from kerastrain.errors import CheckpointError
 
+WEIGHTS_FILE = "model.weights.h5"
 LORA_STATE_FILE = "lora_state.npz"
+RNG_FILE = "rng_state.npz"  # dropout seed-generator states: Keras' weight files leave them out
 _LORA_VARS = ("lora_kernel_a", "lora_kernel_b")
 
 
@@ -88,19 +91,6 @@ def _same(expected: list[tuple], got: list[tuple]) -> bool:
     return True
 
 
-def save_weights(model, path: str | Path) -> None:
-    """``model.save_weights(path)``, plus ``lora_state.npz`` beside it when LoRA is enabled."""
-    path = Path(path)
-    model.save_weights(path)
-    layers = _lora_layers(model)
-    if layers:
-        state = {}
-        for layer in layers:
-            for var in (layer._kernel, layer.lora_kernel_a, layer.lora_kernel_b):
-                state[var.path] = np.asarray(var.value)
-        np.savez(path.parent / LORA_STATE_FILE, **state)
-
-
 def load_weights_verified(model, path: str | Path) -> int:
     """Load ``path`` (a ``.weights.h5`` file) into ``model`` and prove every weight was restored.
 
@@ -155,3 +145,24 @@ def _restore_lora(model, lora_file: Path) -> None:
                         "resume with the same --lora-rank"
                     )
                 var.assign(data[var.path])
+
+
+def rng_variables(model) -> list:
+    """Model variables that are not weights (seed-generator states of dropout layers)."""
+    weight_ids = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weight_ids]
+
+
+def load_legacy_weights(model, checkpoint: Path, rng: bool = True) -> int:
+    """Weights (and, with ``rng``, dropout RNG states, by position) of a checkpoint folder in the
+    format before Orbax; returns the number of weight arrays restored."""
+    checkpoint = Path(checkpoint)
+    count = load_weights_verified(model, checkpoint / WEIGHTS_FILE)
+    if rng and (checkpoint / RNG_FILE).exists():
+        with np.load(checkpoint / RNG_FILE) as data:
+            rng_vars = rng_variables(model)
+            if len(data.files) != len(rng_vars):
+                raise CheckpointError(f"{checkpoint} holds another number of dropout RNG states")
+            for i, var in enumerate(rng_vars):
+                var.assign(data[f"arr_{i}"])
+    return count

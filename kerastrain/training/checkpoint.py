@@ -1,9 +1,16 @@
-"""Checkpoints: weights, optimizer state, step, data position, RNG state and run configuration.
+"""Checkpoints: the folders, their sealing, listing, pruning and verified restore.
 
-A checkpoint is written into a temporary directory, sealed with ``manifest.json`` (files, sizes,
-sha256; written last) and only then renamed into place, so a crash while writing never leaves
-something that looks complete. Every restore is verified: Keras restores nothing, silently, when
-variable paths differ, so every load is checked against the file (``kerastrain.model.weights``).
+A checkpoint folder holds the training state as Orbax arrays (``state/``: model, RNG and
+optimizer items, see :mod:`kerastrain.model.sharded_weights`) and beside it ``state.json`` (step,
+data epoch, what each array is), ``pipeline_states/`` (each process's data position), the run and
+model configuration and the tokenizer, so it resumes anywhere. Every run writes it the same way,
+asynchronously (:mod:`kerastrain.training.sharded_checkpoint`), into a temporary folder that is
+sealed with ``manifest.json`` (files, sizes, sha256; written last) and only then renamed into
+place, so a crash while writing never leaves something that looks complete. Every restore is
+verified against the manifest and against the variables the model has.
+
+Checkpoints written before Orbax (``model.weights.h5`` + ``optimizer.npz``) are still read:
+:func:`restore_model` and :func:`restore_optimizer` pick the reader from what the folder holds.
 """
 
 from __future__ import annotations
@@ -20,30 +27,21 @@ import numpy as np
 
 from kerastrain.errors import CheckpointError
 from kerastrain.model.sharded_weights import (
-    is_sharded,
-    restore_model_variables,
+    has_orbax_state,
     restore_optimizer_variables,
+    restore_weights,
 )
-from kerastrain.model.weights import load_weights_verified, save_weights
 from kerastrain.storage.durable import fsync_dir, fsync_tree
 from kerastrain.storage.manifest import is_complete, verify, write_manifest
 from kerastrain.training.resolved import RESOLVED_FILE
 
-WEIGHTS_FILE = "model.weights.h5"
-OPTIMIZER_FILE = "optimizer.npz"
+OPTIMIZER_FILE = "optimizer.npz"  # the optimizer of a checkpoint written before Orbax
 STATE_FILE = "state.json"
-PIPELINE_FILE = "pipeline_state.json.gz"
+PIPELINE_FILE = "pipeline_state.json.gz"  # the data position before per-process positions
 RUN_CONFIG_FILE = "run_config.json"
 MODEL_CONFIG_FILE = "model_config.json"
 TOKENIZER_FILE = "tokenizer.json"
-RNG_FILE = "rng_state.npz"  # dropout seed-generator states: Keras' weight files leave them out
 STEP_DIR = re.compile(r"^checkpoint_step_(\d+)$")
-
-
-def rng_variables(model) -> list:
-    """Model variables that are not weights (seed-generator states of dropout layers)."""
-    weight_ids = {id(w) for w in model.weights}
-    return [v for v in model.variables if id(v) not in weight_ids]
 
 
 @dataclass
@@ -53,54 +51,12 @@ class CheckpointInfo:
     state: dict
 
 
-def save_checkpoint(
-    path: Path,
-    *,
-    model,
-    optimizer,
-    state: dict,
-    pipeline_state=None,
-    run_config=None,
-    resolved=None,
-    tokenizer=None,
-    extra_files: dict[str, bytes] | None = None,
-) -> Path:
-    """Write a complete checkpoint at ``path`` atomically (replacing an older one there).
-
-    ``extra_files``: relative path -> bytes, written inside it too (e.g. per-process data
-    positions)."""
-    path = Path(path)
-    tmp = fresh_temporary(path, os.getpid())
-    save_weights(model, tmp / WEIGHTS_FILE)
-    # By position: seed generators get process-wide auto-numbered names.
-    np.savez(tmp / RNG_FILE, *[np.asarray(v.value) for v in rng_variables(model)])
-    opt_vars = optimizer.variables if optimizer is not None else []
-    np.savez(tmp / OPTIMIZER_FILE, **{f"{i:05d}": np.asarray(v.value) for i, v in enumerate(opt_vars)})
-    full_state = dict(state)
-    full_state["weights"] = {"count": len(model.weights)}
-    full_state["optimizer"] = {"count": len(opt_vars), "paths": [v.path for v in opt_vars]}
-    write_metadata(tmp, full_state, pipeline_state=pipeline_state, run_config=run_config,
-                   resolved=resolved, tokenizer=tokenizer, extra_files=extra_files)
-    return seal(tmp, path, state.get("step"))
-
-
-def fresh_temporary(path: Path, tag) -> Path:
-    """An empty temporary folder beside ``path`` to write its checkpoint into."""
-    tmp = Path(path).parent / f".tmp-{Path(path).name}-{tag}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def write_metadata(tmp: Path, state: dict, *, pipeline_state=None, run_config=None,
-                   resolved=None, tokenizer=None,
+def write_metadata(tmp: Path, state: dict, *, run_config=None, resolved=None, tokenizer=None,
                    extra_files: dict[str, bytes] | None = None) -> None:
-    """Everything of a checkpoint but the arrays: state, data position, configs, tokenizer."""
+    """Everything of a checkpoint but the arrays: state, configs, tokenizer and ``extra_files``
+    (relative path -> bytes: the data positions)."""
     state = {**state, "saved_at": time.time()}
     (tmp / STATE_FILE).write_text(json.dumps(state, indent=1))
-    if pipeline_state is not None:
-        pipeline_state.save(tmp / PIPELINE_FILE)
     if run_config is not None:  # what was asked, and what the run resolved from it
         run_config.save(tmp / RUN_CONFIG_FILE)
     if resolved is not None:
@@ -147,31 +103,21 @@ def read_state(path: Path) -> dict:
 
 
 def restore_model(model, path: Path, rng: bool = True) -> dict:
-    """Load weights (and, with ``rng``, dropout RNG states) into ``model`` and verify them;
-    returns the checkpoint's state."""
+    """Load weights (and, with ``rng``, dropout RNG states) into ``model`` from a complete
+    checkpoint, verified against its manifest; returns the checkpoint's state."""
     path = Path(path)
     verify(path)
     state = read_state(path)
-    if is_sharded(path):
-        restore_model_variables(model, path, state, rng=rng)
-        return state
-    load_weights_verified(model, path / WEIGHTS_FILE)
-    if rng and (path / RNG_FILE).exists():
-        with np.load(path / RNG_FILE) as data:
-            rng_vars = rng_variables(model)
-            if len(data.files) != len(rng_vars):
-                raise CheckpointError(f"{path} holds another number of dropout RNG states")
-            for i, var in enumerate(rng_vars):
-                var.assign(data[f"arr_{i}"])
+    restore_weights(model, path, state, rng=rng)
     return state
 
 
 def restore_optimizer(optimizer, path: Path, state: dict) -> None:
-    """Load optimizer variables saved by :func:`save_checkpoint` (the optimizer must be built)."""
-    if is_sharded(path):
+    """Load the optimizer's variables from a checkpoint (the optimizer must be built)."""
+    if has_orbax_state(path):
         restore_optimizer_variables(optimizer, path, state)
         return
-    expected = state["optimizer"]
+    expected = state["optimizer"]  # written before Orbax: optimizer.npz, by position
     if expected["count"] != len(optimizer.variables):
         raise CheckpointError(
             f"{path} holds {expected['count']} optimizer variables, the optimizer has "

@@ -22,11 +22,11 @@ import numpy as np
 
 from kerastrain.data.pipeline import PipelineState, Prefetcher
 from kerastrain.errors import UserError
-from kerastrain.training.checkpoint import prune_step_checkpoints, save_checkpoint
+from kerastrain.training.checkpoint import prune_step_checkpoints
 from kerastrain.training.flops import MfuMeter
 from kerastrain.training.loss import chunked_eval_loss, chunked_lm_loss
 from kerastrain.training.metrics_log import MetricsLog
-from kerastrain.training.sharded_checkpoint import ShardedCheckpointer
+from kerastrain.training.sharded_checkpoint import Checkpointer
 
 
 def process_start_time() -> float:
@@ -150,20 +150,11 @@ class Trainer:
         self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan)
         self.tokens_per_update = run.resolved.tokens_per_update
         self.mfu = MfuMeter(run.resolved.model)
-        # On a mesh every process writes its shards, asynchronously (Orbax).
-        self.checkpointer = ShardedCheckpointer(self) if mesh_plan is not None else None
+        # Every run, one device or a mesh, checkpoints asynchronously through Orbax.
+        self.checkpointer = Checkpointer(self)
         self._steady_start: tuple[float, int] | None = None  # (time, step) after the compile
 
     # -- state -------------------------------------------------------------------------------
-    def _write_back(self, state) -> None:
-        trainable, non_trainable, opt_vars = state
-        for var, value in zip(self.model.trainable_variables, trainable, strict=True):
-            var.assign(value)
-        for var, value in zip(self.model.non_trainable_variables, non_trainable, strict=True):
-            var.assign(value)
-        for var, value in zip(self.optimizer.variables, opt_vars, strict=True):
-            var.assign(value)
-
     def _place(self, batch) -> tuple:
         """(inputs, labels) as the step takes them: global arrays over the mesh, if any."""
         if self.mesh_plan is None:
@@ -186,23 +177,9 @@ class Trainer:
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_tokens": count}
 
     def save(self, state, name: str, kind: str, pipeline_state: PipelineState | None) -> Path:
-        if self.checkpointer is not None:
-            return self.checkpointer.save(state, name, kind, pipeline_state)
-        self._write_back(state)
-        path = save_checkpoint(
-            self.run.output_dir / name,
-            model=self.model,
-            optimizer=self.optimizer,
-            state={"step": self.step, "kind": kind, "best_val_loss": self.best_val,
-                   "epoch": pipeline_state.epoch if pipeline_state else None,
-                   "tokens_seen": self.step * self.tokens_per_update},
-            pipeline_state=pipeline_state,
-            run_config=self.cfg,
-            resolved=self.run.resolved,
-            tokenizer=self.run.tokenizer,
-        )
-        self.hooks.on_checkpoint_saved(run=self.run, path=path, step=self.step, kind=kind)
-        return path
+        """Start checkpoint ``name``: blocks for the copy to host only; its hooks run once it is
+        sealed (:meth:`Checkpointer.poll`)."""
+        return self.checkpointer.save(state, name, kind, pipeline_state)
 
     def _in_use(self) -> set:
         """Checkpoint folders a plugin still needs (e.g. uploading): pruning must not delete
@@ -317,9 +294,7 @@ class Trainer:
                 if self.step % cfg.output.save_every == 0 and not last_step:
                     self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
                     last_saved_step = self.step
-                    if self.checkpointer is None:
-                        prune_step_checkpoints(out, cfg.output.keep_last, keep=self._in_use())
-                if self.checkpointer is not None and self.checkpointer.poll() and self.primary:
+                if self.checkpointer.poll() and self.primary:
                     prune_step_checkpoints(out, cfg.output.keep_last, keep=self._in_use())
                 if self._should_stop():
                     reason = "interrupted"
@@ -330,8 +305,7 @@ class Trainer:
                 last_loss = self._read_loss(pending)
                 first_loss = last_loss if first_loss is None else first_loss
         except BaseException:
-            if self.checkpointer is not None:
-                self.checkpointer.abandon()  # seal what is written, if it can be done alone
+            self.checkpointer.abandon()  # seal what is written, if it can be done alone
             raise
         finally:
             batches.close()
@@ -357,10 +331,9 @@ class Trainer:
                 self._maybe_best(state, final, last_pipeline_state)
             summary["checkpoint"] = str(self.save(state, "final_checkpoint", "final",
                                                   last_pipeline_state))
-        if self.checkpointer is not None:
-            self.checkpointer.finish()
-            if self.primary:
-                prune_step_checkpoints(out, cfg.output.keep_last, keep=self._in_use())
+        self.checkpointer.finish()
+        if self.primary:
+            prune_step_checkpoints(out, cfg.output.keep_last, keep=self._in_use())
         metrics.write("summary", self.step, summary)
         metrics.close()
         self.run.metrics = None

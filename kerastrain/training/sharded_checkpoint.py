@@ -1,28 +1,34 @@
-"""Sharded, asynchronous checkpoints of a run on a device mesh (Orbax), and each process's data
-position in them.
+"""Asynchronous checkpoints of every run (Orbax), and each process's data position in them.
 
-Every process writes the shards of the training state its devices hold with Orbax
-(``orbax-checkpoint``, the standard for sharded JAX state; OCDBT files per process) into
-``state/`` of a temporary checkpoint folder: no gather to one host. Writing is asynchronous: the
-step waits only for the device-to-host copy, then training goes on while Orbax writes. A thread of
-process 0 waits until Orbax has committed (Orbax's own barrier: every process has finished its
-shards), then fsyncs the folder, writes ``manifest.json`` last and renames the folder into place:
-a checkpoint is complete or invisible, as with one device. A kill while writing leaves only a
-``.tmp-*`` folder, which auto-resume ignores. The next save, the end of the run and every step's
-poll wait for or notice the sealing; plugin hooks (uploads) are called from the training thread
-once a checkpoint is sealed.
+One device is a mesh of one: a run on one device, on a mesh of several or in several processes
+saves the same way. Every process hands Orbax (``orbax-checkpoint``, the standard for sharded JAX
+state) the arrays its devices hold; Orbax writes them into ``state/`` of a temporary checkpoint
+folder (layout: :mod:`kerastrain.model.sharded_weights`). Writing is asynchronous: a save blocks
+training only for the copy of the state to host memory, then training goes on while Orbax writes.
+The weights go as host (numpy) arrays when this process holds all of them (one process: that copy
+is the one Orbax would make anyway) and, in a multi-process run, in the final checkpoint (one
+all-gather at the end), so a plain Orbax restore of ``state/model`` reads them on any machine;
+step and best checkpoints of several processes keep the weights sharded (no gather to one host).
 
-Resume reshards: each variable is read straight into the sharding its layout gives it now
-(``kerastrain.model.sharded_weights``), so a checkpoint of 4 devices resumes on 2, on 1 or in
-another mesh, and ``kerastrain.load``, ``generate``, ``eval``, ``export`` and uploads read it like
-any other checkpoint. ``--output-dir`` must be a filesystem every process sees (one host, NFS,
-GCS FUSE) for several hosts to write one checkpoint.
+A thread of process 0 waits until Orbax has committed (Orbax's own barrier: every process has
+finished its shards), then fsyncs the folder, writes ``manifest.json`` last and renames the folder
+into place: a checkpoint is complete or invisible. A kill while writing leaves only a ``.tmp-*``
+folder, which auto-resume ignores and the next run deletes. The next save, the end of the run and
+every step's poll wait for or notice the sealing; plugin hooks (uploads) are called from the
+training thread once a checkpoint is sealed.
+
+Resume reshards: each variable is read straight into the sharding its layout gives it now, so a
+checkpoint of 4 devices resumes on 2, on 1 or in another mesh, and ``kerastrain.load``,
+``generate``, ``eval``, ``export`` and uploads read every checkpoint alike. ``--output-dir`` must
+be a filesystem every process sees (one host, NFS, GCS FUSE) for several hosts to write one
+checkpoint.
 
 Each process's data position (its :class:`~kerastrain.data.pipeline.PipelineState`) is gathered to
 process 0 and stored as ``pipeline_states/process_NNNNN.json.gz``. Resumed with the same number of
 processes, each continues exactly; with another number, the shares of the stream change, so every
 process starts its new share at the beginning of the oldest epoch the checkpoint's processes were in
 (documents of that epoch read before the checkpoint are read again), and the run says so.
+Checkpoints written before per-process positions hold one ``pipeline_state.json.gz``.
 """
 
 from __future__ import annotations
@@ -33,15 +39,20 @@ import shutil
 import threading
 from pathlib import Path
 
+import numpy as np
+
 from kerastrain.data.pipeline import PipelineState
 from kerastrain.errors import CheckpointError
 from kerastrain.model.sharded_weights import (
     MODEL_ITEM,
     OPTIMIZER_ITEM,
+    RNG_ITEM,
     STATE_DIR,
     describe,
     key,
     model_variables,
+    nest,
+    path_key,
 )
 from kerastrain.training.checkpoint import PIPELINE_FILE, seal, write_metadata
 from kerastrain.training.processes import barrier, gather_bytes
@@ -67,23 +78,53 @@ def _lora_scale(model) -> float | None:
     return None
 
 
-class ShardedCheckpointer:
-    """Writes the checkpoints of a :class:`~kerastrain.training.loop.Trainer` on a mesh.
+def _host(array, gather: bool):
+    """``array`` as a numpy copy when this process holds all of it, or (a collective) when
+    ``gather``; else the sharded array itself (Orbax copies this process's shards)."""
+    if getattr(array, "is_fully_addressable", True):
+        return np.array(array)  # a copy: the next step donates the device buffer
+    if gather:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+    return array
+
+
+def model_trees(model, trainable, non_trainable, gather: bool = False) -> tuple[dict, dict]:
+    """(``state/model``, ``state/rng``) trees of the training state's model arrays: weights keyed
+    by variable path, seed-generator states by position."""
+    weight_ids = {id(w) for w in model.weights}
+    weights, rngs = {}, {}
+    arrays = list(trainable) + list(non_trainable)
+    for var, array in zip(model_variables(model), arrays, strict=True):
+        if id(var) in weight_ids:
+            weights[path_key(var.path)] = _host(array, gather)
+        else:  # a few replicated integers
+            rngs[(key(len(rngs)),)] = _host(array, gather=True)
+    return nest(weights), nest(rngs)
+
+
+class Checkpointer:
+    """Writes the checkpoints of a :class:`~kerastrain.training.loop.Trainer` (any mesh, one
+    device included).
 
     Every process calls :meth:`save` at the same step (a collective), :meth:`poll` after each step
     and :meth:`finish` at the end of the run."""
 
     def __init__(self, trainer):
+        import jax
         import orbax.checkpoint as ocp
 
         self.trainer = trainer
-        self.primary = trainer.mesh_plan.process_index == 0
+        self.process_count = jax.process_count()
+        self.primary = jax.process_index() == 0
         self._orbax = ocp.AsyncCheckpointer(ocp.CompositeCheckpointHandler())
         self._sealer: threading.Thread | None = None
         self._sealed: list[tuple[Path, int, str]] = []  # sealed, hooks not yet called
         self._error: CheckpointError | None = None
 
     def save(self, state, name: str, kind: str, pipeline_state) -> Path:
+        """Start writing checkpoint ``name``; returns once the state is copied to host memory."""
         import orbax.checkpoint as ocp
 
         t = self.trainer
@@ -96,20 +137,23 @@ class ShardedCheckpointer:
             shutil.rmtree(tmp)  # left by a killed run
         barrier(f"clean {tmp.name} at step {t.step}")
         trainable, non_trainable, opt_vars = state
-        model_tree = {key(i): a for i, a in enumerate(list(trainable) + list(non_trainable))}
-        opt_tree = {key(i): a for i, a in enumerate(opt_vars)}
+        model, optimizer = t.model, t.optimizer
+        weights, rngs = model_trees(model, trainable, non_trainable,
+                                    gather=kind == "final" and self.process_count > 1)
+        items = {MODEL_ITEM: ocp.args.StandardSave(weights),
+                 OPTIMIZER_ITEM: ocp.args.StandardSave({key(i): a for i, a in enumerate(opt_vars)})}
+        if rngs:
+            items[RNG_ITEM] = ocp.args.StandardSave(rngs)
         # Returns once the arrays are copied to host memory; the files are written meanwhile.
-        self._orbax.save((tmp / STATE_DIR).absolute(), args=ocp.args.Composite(**{
-            MODEL_ITEM: ocp.args.StandardSave(model_tree),
-            OPTIMIZER_ITEM: ocp.args.StandardSave(opt_tree)}))
+        self._orbax.save((tmp / STATE_DIR).absolute(), args=ocp.args.Composite(**items))
         if self.primary:
-            model, optimizer = t.model, t.optimizer
+            plan = t.mesh_plan
             record = {
                 "step": t.step, "kind": kind, "best_val_loss": t.best_val,
                 "epoch": pipeline_state.epoch if pipeline_state else None,
                 "tokens_seen": t.step * t.tokens_per_update,
-                "processes": t.mesh_plan.process_count, "format": "orbax",
-                "mesh": t.mesh_plan.shape.describe(),
+                "processes": self.process_count, "format": "orbax",
+                "mesh": plan.shape.describe() if plan is not None else "one device",
                 "model_variables": describe(model_variables(model),
                                             {id(w) for w in model.weights}),
                 "weights": {"count": len(model.weights)},
@@ -159,7 +203,7 @@ class ShardedCheckpointer:
 
     def abandon(self) -> None:
         """The run failed: in one process, still seal the checkpoint being written."""
-        if self.trainer.mesh_plan.multi_process:
+        if self.process_count > 1:
             return  # sealing waits for every process; they may be gone
         try:
             self._orbax.wait_until_finished()

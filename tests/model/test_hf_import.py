@@ -69,8 +69,13 @@ def test_lora_fine_tune_of_a_hf_folder_trains_adapters_only_and_exports_back(tmp
     from kerastrain.model.keras_hub_mapping import load_from_keras_hub
 
     load_from_keras_hub(start, original, kind)
-    with np.load(run / "final_checkpoint" / "lora_state.npz") as state:
-        bases = {k: state[k] for k in state.files if k.endswith("/kernel")}
+    import jax
+    import orbax.checkpoint as ocp
+
+    saved = ocp.PyTreeCheckpointer().restore((run / "final_checkpoint" / "state" / "model").absolute())
+    flat = {"/".join(k.key for k in p): v for p, v in jax.tree_util.tree_flatten_with_path(saved)[0]}
+    adapted = {k[: -len("lora_kernel_a")] for k in flat if k.endswith("/lora_kernel_a")}
+    bases = {k: v for k, v in flat.items() if k.endswith("/kernel") and k[:-len("kernel")] in adapted}
     assert bases
     merged_differs = False
     for before, after in zip(start.weights, ours.weights, strict=True):

@@ -10,7 +10,8 @@ from kerastrain.config import ModelConfig
 from kerastrain.errors import CheckpointError
 from kerastrain.model.gpt import apply_lora, apply_precision, build_model, merge_lora
 from kerastrain.model.presets import count_lora_parameters, count_parameters
-from kerastrain.model.weights import load_weights_verified, save_weights
+from kerastrain.model.weights import load_weights_verified
+from tests.legacy_format import save_legacy_weights
 
 TINY = dict(vocab_size=64, seq_len=16, d_model=32, num_layers=2, num_heads=4, d_ff=64)
 SWITCHES = {
@@ -134,7 +135,7 @@ def test_lora_trains_only_adapters_and_merges(tmp_path):
     adapted = np.asarray(model(x))
 
     # Exact resume of a LoRA run: base kernels and adapters come back as they were.
-    save_weights(model, tmp_path / "model.weights.h5")
+    save_legacy_weights(model, tmp_path / "model.weights.h5")
     resumed = build_model(cfg)
     apply_lora(resumed, rank=4)
     load_weights_verified(resumed, tmp_path / "model.weights.h5")

@@ -17,6 +17,7 @@ import pytest
 from kerastrain.training import processes
 from kerastrain.training.checkpoint import newest_verified_checkpoint
 from tests.helpers import invoke, kerastrain
+from tests.training.test_checkpoint_formats import restore_in_one_cpu
 from tests.training.test_distribution import SMALL, assert_close, forced_devices, train_losses
 
 WIDE = {"COLUMNS": "1000"}
@@ -82,10 +83,12 @@ def test_two_processes_train_share_the_data_and_resume_exactly(uninterrupted, tm
     assert losses[-1] < losses[0]
     final = out / "final_checkpoint"
     assert json.loads((final / "state.json").read_text())["processes"] == 2
-    # Each process wrote its own shards (Orbax, no gather to process 0).
-    for item in ("model", "optimizer"):
-        written = {p.name for p in (final / "state" / item).glob("ocdbt.process_*")}
-        assert written == {"ocdbt.process_0", "ocdbt.process_1"}, written
+    # Each process wrote its own shards (Orbax, no gather to process 0) ...
+    for folder, item in ((out / "checkpoint_step_24", "model"), (final, "optimizer")):
+        written = {p.name for p in (folder / "state" / item).glob("ocdbt.process_*")}
+        assert written == {"ocdbt.process_0", "ocdbt.process_1"}, (folder, written)
+    # ... but the final weights, gathered once, which plain Orbax reads on one CPU.
+    assert "EQUAL" in restore_in_one_cpu(out)
     positions = [json.loads(gzip.decompress(p.read_bytes()))
                  for p in sorted((final / "pipeline_states").iterdir())]
     assert len(positions) == 2

@@ -22,13 +22,14 @@ def _metrics(out: Path, kind="train") -> list[dict]:
 
 
 def _weights(checkpoint: Path) -> list[np.ndarray]:
-    import h5py
+    """The checkpoint's weights, sorted by variable path (the README's plain Orbax restore)."""
+    import jax
+    import orbax.checkpoint as ocp
 
-    arrays = []
-    with h5py.File(checkpoint / "model.weights.h5") as f:
-        f.visititems(lambda name, obj: arrays.append((name, obj[()]))
-                     if hasattr(obj, "shape") else None)
-    return [a for _, a in sorted(arrays, key=lambda x: x[0])]
+    params = ocp.PyTreeCheckpointer().restore((checkpoint / "state" / "model").absolute())
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    assert flat
+    return [np.asarray(a) for _, a in sorted(flat, key=lambda x: str(x[0]))]
 
 
 def test_accumulation_matches_a_large_batch():
@@ -165,7 +166,6 @@ def test_lora_fine_tune_from_a_base_run_resumes_and_loads(tmp_path):
     assert "Resuming from" in more.output
     assert [r["step"] for r in _metrics(lora)] == [1, 2, 3, 4, 5, 6]
     import kerastrain
-
     from kerastrain.model.lora import LORA_TARGETS
 
     model, tokenizer = kerastrain.load(lora)
