@@ -39,10 +39,10 @@ def worker(args) -> dict:
     from kerastrain.model.gpt import build_model
     from kerastrain.model.presets import resolve_preset
     from kerastrain.training.distribution import make_mesh_plan
-    from kerastrain.training.loop import initial_state
     from kerastrain.training.optimizer import make_optimizer
     from kerastrain.training.processes import SilentHooks
     from kerastrain.training.sharded_checkpoint import Checkpointer
+    from kerastrain.training.steps import initial_state
 
     fields = resolve_preset(args.preset)
     fields.update(vocab_size=args.vocab_size, dropout_rate=0.0)

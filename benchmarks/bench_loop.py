@@ -21,8 +21,8 @@ import numpy as np  # noqa: E402
 from kerastrain.config import ModelConfig, RunConfig, TrainConfig  # noqa: E402
 from kerastrain.model.gpt import build_model  # noqa: E402
 from kerastrain.model.presets import resolve_preset  # noqa: E402
-from kerastrain.training.loop import initial_state, lm_loss, make_steps  # noqa: E402
 from kerastrain.training.optimizer import make_optimizer  # noqa: E402
+from kerastrain.training.steps import initial_state, lm_loss, make_steps  # noqa: E402
 
 
 def config(args) -> RunConfig:

@@ -31,8 +31,8 @@ def child(args) -> None:
     from kerastrain.config import RunConfig, TrainConfig
     from kerastrain.model.gpt import build_model
     from kerastrain.model.presets import preset_config
-    from kerastrain.training.loop import initial_state, lm_loss, make_steps
     from kerastrain.training.optimizer import make_optimizer
+    from kerastrain.training.steps import initial_state, lm_loss, make_steps
 
     cfg = RunConfig(model=preset_config(args.preset, vocab_size=args.vocab_size,
                                         remat=args.variant.endswith("remat")),

@@ -89,8 +89,8 @@ def train_sampler(config, train_tokens: np.ndarray, steps: int, seed: int):
     import keras
 
     from kerastrain.model.gpt import apply_precision, build_model
-    from kerastrain.training.loop import initial_state, make_steps
     from kerastrain.training.optimizer import make_optimizer, make_schedule
+    from kerastrain.training.steps import initial_state, make_steps
 
     apply_precision(config.model)
     keras.utils.set_random_seed(config.train.seed)
@@ -129,8 +129,8 @@ def main() -> None:
     from kerastrain.data.tokenizer import ByteTokenizer
     from kerastrain.model.gpt import build_model
     from kerastrain.training.checkpoint import restore_model
-    from kerastrain.training.loop import make_steps
     from kerastrain.training.optimizer import make_optimizer
+    from kerastrain.training.steps import make_steps
 
     docs = stdlib_documents()
     held = [d for i, d in enumerate(docs) if i % 10 == 0]

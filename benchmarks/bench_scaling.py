@@ -31,8 +31,8 @@ def worker(args) -> dict:
     from kerastrain.model.gpt import build_model
     from kerastrain.model.presets import resolve_preset
     from kerastrain.training.distribution import make_mesh_plan
-    from kerastrain.training.loop import initial_state, make_steps
     from kerastrain.training.optimizer import make_optimizer
+    from kerastrain.training.steps import initial_state, make_steps
 
     fields = resolve_preset(args.preset)
     fields.update(vocab_size=args.vocab_size, seq_len=args.seq_len, dropout_rate=0.0)

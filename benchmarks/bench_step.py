@@ -27,8 +27,8 @@ import optax  # noqa: E402
 from kerastrain.config import RunConfig, TrainConfig  # noqa: E402
 from kerastrain.model.gpt import build_model  # noqa: E402
 from kerastrain.model.presets import preset_config  # noqa: E402
-from kerastrain.training.loop import initial_state, make_steps  # noqa: E402
 from kerastrain.training.optimizer import make_optimizer  # noqa: E402
+from kerastrain.training.steps import initial_state, make_steps  # noqa: E402
 
 
 def pure_params(cfg, key):

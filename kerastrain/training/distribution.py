@@ -196,8 +196,8 @@ def measure_state_bytes(config: RunConfig) -> dict:
     import numpy as np
 
     from kerastrain.model.gpt import build_model
-    from kerastrain.training.loop import initial_state, make_steps
     from kerastrain.training.optimizer import make_optimizer
+    from kerastrain.training.steps import initial_state, make_steps
 
     plan = make_mesh_plan(config)
     with plan.scope(config.model) if plan else contextlib.nullcontext():

@@ -16,17 +16,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jax
-import keras
 import numpy as np
 
 from kerastrain.data.pipeline import PipelineState, Prefetcher
 from kerastrain.errors import UserError
 from kerastrain.training.checkpoint import prune_step_checkpoints
 from kerastrain.training.flops import MfuMeter
-from kerastrain.training.loss import chunked_eval_loss, chunked_lm_loss
 from kerastrain.training.metrics_log import MetricsLog
 from kerastrain.training.sharded_checkpoint import Checkpointer
+from kerastrain.training.steps import initial_state, make_steps
 
 
 def process_start_time() -> float:
@@ -62,7 +60,7 @@ class TrainingRun:
     total_steps: int = 0
     logs: dict = field(default_factory=dict)
     # (trainable, non-trainable, optimizer) values after the latest update; read them in a hook
-    # only (the next update reuses their buffers). The Keras variables lag until a checkpoint.
+    # only (the next update reuses their buffers). The Keras variables lag until the run ends.
     state: tuple | None = None
     # Each plugin's state for this run, under the plugin's module name: plugins keep none in
     # module globals, so two runs in one process (tests, notebooks) never share an uploader.
@@ -78,51 +76,34 @@ class TrainingRun:
         return None if self.metrics is None else self.metrics.write(kind, step, values)
 
 
-def lm_loss(labels, logits):
-    """Mean next-token cross-entropy, computed in float32 whatever the compute dtype."""
-    logits = keras.ops.cast(logits, "float32")
-    losses = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
-    return keras.ops.mean(losses)
+class LossWindow:
+    """The losses of the updates since the last log line. Each is read one update late (when
+    the next is queued), so the device never waits for the host; a non-finite one stops the run
+    (``read``)."""
 
+    def __init__(self, read) -> None:
+        self.read = read
+        self.pending = None  # (step, loss array) of the latest update, not read yet
+        self.values: list[float] = []
+        self.first: float | None = None
+        self.last: float | None = None
 
-def initial_state(model, optimizer) -> tuple:
-    """The (trainable, non-trainable, optimizer) values the jitted steps thread through."""
-    return (
-        [v.value for v in model.trainable_variables],
-        [v.value for v in model.non_trainable_variables],
-        [v.value for v in optimizer.variables],
-    )
+    def add(self, step: int, loss) -> None:
+        self._read_pending()
+        self.pending = (step, loss)
 
+    def take(self) -> list[float]:
+        """Every loss since the previous take, the latest one included."""
+        self._read_pending()
+        values, self.values = self.values, []
+        return values
 
-def make_steps(model, optimizer, mesh_plan=None):
-    """Jitted (train_step, eval_step) over explicit state tuples.
-
-    With a ``mesh_plan`` (``kerastrain.training.distribution``) the train step keeps every state
-    array in the sharding it was created with and takes the batch split over the mesh's batch
-    axes: XLA's SPMD partitioner does the rest.
-    """
-
-    def loss_fn(trainable, non_trainable, x, y):
-        # The output projection and cross-entropy run in chunks (never the whole batch's logits).
-        return chunked_lm_loss(model, trainable, non_trainable, x, y, training=True)
-
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-
-    def train_step(state, x, y):
-        trainable, non_trainable, opt_vars = state
-        (loss, non_trainable), grads = grad_fn(trainable, non_trainable, x, y)
-        trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
-        return loss, (trainable, non_trainable, opt_vars)
-
-    def eval_step(trainable, non_trainable, x, y):
-        return chunked_eval_loss(model, trainable, non_trainable, x, y)
-
-    if mesh_plan is not None:
-        shardings = mesh_plan.state_shardings(initial_state(model, optimizer))
-        batch = mesh_plan.batch_sharding
-        return jax.jit(train_step, donate_argnums=0, in_shardings=(shardings, batch, batch),
-                       out_shardings=(mesh_plan.replicated, shardings)), jax.jit(eval_step)
-    return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+    def _read_pending(self) -> None:
+        if self.pending is not None:
+            value, self.pending = self.read(self.pending), None
+            self.values.append(value)
+            self.first = value if self.first is None else self.first
+            self.last = value
 
 
 class Trainer:
@@ -155,6 +136,15 @@ class Trainer:
         self._steady_start: tuple[float, int] | None = None  # (time, step) after the compile
 
     # -- state -------------------------------------------------------------------------------
+    def _write_back(self, state) -> None:
+        """The Keras variables take the loop's values (they lag while it runs: see
+        ``TrainingRun.state``)."""
+        variables = (self.model.trainable_variables, self.model.non_trainable_variables,
+                     self.optimizer.variables)
+        for group, values in zip(variables, state, strict=True):
+            for var, value in zip(group, values, strict=True):
+                var.assign(value)
+
     def _place(self, batch) -> tuple:
         """(inputs, labels) as the step takes them: global arrays over the mesh, if any."""
         if self.mesh_plan is None:
@@ -203,107 +193,39 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------
     def fit(self, progress) -> dict:
-        cfg, out = self.cfg, self.run.output_dir
-        accum = cfg.train.gradient_accumulation_steps
+        """Update until the data, ``--max-steps`` or a signal ends the run; then the final
+        evaluation and checkpoint (or, interrupted, a checkpoint to resume from)."""
         total = self.run.total_steps
-        if self.primary:
-            metrics = MetricsLog(out, publish=lambda record: self.hooks.on_metrics(
-                run=self.run, record=record))
-        else:
-            from kerastrain.training.processes import DiscardedMetrics
-
-            metrics = DiscardedMetrics()
-        self.run.metrics = metrics  # samples and other plugins log through run.log_metrics
+        metrics = self._open_metrics()
         state = initial_state(self.model, self.optimizer)
         old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         batches = Prefetcher(self.train_pipeline, depth=4)
-        pending = None  # (step, loss array): read one step late so the device stays busy
-        window_losses: list[float] = []
-        window_start, window_wait = time.perf_counter(), 0.0
-        last_pipeline_state = self.train_pipeline.state
-        last_saved_step = self.step
-        first_loss = last_loss = None
+        losses = LossWindow(self._read_loss)
+        position = self.train_pipeline.state  # the data position after the latest update
+        saved_at = self.step
         task = progress.add_task("train", total=total, completed=self.step, loss=float("nan"),
-                                 lr=0.0, tps=0.0, mfu=0.0, epoch=self.train_pipeline.state.epoch)
+                                 lr=0.0, tps=0.0, mfu=0.0, epoch=position.epoch)
+        self._window = (time.perf_counter(), 0.0)  # (start, data wait so far) of the log window
         reason = "data exhausted"
         try:
             while total is None or self.step < total:
-                micro = []
-                for _ in range(accum):
-                    batch = next(batches, None)
-                    if batch is None:
-                        break
-                    micro.append(batch)
-                if len(micro) < accum:
+                micro = self._next_update(batches)
+                if micro is None:
                     break  # not enough data left for a whole update
-                losses = []
-                for batch in micro:  # Keras' optimizer accumulates and applies on the last one
-                    loss, state = self.train_step(state, *self._place(batch))
-                    losses.append(loss)
-                if accum > 1:  # the update's loss: the mean over its micro-batches
-                    loss = sum(losses[1:], losses[0]) / accum
-                self.step += 1
-                self.run.state = state
-                last_pipeline_state = micro[-1].state
-                if pending is not None:
-                    value = self._read_loss(pending)
-                    window_losses.append(value)
-                    first_loss = value if first_loss is None else first_loss
-                    last_loss = value
-                elif self.first_step_seconds is None:
-                    loss.block_until_ready()
-                    self.first_step_seconds = time.time() - self.process_start
-                    self._steady_start = (time.perf_counter(), self.step)
-                pending = (self.step, loss)
+                state, loss = self._update(state, micro)
+                position = micro[-1].state
+                losses.add(self.step, loss)
                 self.hooks.on_train_step(run=self.run, step=self.step, logs=self.run.logs)
-                if self.step % cfg.output.log_every == 0 or self.step == total:
-                    value = self._read_loss(pending)
-                    window_losses.append(value)
-                    first_loss = value if first_loss is None else first_loss
-                    last_loss, pending = value, None
-                    now = time.perf_counter()
-                    wait = batches.wait_seconds - window_wait
-                    elapsed = max(now - window_start, 1e-9)
-                    steps_in_window = len(window_losses)
-                    logs = {
-                        "loss": float(np.mean(window_losses)),
-                        "lr": float(self.schedule(self.step)),
-                        "epoch": last_pipeline_state.epoch,
-                        "tokens_per_sec": steps_in_window * self.tokens_per_update / elapsed,
-                        "step_ms": 1000 * elapsed / steps_in_window,
-                        "data_wait_share": wait / elapsed,
-                        "tokens_seen": self.step * self.tokens_per_update,
-                    }
-                    logs["mfu"] = self.mfu(logs["tokens_per_sec"])
-                    metrics.write("train", self.step, logs)
-                    self.run.logs = logs
-                    progress.update(task, completed=self.step, loss=logs["loss"], lr=logs["lr"],
-                                    tps=logs["tokens_per_sec"], epoch=logs["epoch"],
-                                    mfu=100 * logs["mfu"])
-                    if progress.disable:
-                        self.run.say(
-                            f"step {self.step}/{total} epoch {logs['epoch']} loss {logs['loss']:.4f} "
-                            f"lr {logs['lr']:.2e} {logs['tokens_per_sec']:,.0f} tok/s "
-                            f"MFU {100 * logs['mfu']:.1f}%"
-                        )
-                    window_losses, window_start, window_wait = [], now, batches.wait_seconds
-                last_step = self.step == total
-                if self.val_pipeline_factory and self.step % cfg.output.eval_every == 0 \
-                        and not last_step:  # the final evaluation follows
-                    self._evaluate_and_keep_best(state, metrics, last_pipeline_state)
-                if self.step % cfg.output.save_every == 0 and not last_step:
-                    self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
-                    last_saved_step = self.step
-                if self.checkpointer.poll() and self.primary:
-                    prune_step_checkpoints(out, cfg.output.keep_last, keep=self._in_use())
+                if self.step % self.cfg.output.log_every == 0 or self.step == total:
+                    self._log(losses.take(), metrics, progress, task, position, batches)
+                if self._periodic(state, metrics, position):
+                    saved_at = self.step
                 if self._should_stop():
                     reason = "interrupted"
                     break
             else:
                 reason = "max steps reached"
-            if pending is not None:
-                last_loss = self._read_loss(pending)
-                first_loss = last_loss if first_loss is None else first_loss
+            losses.take()  # the last update's loss, read and checked
         except BaseException:
             self.checkpointer.abandon()  # seal what is written, if it can be done alone
             raise
@@ -311,16 +233,99 @@ class Trainer:
             batches.close()
             for s, handler in old_handlers.items():
                 signal.signal(s, handler)
-        summary = {"steps": self.step, "reason": reason, "first_loss": first_loss,
-                   "first_step_seconds": self.first_step_seconds,
-                   "last_loss": last_loss, "data_wait_seconds": batches.wait_seconds}
-        summary.update(self._throughput())
-        if reason == "interrupted":
+        summary = {"steps": self.step, "reason": reason, "first_loss": losses.first,
+                   "first_step_seconds": self.first_step_seconds, "last_loss": losses.last,
+                   "data_wait_seconds": batches.wait_seconds, **self._throughput()}
+        return self._finish(state, metrics, summary, position, saved_at)
+
+    def _open_metrics(self):
+        """Where records go: process 0 writes and publishes them (``on_metrics``), the others
+        discard them. Samples and other plugins log through ``run.log_metrics``."""
+        if self.primary:
+            metrics = MetricsLog(self.run.output_dir, publish=lambda record: self.hooks.on_metrics(
+                run=self.run, record=record))
+        else:
+            from kerastrain.training.processes import DiscardedMetrics
+
+            metrics = DiscardedMetrics()
+        self.run.metrics = metrics
+        return metrics
+
+    def _next_update(self, batches) -> list | None:
+        """The micro-batches of the next update, or None when the data has fewer left."""
+        micro = []
+        for _ in range(self.cfg.train.gradient_accumulation_steps):
+            batch = next(batches, None)
+            if batch is None:
+                return None
+            micro.append(batch)
+        return micro
+
+    def _update(self, state, micro: list) -> tuple:
+        """One optimizer update: a train step per micro-batch (Keras' optimizer accumulates and
+        applies on the last); returns the new state and the update's loss, the mean over its
+        micro-batches (a device array: read later, so the device never waits for the host)."""
+        losses = []
+        for batch in micro:
+            loss, state = self.train_step(state, *self._place(batch))
+            losses.append(loss)
+        loss = losses[0] if len(losses) == 1 else sum(losses[1:], losses[0]) / len(losses)
+        self.step += 1
+        self.run.state = state
+        if self.first_step_seconds is None:  # the compile: time from process start
+            loss.block_until_ready()
+            self.first_step_seconds = time.time() - self.process_start
+            self._steady_start = (time.perf_counter(), self.step)
+        return state, loss
+
+    def _log(self, losses: list[float], metrics, progress, task, position, batches) -> None:
+        """The log record of the updates since the previous one: mean loss, rate, throughput."""
+        now = time.perf_counter()
+        start, waited = self._window
+        elapsed = max(now - start, 1e-9)
+        logs = {
+            "loss": float(np.mean(losses)),
+            "lr": float(self.schedule(self.step)),
+            "epoch": position.epoch,
+            "tokens_per_sec": len(losses) * self.tokens_per_update / elapsed,
+            "step_ms": 1000 * elapsed / len(losses),
+            "data_wait_share": (batches.wait_seconds - waited) / elapsed,
+            "tokens_seen": self.step * self.tokens_per_update,
+        }
+        logs["mfu"] = self.mfu(logs["tokens_per_sec"])
+        metrics.write("train", self.step, logs)
+        self.run.logs = logs
+        progress.update(task, completed=self.step, loss=logs["loss"], lr=logs["lr"],
+                        tps=logs["tokens_per_sec"], epoch=logs["epoch"], mfu=100 * logs["mfu"])
+        if progress.disable:
+            self.run.say(
+                f"step {self.step}/{self.run.total_steps} epoch {logs['epoch']} loss "
+                f"{logs['loss']:.4f} lr {logs['lr']:.2e} {logs['tokens_per_sec']:,.0f} tok/s "
+                f"MFU {100 * logs['mfu']:.1f}%"
+            )
+        self._window = (now, batches.wait_seconds)
+
+    def _periodic(self, state, metrics, position) -> bool:
+        """``--eval-every`` and ``--save-every`` (the last update has its own, in
+        :meth:`_finish`); prunes once a checkpoint is sealed. True when a checkpoint started."""
+        out, last = self.cfg.output, self.step == self.run.total_steps
+        if self.val_pipeline_factory and self.step % out.eval_every == 0 and not last:
+            self._evaluate_and_keep_best(state, metrics, position)
+        saving = self.step % out.save_every == 0 and not last
+        if saving:
+            self.save(state, f"checkpoint_step_{self.step}", "step", position)
+        if self.checkpointer.poll() and self.primary:
+            prune_step_checkpoints(self.run.output_dir, out.keep_last, keep=self._in_use())
+        return saving
+
+    def _finish(self, state, metrics, summary: dict, position, saved_at: int) -> dict:
+        """Interrupted: a checkpoint of this very update. Otherwise the final evaluation, best
+        and final checkpoints. Then every checkpoint sealed, pruned, and the summary logged."""
+        if summary["reason"] == "interrupted":
             summary["signal"] = int(self.stop_signal)
-            if self.step != last_saved_step:
-                path = self.save(state, f"checkpoint_step_{self.step}", "step", last_pipeline_state)
-            else:
-                path = out / f"checkpoint_step_{self.step}"
+            name = f"checkpoint_step_{self.step}"
+            path = (self.save(state, name, "step", position) if self.step != saved_at
+                    else self.run.output_dir / name)
             summary["checkpoint"] = str(path)
         else:
             final = self.evaluate(state)
@@ -328,12 +333,13 @@ class Trainer:
                 summary.update(final)
                 metrics.write("eval", self.step, final)
                 self.hooks.on_evaluate(run=self.run, step=self.step, logs=final)
-                self._maybe_best(state, final, last_pipeline_state)
-            summary["checkpoint"] = str(self.save(state, "final_checkpoint", "final",
-                                                  last_pipeline_state))
+                self._maybe_best(state, final, position)
+            summary["checkpoint"] = str(self.save(state, "final_checkpoint", "final", position))
         self.checkpointer.finish()
+        self._write_back(state)  # on_train_end hooks and callers see the trained model
         if self.primary:
-            prune_step_checkpoints(out, cfg.output.keep_last, keep=self._in_use())
+            prune_step_checkpoints(self.run.output_dir, self.cfg.output.keep_last,
+                                   keep=self._in_use())
         metrics.write("summary", self.step, summary)
         metrics.close()
         self.run.metrics = None

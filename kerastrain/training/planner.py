@@ -148,8 +148,8 @@ def measure_training_memory(cfg: RunConfig, run_step: bool = False) -> dict:
     import numpy as np
 
     from kerastrain.model.gpt import apply_lora, apply_precision, build_model
-    from kerastrain.training.loop import make_steps
     from kerastrain.training.optimizer import make_optimizer
+    from kerastrain.training.steps import make_steps
 
     def rss() -> int:
         with open(f"/proc/{os.getpid()}/statm") as handle:

@@ -133,8 +133,11 @@ class Checkpointer:
         path = t.run.output_dir / name
         # The same temporary name in every process: Orbax writes one folder together.
         tmp = t.run.output_dir / f".tmp-{name}"
-        if self.primary and tmp.exists():
-            shutil.rmtree(tmp)  # left by a killed run
+        if self.primary:
+            if tmp.exists():
+                shutil.rmtree(tmp)  # left by a killed run
+            # Now, not by Orbax's writer thread: the metadata below goes in beside its folder.
+            tmp.mkdir(parents=True)
         barrier(f"clean {tmp.name} at step {t.step}")
         trainable, non_trainable, opt_vars = state
         model, optimizer = t.model, t.optimizer

@@ -276,7 +276,7 @@ def test_unreachable_server_is_a_one_line_storage_error(monkeypatch):
 def _stand_in_run(tmp_path, cloud: CloudConfig):
     from kerastrain.training.loop import TrainingRun
 
-    return TrainingRun(config=RunConfig(cloud=cloud), output_dir=tmp_path / "out",
+    return TrainingRun(config=RunConfig(cloud=cloud), resolved=None, output_dir=tmp_path / "out",
                        console=_console())
 
 
@@ -327,12 +327,11 @@ def test_secrets_never_appear_in_output_or_files(azure, tmp_path, monkeypatch, c
     # Account name + SAS token from the run options, not a connection string.
     monkeypatch.delenv("AZURE_STORAGE_CONNECTION_STRING")
     monkeypatch.setenv("AZURE_STORAGE_BLOB_ENDPOINT", azure.blob_endpoint)
-    cloud = CloudConfig(
-        provider="azure",
-        bucket=container,
-        prefix="ck",
-        extra={"azure_account_name": AZURITE_ACCOUNT, "azure_sas_token": sas},
-    )
+    from kerastrain.cli.options import parse_run_args
+
+    cloud = parse_run_args(["--cloud-provider", "azure", "--cloud-bucket", container,
+                            "--cloud-prefix", "ck", "--azure-account-name", AZURITE_ACCOUNT,
+                            "--azure-sas-token", sas]).cloud
     run = _stand_in_run(tmp_path, cloud)
     run.output_dir.mkdir(parents=True)
     run.config.save(run.output_dir / "run_config.json")

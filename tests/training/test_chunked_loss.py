@@ -7,8 +7,8 @@ import pytest
 
 from kerastrain.config import ModelConfig
 from kerastrain.model.gpt import build_model
-from kerastrain.training.loop import lm_loss
 from kerastrain.training.loss import chunk_tokens_for, chunked_eval_loss, chunked_lm_loss
+from kerastrain.training.steps import lm_loss
 
 
 @pytest.mark.parametrize("tied,chunk", [(True, 10), (False, 48)])

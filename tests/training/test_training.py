@@ -37,8 +37,8 @@ def test_accumulation_matches_a_large_batch():
 
     from kerastrain.config import ModelConfig, RunConfig, TrainConfig
     from kerastrain.model.gpt import build_model
-    from kerastrain.training.loop import initial_state, make_steps
     from kerastrain.training.optimizer import make_optimizer
+    from kerastrain.training.steps import initial_state, make_steps
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 64, size=(32, 16)).astype("int32")
