@@ -105,10 +105,6 @@ class Declared:
         return typing.get_origin(t) or t
 
     @property
-    def is_flag(self) -> bool:
-        return self.base_type is bool
-
-    @property
     def shown_default(self) -> Any:
         return self.default if self.spec.shown_default is UNSET else self.spec.shown_default
 

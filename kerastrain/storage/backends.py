@@ -66,7 +66,8 @@ class StorageBackend(Protocol):
         cls, bucket: str, options: Any = None, *, part_size: int | None = None
     ) -> StorageBackend:
         """Open ``bucket`` with the options of a :class:`kerastrain.config.CloudConfig`
-        (``region``, ``azure_account_name``, ``azure_sas_token``; ``None`` for defaults).
+        (``region``, ``backend_options``, the options the backend's plugin declares, read as
+        attributes; ``None`` for defaults).
         ``part_size`` is the size of each part/block/chunk of a large upload."""
         ...
 

@@ -115,7 +115,6 @@ class MeshPlan:
         devices = keras.distribution.list_devices()
         self.mesh = keras.distribution.DeviceMesh(
             (self.shape.data, self.shape.fsdp, self.shape.model), AXES, devices)
-        self.config = config
         self.jax_mesh = self.mesh.backend_mesh
         P = jax.sharding.PartitionSpec
         self.batch_sharding = jax.sharding.NamedSharding(self.jax_mesh, P(("data", "fsdp"), None))
