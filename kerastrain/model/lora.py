@@ -18,13 +18,14 @@ import numpy as np
 LORA_TARGETS = ("query", "key", "value", "output", "gate", "up", "down")
 
 
-def lora_layers(model: keras.Model) -> list[keras.layers.Layer]:
-    """The Dense/EinsumDense projection layers inside the transformer blocks."""
+def lora_layers(model: keras.Model, enabled: bool = False) -> list[keras.layers.Layer]:
+    """The Dense/EinsumDense projection layers inside the transformer blocks (``enabled``: only
+    those with LoRA on)."""
     found = []
     for layer in model._flatten_layers(include_self=False):
         if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)) and (
             layer.name in LORA_TARGETS
-        ):
+        ) and (not enabled or getattr(layer, "lora_enabled", False)):
             found.append(layer)
     return found
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from kerastrain.errors import CheckpointError
+from kerastrain.model.lora import lora_layers
 
 WEIGHTS_FILE = "model.weights.h5"
 LORA_STATE_FILE = "lora_state.npz"
@@ -49,14 +50,6 @@ def file_fingerprints(path: Path) -> list[tuple]:
     return sorted(found)
 
 
-def _lora_layers(model) -> list:
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False)
-        if getattr(layer, "lora_enabled", False)
-    ]
-
-
 def saved_view_fingerprints(model) -> list[tuple]:
     """Fingerprints of what ``model.save_weights`` would write, sorted.
 
@@ -65,7 +58,7 @@ def saved_view_fingerprints(model) -> list[tuple]:
     """
     from kerastrain.model.lora import merged_kernel
 
-    lora = {id(layer): layer for layer in _lora_layers(model)}
+    lora = {id(layer): layer for layer in lora_layers(model, enabled=True)}
     skip = set()
     merged = {}
     for layer in lora.values():
@@ -127,7 +120,7 @@ def load_weights_verified(model, path: str | Path) -> int:
 
 
 def _restore_lora(model, lora_file: Path) -> None:
-    layers = _lora_layers(model)
+    layers = lora_layers(model, enabled=True)
     if not layers:
         return
     if not lora_file.is_file():
