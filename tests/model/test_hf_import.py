@@ -224,7 +224,10 @@ def test_a_mistral_folder_imports_exactly_within_its_sliding_window(tmp_path):
     # keras-hub 0.32's Mistral converter rounds every weight to float16, so compare with what
     # keras-hub itself reads from the folder.
     read = keras_hub.models.Backbone.from_preset(str(folder))
-    np.testing.assert_allclose(np.asarray(ours(ids)), _their_logits(read, ids), atol=1e-4)
+    # float32 sums in another order: on some CPUs a few of the 28,800 logits (magnitude ~5)
+    # differ by 1.3e-4 (seen at the seed commit too), hence the relative term.
+    np.testing.assert_allclose(np.asarray(ours(ids)), _their_logits(read, ids), atol=1e-4,
+                               rtol=1e-4)
 
     result = invoke("run", *TRAIN, "--seq-len", "64", "--output-dir", str(tmp_path / "run"),
                     "--init-from", str(folder), "--max-steps", "1")
