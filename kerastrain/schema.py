@@ -6,7 +6,7 @@ derived from that declaration: the click options of ``run``, ``plan`` and ``eval
 (:mod:`kerastrain.cli.options`), the keys and tables a ``--config`` file may use
 (:mod:`kerastrain.cli.config_file`), ``run_config.json`` and reading it back, the checks, and the
 option reference in ``docs/options.md``. Plugins declare options the same way through the
-``register_run_options`` hook (:func:`kerastrain.config.run_options` lists both); their values
+``register_run_options`` hook (:func:`kerastrain.plugins.run_options` lists both); their values
 live in their section's ``extra``.
 
 (Why not draccus or pydantic: the CLI must stay click, with the seed guide's flag spellings and
