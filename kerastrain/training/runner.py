@@ -71,12 +71,12 @@ def find_resume_point(config: RunConfig, output_dir: Path, say):
     return None
 
 
-def adopt_checkpoint_tokenizer(config: RunConfig, checkpoint: Path, output_dir: Path, say) -> None:
-    """Resuming in a new output directory: take the tokenizer the checkpoint was trained with."""
+def adopt_checkpoint_tokenizer(config: RunConfig, checkpoint: Path, target: Path, say) -> None:
+    """Resuming in a new output directory: take the tokenizer the checkpoint was trained with
+    (to ``target``, the run's tokenizer path)."""
     from kerastrain.training.checkpoint import TOKENIZER_FILE
 
     source = checkpoint / TOKENIZER_FILE
-    target = Path(config.tokenizer.path) if config.tokenizer.path else output_dir / TOKENIZER_FILE
     if source.exists() and not target.exists() and not config.tokenizer.retrain:
         shutil.copyfile(source, target)
         say(f"Tokenizer: taken from the checkpoint {checkpoint}")
@@ -185,9 +185,9 @@ def run_training(config: RunConfig, console) -> dict:
         remove_leftovers(output_dir)  # half-written checkpoints of a killed run
     if resume is None and config.output.overwrite and primary:
         clear_previous_run(output_dir)
-    if resume is not None and primary:
-        adopt_checkpoint_tokenizer(config, resume, output_dir, say)
     tok_path = tokenizer_path(config, output_dir)
+    if resume is not None and primary:
+        adopt_checkpoint_tokenizer(config, resume, tok_path, say)
     tokenizer, pretrained, trained_now = _prepare_tokenizer(config, train_docs, tok_path, primary,
                                                             say)
 
