@@ -158,3 +158,20 @@ def test_several_prompts_compile_once(output_dir, tmp_path):
     out = result.stdout
     assert out.startswith("Hi") and out.index("\nabc") < out.index("\nxyz")
     assert result.stderr.count("time to first token") == 3 and "tokens/s" in result.stderr
+
+
+def test_streamed_tokens_are_the_ones_generate_returns(output_dir):
+    from kerastrain.model.streaming import StreamingDecoder, stream_text
+
+    model, tokenizer = load(output_dir)
+    greedy = generate_ids(model, [72, 105, 32], 10, make_sampler(temperature=0))
+    decoder = StreamingDecoder(model, make_sampler(temperature=0))
+    assert list(decoder.stream([72, 105, 32], 10)) == greedy
+    stop = greedy[3]
+    assert list(decoder.stream([72, 105, 32], 10, (stop,))) == greedy[: greedy.index(stop) + 1]
+    pieces = list(stream_text(decoder, tokenizer, [72, 105, 32], 10))
+    assert "".join(pieces) == tokenizer.decode(greedy)
+    # Seeded sampling repeats: a new decoder with the same seed streams the same tokens.
+    sampled = [list(StreamingDecoder(model, make_sampler(0.9, top_k=40, seed=5)).stream([7], 8))
+               for _ in range(2)]
+    assert sampled[0] == sampled[1]
