@@ -247,6 +247,9 @@ class Trainer:
         summary = {"steps": self.step, "reason": reason, "first_loss": losses.first,
                    "first_step_seconds": self.first_step_seconds, "last_loss": losses.last,
                    "data_wait_seconds": batches.wait_seconds, **self._throughput()}
+        if position.packer:  # examples longer than --seq-len (--overlong), up to this update
+            summary.update(overlong_truncated=position.packer["truncated"],
+                           overlong_dropped=position.packer["dropped"])
         return self._finish(state, metrics, summary, position, saved_at)
 
     def _open_metrics(self):

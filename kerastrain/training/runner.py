@@ -277,18 +277,9 @@ def run_training(config: RunConfig, console) -> dict:
         with make_progress(console) as progress:
             summary = trainer.fit(progress)
         summary["start_step"] = start_step  # the summary line says what this invocation ran
-        summary.update(_overlong_counts(train_pipeline))
     finally:
         hooks.on_train_end(run=run, logs=summary)
     return summary
-
-
-def _overlong_counts(pipeline) -> dict:
-    """Examples longer than --seq-len, truncated or dropped (--overlong), for the summary."""
-    packer = pipeline.state.packer if getattr(pipeline, "packed", False) else None
-    if not packer:
-        return {}
-    return {"overlong_truncated": packer["truncated"], "overlong_dropped": packer["dropped"]}
 
 
 def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool, say, plan=None):
