@@ -47,7 +47,10 @@ def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False):
 
     def loss_fn(trainable, non_trainable, x, y, counts, segments):
         # The output projection and cross-entropy run in chunks (never the whole batch's logits).
-        total = jnp.maximum(jnp.sum(counts), 1).astype(jnp.float32)
+        if counts is None:  # this micro-batch alone, as one of ``scale`` equal shares
+            total = (jnp.maximum(jnp.sum(y >= 0), 1) * scale).astype(jnp.float32)
+        else:
+            total = jnp.maximum(jnp.sum(counts), 1).astype(jnp.float32)
         part, non_trainable = chunked_lm_loss(model, trainable, non_trainable, x, y,
                                               training=True, segment_ids=segments,
                                               normalizer=total)
@@ -55,7 +58,7 @@ def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False):
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def train_step(state, x, y, counts, segments=None):
+    def train_step(state, x, y, counts=None, segments=None):
         trainable, non_trainable, opt_vars = state
         (_, (part, total, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y,
                                                            counts, segments)
