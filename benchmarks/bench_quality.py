@@ -105,7 +105,7 @@ def train_sampler(config, train_tokens: np.ndarray, steps: int, seed: int):
         starts = rng.integers(0, len(train_tokens) - window, config.train.batch_size)
         batch = train_tokens[starts[:, None] + np.arange(window)[None, :]]
         loss, state = train_step(state, batch[:, :-1], batch[:, 1:])
-    float(loss)
+    float(loss[0])  # [loss, trained tokens]
     for var, value in zip(model.trainable_variables, state[0], strict=True):
         var.assign(value)
     return model, eval_step

@@ -49,16 +49,20 @@ def worker(args) -> dict:
     rows = args.batch_size * jax.device_count()
     rng = np.random.default_rng(0)
     x = rng.integers(0, args.vocab_size, (rows, args.seq_len), dtype=np.int32)
+    counts = np.full((rows,), args.seq_len, dtype=np.int32)  # trained labels per row
     if plan:
+        from kerastrain.training.steps import row_sharding
+
         x = plan.place_batch(x)
+        counts = jax.make_array_from_process_local_data(row_sharding(plan), counts)
     state = initial_state(model, optimizer)
-    compiled = step.lower(state, x, x).compile()
+    compiled = step.lower(state, x, x, counts).compile()
     memory = compiled.memory_analysis()
-    loss, state = compiled(state, x, x)
+    loss, state = compiled(state, x, x, counts)
     jax.block_until_ready(loss)
     start = time.perf_counter()
     for _ in range(args.steps):
-        loss, state = compiled(state, x, x)
+        loss, state = compiled(state, x, x, counts)
     jax.block_until_ready(loss)
     seconds = (time.perf_counter() - start) / args.steps
     tokens = rows * args.seq_len

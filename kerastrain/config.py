@@ -164,6 +164,20 @@ class DataConfig(PluginValues):
                                "number)", group="Data loading", check=at_least(1))
     stride: int | None = option(None, "Window stride", group="Data loading",
                                 shown_default="seq_len")
+    data_format: str = option("auto", "How records become examples: text, chat, "
+                              "prompt-completion, a plugin's, or auto (from the first record's "
+                              "columns)", group="Fine-tuning")
+    chat_template: str | None = option(None, "Jinja chat template file (or a model folder)",
+                                       group="Fine-tuning",
+                                       shown_default="the --init-from folder's, else ChatML")
+    train_on_prompt: bool = option(False, "Train on every token of a conversation or prompt, "
+                                   "not only the assistant turns / completion",
+                                   group="Fine-tuning")
+    document_masking: bool = option(False, "Packed plain-text documents do not attend to each "
+                                    "other; positions restart at each (always on for chat and "
+                                    "prompt-completion)", group="Fine-tuning")
+    overlong: str = option("truncate", "An example longer than --seq-len: truncate or drop it",
+                           group="Fine-tuning", choices=("truncate", "drop"))
     extra: dict = field(default_factory=dict)
 
 

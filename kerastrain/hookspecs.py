@@ -24,6 +24,12 @@ def register_data_sources(register):
 
 
 @hookspec
+def register_data_formats(register):
+    """Register data formats: ``register(fmt)`` with a :class:`kerastrain.data.formats.DataFormat`
+    (how records become token ids and loss masks; ``--data-format NAME`` selects it)."""
+
+
+@hookspec
 def register_tokenizers(register):
     """Register tokenizer kinds: ``register(kind)`` with a :class:`kerastrain.data.tokenizer.TokenizerKind`."""
 

@@ -22,6 +22,7 @@ from kerastrain.config import SECTIONS, RunConfig
 from kerastrain.errors import PluginError
 from kerastrain.schema import Declared, OptionSpec, declared_fields
 from kerastrain.validation import (
+    FORMAT_MEMBERS,
     SOURCE_MEMBERS,
     TOKENIZER_MEMBERS,
     check_backend,
@@ -35,6 +36,7 @@ LOAD_ENV = "KERASTRAIN_LOAD_PLUGINS"
 
 DEFAULT_PLUGINS = (
     "kerastrain.data.corpus",
+    "kerastrain.data.formats",
     "kerastrain.data.tokenizer",
     "kerastrain.storage.backends",
     "kerastrain.model.presets",
@@ -144,6 +146,10 @@ def _check_source(obj, *args, plugin: str, **kwargs) -> None:
     check_members("data source", obj, SOURCE_MEMBERS, plugin)
 
 
+def _check_format(obj, *args, plugin: str, **kwargs) -> None:
+    check_members("data format", obj, FORMAT_MEMBERS, plugin)
+
+
 def _check_tokenizer(obj, *args, plugin: str, **kwargs) -> None:
     check_members("tokenizer", obj, TOKENIZER_MEMBERS, plugin)
 
@@ -163,6 +169,12 @@ def _check_preset(name, fields=None, description="", *, plugin: str) -> None:
 
 def data_sources(problems: list[dict] | None = None) -> dict[str, Registered]:
     return _collect("register_data_sources", "data source", lambda s: s.name, _check_source,
+                    problems)
+
+
+def data_formats(problems: list[dict] | None = None) -> dict[str, Registered]:
+    """Data formats (``--data-format NAME``), in registration order (``auto`` tries them so)."""
+    return _collect("register_data_formats", "data format", lambda f: f.name, _check_format,
                     problems)
 
 
@@ -228,6 +240,7 @@ def plugin_report() -> list[dict]:
     problems: list[dict] = []
     for kind, parts in (
         ("data source", data_sources(problems)),
+        ("data format", data_formats(problems)),
         ("tokenizer", tokenizer_kinds(problems)),
         ("storage", storage_backends(problems)),
         ("preset", presets(problems)),

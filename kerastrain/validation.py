@@ -37,6 +37,8 @@ _FLAG_TO_KEY = {
 BACKEND_MEMBERS = ("scheme", "from_config", "upload_file", "download_file", "list_keys", "exists",
                    "delete")  # fmt: skip
 SOURCE_MEMBERS = ("name", "open", "splits")
+FORMAT_MEMBERS = ("name", "description", "columns", "packed", "needs_template", "matches", "text",
+                  "encode")
 TOKENIZER_MEMBERS = ("name", "train", "can_load", "load")
 
 

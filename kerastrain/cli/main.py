@@ -84,6 +84,10 @@ def run(config):
             + f"; model in {summary['checkpoint']}",
             highlight=False,
         )
+        if summary.get("overlong_truncated") or summary.get("overlong_dropped"):
+            console.print(f"Examples longer than --seq-len: {summary['overlong_truncated']} "
+                          f"truncated, {summary['overlong_dropped']} dropped (--overlong)",
+                          highlight=False)
     if summary.get("not_uploaded"):
         from kerastrain.errors import EXIT_NOT_UPLOADED
 

@@ -60,8 +60,8 @@ def declared_option(d: Declared, *, default_none: bool = False, help_suffix: str
 
 
 # The order of the ``--help`` groups; options keep their declaration order within a group.
-GROUP_ORDER = ("Dataset", "Tokenizer", "Model", "Training", "Data loading", "Optimization",
-               "Checkpoint & logging", "Cloud storage", "Distribution")
+GROUP_ORDER = ("Dataset", "Fine-tuning", "Tokenizer", "Model", "Training", "Data loading",
+               "Optimization", "Checkpoint & logging", "Cloud storage", "Distribution")
 
 
 def in_help_order(declared: list[Declared]) -> list[Declared]:

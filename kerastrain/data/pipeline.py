@@ -46,6 +46,8 @@ class PipelineState:
     source_done: bool = False  # this epoch's source is exhausted (buffer draining)
     windows: list = field(default_factory=list)  # window shuffle buffer (rows of seq_len + 1)
     window_rng: dict | None = None  # numpy bit-generator state of the window shuffle
+    packer: dict | None = None  # packed examples: the row being filled and the overlong counts
+    rows: list = field(default_factory=list)  # packed rows not yet emitted ((3, seq_len) each)
 
     def save(self, path: Path) -> None:
         with gzip.open(path, "wt", encoding="utf-8") as f:
@@ -60,8 +62,9 @@ class PipelineState:
 @dataclass
 class Batch:
     inputs: np.ndarray  # (batch, seq_len) int32
-    labels: np.ndarray  # (batch, seq_len) int32
+    labels: np.ndarray  # (batch, seq_len) int32; -1: not trained (a prompt token, padding)
     state: PipelineState  # the position after this batch
+    segments: np.ndarray | None = None  # (batch, seq_len) int32 example ids per row (packing)
 
 
 class StreamingTextPipeline:
@@ -82,6 +85,10 @@ class StreamingTextPipeline:
         drop_remainder: bool = True,
         window_shuffle_size: int = 0,
         workers: int = 1,
+        data_format=None,
+        format_context=None,
+        packed: bool = False,
+        overlong: str = "truncate",
     ):
         self.documents = documents
         self.tokenizer = tokenizer
@@ -98,6 +105,10 @@ class StreamingTextPipeline:
         self.workers = workers  # threads tokenizing chunks of documents side by side
         self._pool = None
         self.state = PipelineState()
+        # A data format turns records into examples (kerastrain.data.formats); without one,
+        # documents are plain text. Packed: examples in rows with segment ids (packing.py).
+        self.data_format, self.format_context = data_format, format_context
+        self.packed, self.overlong = packed, overlong
 
     # -- documents -----------------------------------------------------------------------------
     def _epoch_docs(self, state: PipelineState) -> Iterator[str]:
@@ -135,6 +146,9 @@ class StreamingTextPipeline:
         self.state = state
 
     def __iter__(self) -> Iterator[Batch]:
+        if self.packed:
+            yield from self._iter_packed()
+            return
         state = self.state
         eos = self.tokenizer.eos_id
         need = (self.batch_size - 1) * self.stride + self.window  # tokens for one full batch
@@ -158,7 +172,7 @@ class StreamingTextPipeline:
                         break
                     for chunk, encoded in zip(chunks, self._encode(chunks), strict=True):
                         for ids in encoded:
-                            ids.append(eos)
+                            ids = ids.ids if self.data_format is not None else [*ids, eos]
                             pieces.append(np.asarray(ids, dtype=np.int32))
                             have += len(ids)
                         state.documents += len(chunk)
@@ -203,13 +217,59 @@ class StreamingTextPipeline:
         by side: HF tokenizers release the GIL in ``encode_batch``. Every document read is
         tokenized before the next batch is emitted, so the saved state and the batches do not
         depend on the number of workers (tested)."""
+        encode = self.tokenizer.encode_batch
+        if self.data_format is not None:  # Examples (the text format's ids end with EOS)
+            def encode(chunk):
+                return self.data_format.encode(chunk, self.format_context)
         if self.workers <= 1 or len(chunks) == 1:
-            return [self.tokenizer.encode_batch(chunk) for chunk in chunks]
+            return [encode(chunk) for chunk in chunks]
         if self._pool is None:
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kerastrain-tokenize")
-        return list(self._pool.map(self.tokenizer.encode_batch, chunks))
+        return list(self._pool.map(encode, chunks))
+
+    def _iter_packed(self) -> Iterator[Batch]:
+        """Examples packed into rows with segment ids (:mod:`kerastrain.data.packing`)."""
+        from kerastrain.data.packing import RowPacker
+
+        state = self.state
+        packer = RowPacker(self.seq_len, self.overlong, self.tokenizer.eos_id, state.packer)
+        rows = [np.asarray(r, dtype=np.int32) for r in state.rows]
+        while self.epochs is None or state.epoch < self.epochs:
+            docs = self._epoch_docs(state)
+            while True:
+                while len(rows) < self.batch_size:
+                    chunks = self._next_chunks(docs)
+                    if not chunks:
+                        break
+                    for chunk, examples in zip(chunks, self._encode(chunks), strict=True):
+                        for example in examples:
+                            rows += packer.add(example)
+                        state.documents += len(chunk)
+                if len(rows) < self.batch_size:
+                    break  # this epoch's examples are packed
+                yield self._emit_rows(state, rows[: self.batch_size], rows[self.batch_size:],
+                                      packer)
+                rows = rows[self.batch_size:]
+            state.epoch += 1
+            state.next_doc, state.buffer, state.rng, state.source_done = 0, [], None, False
+        last = packer.flush()
+        rows += [last] if last is not None else []
+        while rows and (len(rows) >= self.batch_size or not self.drop_remainder):
+            yield self._emit_rows(state, rows[: self.batch_size], rows[self.batch_size:], packer)
+            rows = rows[self.batch_size:]
+        state.rows, state.packer = [r.tolist() for r in rows], packer.state()
+
+    def _emit_rows(self, state: PipelineState, rows: list, rest: list, packer) -> Batch:
+        state.batches += 1
+        snapshot = PipelineState(
+            epoch=state.epoch, next_doc=state.next_doc, buffer=list(state.buffer), rng=state.rng,
+            batches=state.batches, documents=state.documents, source_done=state.source_done,
+            packer=packer.state(), rows=[r.tolist() for r in rest],
+        )
+        stacked = np.stack(rows)
+        return Batch(stacked[:, 0], stacked[:, 1], snapshot, segments=stacked[:, 2])
 
     def _windows(self, tokens: np.ndarray, rows: int) -> np.ndarray:
         starts = np.arange(rows) * self.stride

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+from dataclasses import dataclass
 from pathlib import Path
 
 from kerastrain.config import RunConfig
@@ -32,13 +34,71 @@ def resolve_source(dataset_id: str | None):
     return sources[name].obj, location
 
 
-def open_documents(config: RunConfig) -> tuple[Documents, Documents | None, str]:
+@dataclass(frozen=True)
+class DataPlan:
+    """How the run reads its records: the data format, its context (template, options) and
+    whether examples are packed with document masks."""
+
+    format: object  # a kerastrain.data.formats.DataFormat
+    context: object  # a FormatContext without the tokenizer
+    packed: bool
+
+    def with_tokenizer(self, tokenizer):
+        return dataclasses.replace(self.context, tokenizer=tokenizer)
+
+    def texts(self, documents: Documents, count: int) -> list[str]:
+        """The first ``count`` records' texts (rendered conversations for chat)."""
+        return [self.format.text(r, self.context)
+                for r in itertools.islice(documents.iter_from(0), count)]
+
+    @property
+    def special_tokens(self) -> tuple[str, ...]:
+        """Tokens a tokenizer trained for this run must hold whole (ChatML's markers)."""
+        from kerastrain.data.chat_template import CHATML_SPECIAL_TOKENS
+
+        template = self.context.template
+        return CHATML_SPECIAL_TOKENS if template is not None and template.is_chatml else ()
+
+
+CHECKED_RECORDS = 64  # records checked before anything is written (columns, roles, template)
+
+
+def plan_data(config: RunConfig, train: Documents, model_folder: str | None = None, say=print
+              ) -> DataPlan:
+    """The run's data format (``--data-format``, or from the first record's columns), its chat
+    template and packing; the first records are rendered now, so bad data fails in one line
+    before anything is written."""
+    from kerastrain.data.chat_template import load_chat_template
+    from kerastrain.data.formats import FormatContext, choose_format
+
+    d = config.data
+    first = next(iter(train.iter_from(0)), None)
+    context = FormatContext(text_column=d.text_column, train_on_prompt=d.train_on_prompt)
+    fmt = choose_format(d.data_format, first, context)
+    if fmt.needs_template:
+        template = load_chat_template(d.chat_template, model_folder)
+        context = dataclasses.replace(context, template=template)
+    plan = DataPlan(fmt, context, bool(fmt.packed or d.document_masking))
+    if fmt.name != "text" or d.data_format == "auto":
+        for record in itertools.islice(train.iter_from(0), CHECKED_RECORDS):
+            fmt.text(record, context)
+    if d.data_format == "auto":
+        what = f" (chat template: {context.template.origin})" if fmt.needs_template else ""
+        say(f"Data format: {fmt.name}, from the first record's columns{what}")
+    return plan
+
+
+def open_documents(config: RunConfig, records: bool | None = None
+                   ) -> tuple[Documents, Documents | None, str]:
     """Open the training split and, when there is one, the validation split.
 
+    ``records`` (default: unless ``--data-format text``): ask the source for whole records.
     Returns (train, validation or None, a one-line description of the data).
     """
     d = config.data
     source, location = resolve_source(d.dataset_id)
+    if records is None:
+        records = d.data_format != "text"
 
     def request(split: str) -> SourceRequest:
         return SourceRequest(
@@ -48,6 +108,7 @@ def open_documents(config: RunConfig) -> tuple[Documents, Documents | None, str]
             text_column=d.text_column,
             streaming=d.streaming,
             data_dir=d.data_dir,
+            records=records,
         )
 
     train = source.open(request(d.split))
@@ -75,11 +136,14 @@ def tokenizer_path(config: RunConfig, output_dir: Path) -> Path:
 
 
 def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print,
-                      retrain: bool | None = None) -> tuple[TextTokenizer, bool]:
+                      retrain: bool | None = None, plan: DataPlan | None = None
+                      ) -> tuple[TextTokenizer, bool]:
     """Reuse the tokenizer at ``path`` or train one on a sample and save it there; also whether
     it was trained now (for this request).
 
-    ``retrain`` (default: ``--retrain-tokenizer``) trains even if the file exists."""
+    ``retrain`` (default: ``--retrain-tokenizer``) trains even if the file exists. ``plan``: the
+    texts come through the data format (rendered conversations), and the chat template's markers
+    become special tokens."""
     tok_cfg = config.tokenizer
     retrain = tok_cfg.retrain if retrain is None else retrain
     if path.exists() and not retrain:
@@ -88,7 +152,9 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
         return tokenizer, False
     kind = tokenizer_kind(tok_cfg.kind)
     limit = min(tok_cfg.train_examples, config.data.max_train_examples or tok_cfg.train_examples)
-    texts = sample_texts(train, limit)
+    texts = sample_texts(train, limit) if plan is None else plan.texts(train, limit)
+    if not texts:
+        raise DataError("the training split is empty; check --dataset-id, --split and filters")
     if tok_cfg.auto_vocab_size and kind.name == "bpe":
         from tokenizers import Tokenizer
 
@@ -101,6 +167,8 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
         tokenizer = BPETokenizer(Tokenizer.from_str(choice.tokenizer_json))
     else:
         tokenizer = kind.train(texts, tok_cfg.asked_vocab_size)
+    if plan is not None and plan.special_tokens and hasattr(tokenizer, "add_special_tokens"):
+        tokenizer.add_special_tokens(plan.special_tokens)  # ChatML's markers: one token each
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tokenizer.save(tmp)

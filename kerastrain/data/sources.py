@@ -33,6 +33,10 @@ class SourceRequest:
     text_column: str = "text"
     streaming: bool = True
     data_dir: str | None = None  # e.g. the TFDS data dir
+    # Whole records (dicts of every column) rather than the text column's strings, for data
+    # formats that read several columns (chat, prompt-completion). A source that cannot yields
+    # strings, which the text format reads.
+    records: bool = False
 
 
 @runtime_checkable
@@ -43,8 +47,9 @@ class Documents(Protocol):
     with the same ``start``: exact resume depends on it.
     """
 
-    def iter_from(self, start: int) -> Iterator[str]:
-        """Yield documents (raw text) from document index ``start`` on."""
+    def iter_from(self, start: int) -> Iterator[str | dict]:
+        """Yield documents (raw text, or records: dicts, when ``SourceRequest.records``) from
+        document index ``start`` on."""
         ...
 
     def __len__(self) -> int:

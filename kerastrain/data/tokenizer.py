@@ -83,6 +83,16 @@ class BPETokenizer:
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [enc.ids for enc in self.hf.encode_batch(texts, add_special_tokens=False)]
 
+    def encode_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Token ids and each token's character span, for loss masks by character (chat)."""
+        return [(enc.ids, enc.offsets) for enc in self.hf.encode_batch(texts,
+                                                                       add_special_tokens=False)]
+
+    def add_special_tokens(self, tokens: Sequence[str]) -> None:
+        """Add ``tokens`` (e.g. ChatML's markers) as special tokens: never split, one id each."""
+        self.hf.add_special_tokens(list(tokens))
+        self.vocab_size = self.hf.get_vocab_size()
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode(list(ids))
 
@@ -119,6 +129,17 @@ class ByteTokenizer:
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
         return [list(t.encode("utf-8")) for t in texts]
+
+    def encode_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        out = []
+        for text in texts:
+            ids, offsets = [], []
+            for i, char in enumerate(text):
+                encoded = char.encode("utf-8")
+                ids.extend(encoded)
+                offsets.extend([(i, i + 1)] * len(encoded))
+            out.append((ids, offsets))
+        return out
 
     def decode(self, ids: Sequence[int]) -> str:
         return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")

@@ -13,6 +13,25 @@ import keras
 from keras import layers, ops
 
 
+def segment_positions(segment_ids):
+    """(batch, seq) position of each token within its segment (packed examples restart at 0).
+
+    Segments are contiguous runs of equal ids, so a token's position is the number of earlier
+    tokens of its segment."""
+    same = ops.expand_dims(segment_ids, 2) == ops.expand_dims(segment_ids, 1)  # (b, q, k)
+    seq = ops.shape(segment_ids)[1]
+    causal = ops.expand_dims(ops.arange(seq), 1) >= ops.expand_dims(ops.arange(seq), 0)
+    return ops.sum(ops.cast(same & causal[None], "int32"), axis=-1) - 1
+
+
+def segment_attention_mask(segment_ids):
+    """(batch, 1, seq, seq) causal mask that never crosses a segment boundary."""
+    seq = ops.shape(segment_ids)[1]
+    same = ops.expand_dims(segment_ids, 2) == ops.expand_dims(segment_ids, 1)
+    causal = ops.expand_dims(ops.arange(seq), 1) >= ops.expand_dims(ops.arange(seq), 0)
+    return ops.expand_dims(same & causal[None], 1)
+
+
 @keras.saving.register_keras_serializable(package="kerastrain")
 class RotaryEmbedding(layers.Layer):
     """Rotates each (first half, second half) feature pair of ``(batch, seq, heads, head_dim)``
@@ -23,16 +42,21 @@ class RotaryEmbedding(layers.Layer):
         self.max_wavelength = max_wavelength
         self.built = True
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, positions=None):
+        """``positions``: (batch, seq) positions (packed examples), else ``start_index`` + 0.."""
         dim = ops.shape(inputs)[-1]
         seq_len = ops.shape(inputs)[1]
         inverse_freq = ops.power(
             ops.cast(self.max_wavelength, "float32"),
             -(ops.arange(0, dim, 2, dtype="float32") / ops.cast(dim, "float32")),
         )
-        positions = ops.arange(seq_len, dtype="float32") + ops.cast(start_index, "float32")
-        freq = ops.einsum("i,j->ij", positions, inverse_freq)  # (seq, dim/2)
-        angles = ops.concatenate([freq, freq], axis=-1)[None, :, None, :]  # (1, seq, 1, dim)
+        if positions is None:
+            positions = ops.arange(seq_len, dtype="float32") + ops.cast(start_index, "float32")
+            freq = ops.einsum("i,j->ij", positions, inverse_freq)  # (seq, dim/2)
+            angles = ops.concatenate([freq, freq], axis=-1)[None, :, None, :]  # (1, seq, 1, dim)
+        else:
+            freq = ops.einsum("bi,j->bij", ops.cast(positions, "float32"), inverse_freq)
+            angles = ops.concatenate([freq, freq], axis=-1)[:, :, None, :]  # (b, seq, 1, dim)
         cos = ops.cast(ops.cos(angles), self.compute_dtype)
         sin = ops.cast(ops.sin(angles), self.compute_dtype)
         first, second = ops.split(inputs, 2, axis=-1)
@@ -51,6 +75,8 @@ class PositionEmbedding(layers.Layer):
         super().__init__(**kwargs)
         self.sequence_length = int(sequence_length)
         self.initializer = keras.initializers.get(initializer)
+        # Packed rows: positions restart at each example (the model passes segment_ids down).
+        self._register_call_context_args("segment_ids")
 
     def build(self, input_shape):
         self.position_embeddings = self.add_weight(
@@ -61,8 +87,11 @@ class PositionEmbedding(layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs, start_index=0):
+    def call(self, inputs, start_index=0, segment_ids=None):
         shape = ops.shape(inputs)
+        if segment_ids is not None:
+            table = ops.convert_to_tensor(self.position_embeddings)
+            return ops.take(table, segment_positions(segment_ids), axis=0)
         table = ops.slice(
             ops.convert_to_tensor(self.position_embeddings), (start_index, 0), (shape[-2], shape[-1])
         )

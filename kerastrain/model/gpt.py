@@ -103,16 +103,29 @@ class CausalSelfAttention(layers.Layer):
         groups = self.num_heads // self.num_kv_heads
         return x if groups == 1 else ops.repeat(x, groups, axis=2)
 
-    def call(self, x, cache=None, cache_update_index=None):
-        """``cache``: (batch, 2, max_len, heads, head_dim) keys/values; returns (out, cache)."""
+    def call(self, x, cache=None, cache_update_index=None, segment_ids=None):
+        """``cache``: (batch, 2, max_len, heads, head_dim) keys/values; returns (out, cache).
+        ``segment_ids``: (batch, seq) packed examples: attention stays inside each, and
+        positions restart at its first token."""
         start = 0 if cache_update_index is None else cache_update_index
         q = self._split_heads(self.query(x))
         k = self._repeat_kv(self.key(x))
         v = self._repeat_kv(self.value(x))
         if self.rotary is not None:
-            q = self.rotary(q, start_index=start)
-            k = self.rotary(k, start_index=start)
-        if cache is None:
+            if segment_ids is not None:
+                from kerastrain.model.embeddings import segment_positions
+
+                positions = segment_positions(segment_ids)
+                q = self.rotary(q, positions=positions)
+                k = self.rotary(k, positions=positions)
+            else:
+                q = self.rotary(q, start_index=start)
+                k = self.rotary(k, start_index=start)
+        if segment_ids is not None:
+            from kerastrain.model.embeddings import segment_attention_mask
+
+            out = ops.dot_product_attention(q, k, v, mask=segment_attention_mask(segment_ids))
+        elif cache is None:
             out = ops.dot_product_attention(q, k, v, is_causal=True)
         else:
             k_cache = ops.slice_update(cache[:, 0], (0, start, 0, 0), ops.cast(k, cache.dtype))
@@ -211,6 +224,8 @@ class TransformerBlock(layers.Layer):
             output_init_std=residual_init_std(cfg.num_layers), name="mlp"
         )
         self.mlp_dropout = layers.Dropout(cfg.dropout_rate, name="mlp_dropout")
+        # ``model(x, segment_ids=...)`` hands packed rows' segment ids to every block.
+        self._register_call_context_args("segment_ids")
 
     def build(self, input_shape):
         self.attention_norm.build(input_shape)
@@ -219,19 +234,19 @@ class TransformerBlock(layers.Layer):
         self.mlp.build(input_shape)
         self.built = True
 
-    def call(self, x, cache=None, cache_update_index=None, training=None):
+    def call(self, x, cache=None, cache_update_index=None, training=None, segment_ids=None):
         if cache is None and self.cfg_dict.get("remat"):
-            return self._rematerialized(x, training)
+            return self._rematerialized(x, training, segment_ids)
         h = self.attention_norm(x)
         if cache is None:
-            attn = self.attention(h)
+            attn = self.attention(h, segment_ids=segment_ids)
         else:
             attn, cache = self.attention(h, cache=cache, cache_update_index=cache_update_index)
         x = x + self.attention_dropout(attn, training=training)
         x = x + self.mlp_dropout(self.mlp(self.mlp_norm(x)), training=training)
         return x if cache is None else (x, cache)
 
-    def _rematerialized(self, x, training):
+    def _rematerialized(self, x, training, segment_ids=None):
         """The block under ``keras.remat`` (jax.checkpoint): only ``x`` is kept for the backward
         pass, the block's activations are recomputed there (``--remat``).
 
@@ -248,11 +263,12 @@ class TransformerBlock(layers.Layer):
         def drop(layer, y, seed):
             return y if seed is None else keras.random.dropout(y, layer.rate, seed=seed)
 
-        def block(x, seeds):
-            x = x + drop(drops[0], self.attention(self.attention_norm(x)), seeds[0])
+        def block(x, seeds, segment_ids):
+            attn = self.attention(self.attention_norm(x), segment_ids=segment_ids)
+            x = x + drop(drops[0], attn, seeds[0])
             return x + drop(drops[1], self.mlp(self.mlp_norm(x)), seeds[1])
 
-        return keras.remat(block)(x, seeds)
+        return keras.remat(block)(x, seeds, segment_ids)
 
     def get_config(self):
         return {**super().get_config(), "cfg_dict": self.cfg_dict}
@@ -301,6 +317,8 @@ class GPT(keras.Model):
         x = final_norm(x)
         logits = logits_layer(token_embedding(x, reverse=True))
         super().__init__(inputs=token_ids, outputs=logits, name=name, **kwargs)
+        # Packed rows: ``model(ids, segment_ids=s)`` reaches every block and position embedding.
+        self._register_call_context_args("segment_ids")
 
         self.config = cfg
         self.token_embedding = token_embedding

@@ -24,7 +24,7 @@ from kerastrain.training.checkpoint import prune_step_checkpoints
 from kerastrain.training.flops import MfuMeter
 from kerastrain.training.metrics_log import MetricsLog
 from kerastrain.training.sharded_checkpoint import Checkpointer
-from kerastrain.training.steps import initial_state, make_steps
+from kerastrain.training.steps import initial_state, make_steps, row_sharding, update_counts
 
 
 def process_start_time() -> float:
@@ -85,6 +85,7 @@ class LossWindow:
         self.read = read
         self.pending = None  # (step, loss array) of the latest update, not read yet
         self.values: list[float] = []
+        self.tokens: list[float] = []  # trained tokens of each update (masks make them differ)
         self.first: float | None = None
         self.last: float | None = None
 
@@ -92,16 +93,18 @@ class LossWindow:
         self._read_pending()
         self.pending = (step, loss)
 
-    def take(self) -> list[float]:
-        """Every loss since the previous take, the latest one included."""
+    def take(self) -> tuple[list[float], list[float]]:
+        """Every loss since the previous take, the latest one included, and the updates'
+        trained tokens."""
         self._read_pending()
-        values, self.values = self.values, []
-        return values
+        values, tokens, self.values, self.tokens = self.values, self.tokens, [], []
+        return values, tokens
 
     def _read_pending(self) -> None:
         if self.pending is not None:
-            value, self.pending = self.read(self.pending), None
+            (value, tokens), self.pending = self.read(self.pending), None
             self.values.append(value)
+            self.tokens.append(tokens)
             self.first = value if self.first is None else self.first
             self.last = value
 
@@ -128,7 +131,8 @@ class Trainer:
         self.mesh_plan = mesh_plan
         # In a multi-process run only process 0 writes metrics and checkpoints.
         self.primary = mesh_plan is None or mesh_plan.process_index == 0
-        self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan)
+        self.segmented = bool(getattr(train_pipeline, "packed", False))  # packed rows
+        self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan, self.segmented)
         self.tokens_per_update = run.resolved.tokens_per_update
         self.mfu = MfuMeter(run.resolved.model)
         # Every run, one device or a mesh, checkpoints asynchronously through Orbax.
@@ -145,11 +149,17 @@ class Trainer:
             for var, value in zip(group, values, strict=True):
                 var.assign(value)
 
-    def _place(self, batch) -> tuple:
-        """(inputs, labels) as the step takes them: global arrays over the mesh, if any."""
+    def _place(self, batch, counts) -> tuple:
+        """(inputs, labels, counts[, segments]) as the step takes them: global arrays over the
+        mesh, if any."""
+        arrays = [batch.inputs, batch.labels] + ([batch.segments] if self.segmented else [])
         if self.mesh_plan is None:
-            return batch.inputs, batch.labels
-        return self.mesh_plan.place_batch(batch.inputs), self.mesh_plan.place_batch(batch.labels)
+            return (*arrays[:2], counts, *arrays[2:])
+        import jax
+
+        placed = [self.mesh_plan.place_batch(a) for a in arrays]
+        counts = jax.make_array_from_process_local_data(row_sharding(self.mesh_plan), counts)
+        return (*placed[:2], counts, *placed[2:])
 
     # -- pieces ------------------------------------------------------------------------------
     def evaluate(self, state) -> dict | None:
@@ -158,7 +168,8 @@ class Trainer:
         trainable, non_trainable, _ = state
         total, count = 0.0, 0
         for batch in self.val_pipeline_factory():
-            s, n = self.eval_step(trainable, non_trainable, batch.inputs, batch.labels)
+            s, n = self.eval_step(trainable, non_trainable, batch.inputs, batch.labels,
+                                  batch.segments)
             total += float(s)
             count += int(n)
         if count == 0:
@@ -217,7 +228,7 @@ class Trainer:
                 losses.add(self.step, loss)
                 self.hooks.on_train_step(run=self.run, step=self.step, logs=self.run.logs)
                 if self.step % self.cfg.output.log_every == 0 or self.step == total:
-                    self._log(losses.take(), metrics, progress, task, position, batches)
+                    self._log(*losses.take(), metrics, progress, task, position, batches)
                 if self._periodic(state, metrics, position):
                     saved_at = self.step
                 if self._should_stop():
@@ -236,6 +247,9 @@ class Trainer:
         summary = {"steps": self.step, "reason": reason, "first_loss": losses.first,
                    "first_step_seconds": self.first_step_seconds, "last_loss": losses.last,
                    "data_wait_seconds": batches.wait_seconds, **self._throughput()}
+        if position.packer:  # examples longer than --seq-len (--overlong), up to this update
+            summary.update(overlong_truncated=position.packer["truncated"],
+                           overlong_dropped=position.packer["dropped"])
         return self._finish(state, metrics, summary, position, saved_at)
 
     def _open_metrics(self):
@@ -263,13 +277,16 @@ class Trainer:
 
     def _update(self, state, micro: list) -> tuple:
         """One optimizer update: a train step per micro-batch (Keras' optimizer accumulates and
-        applies on the last); returns the new state and the update's loss, the mean over its
-        micro-batches (a device array: read later, so the device never waits for the host)."""
+        applies on the last); returns the new state and ``[loss, trained tokens]`` of the update:
+        the mean over every trained token of its micro-batches (``make_steps``), a device array
+        read later, so the device never waits for the host."""
+        counts = update_counts(micro)
         losses = []
         for batch in micro:
-            loss, state = self.train_step(state, *self._place(batch))
-            losses.append(loss)
-        loss = losses[0] if len(losses) == 1 else sum(losses[1:], losses[0]) / len(losses)
+            out, state = self.train_step(state, *self._place(batch, counts))
+            losses.append(out)
+        loss = losses[0] if len(losses) == 1 else sum(losses[1:], losses[0])
+        loss = loss.at[1].set(losses[0][1])  # the parts add up; the token count does not
         self.step += 1
         self.run.state = state
         if self.first_step_seconds is None:  # the compile: time from process start
@@ -278,7 +295,8 @@ class Trainer:
             self._steady_start = (time.perf_counter(), self.step)
         return state, loss
 
-    def _log(self, losses: list[float], metrics, progress, task, position, batches) -> None:
+    def _log(self, losses: list[float], tokens: list[float], metrics, progress, task, position,
+             batches) -> None:
         """The log record of the updates since the previous one: mean loss, rate, throughput."""
         now = time.perf_counter()
         start, waited = self._window
@@ -291,6 +309,7 @@ class Trainer:
             "step_ms": 1000 * elapsed / len(losses),
             "data_wait_share": (batches.wait_seconds - waited) / elapsed,
             "tokens_seen": self.step * self.tokens_per_update,
+            "trained_tokens": float(np.mean(tokens)),  # per update: what the loss averages
         }
         logs["mfu"] = self.mfu(logs["tokens_per_sec"])
         metrics.write("train", self.step, logs)
@@ -357,14 +376,14 @@ class Trainer:
     def _read_loss(self, pending) -> float:
         """The loss of a finished step as a float; a non-finite one stops the run."""
         step, loss = pending
-        value = float(loss)
+        value, tokens = (float(v) for v in np.asarray(loss))
         if not math.isfinite(value):
             raise NonFiniteLoss(
                 f"the loss became {value} at step {step}; training stopped and the last good "
                 f"checkpoint in {self.run.output_dir} is kept. Lower --learning-rate or "
                 "--grad-clip, or check the data"
             )
-        return value
+        return value, tokens
 
     def _evaluate_and_keep_best(self, state, metrics, pipeline_state) -> None:
         result = self.evaluate(state)

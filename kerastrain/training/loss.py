@@ -34,6 +34,7 @@ def _hidden_model(model):
     hidden = getattr(model, "_kerastrain_hidden_model", None)
     if hidden is None:
         hidden = keras.Model(model.input, model.final_norm.output, name="gpt_hidden")
+        hidden._register_call_context_args("segment_ids")  # packed rows (see gpt.py)
         model._kerastrain_hidden_model = hidden
     return hidden
 
@@ -46,12 +47,14 @@ def _output_matrix(model):
     return layer.reverse_embeddings
 
 
-def hidden_and_head(model, trainable, non_trainable, x, training: bool):
-    """(hidden states, output matrix, updated non-trainable values) for the given state."""
+def hidden_and_head(model, trainable, non_trainable, x, training: bool, segment_ids=None):
+    """(hidden states, output matrix, updated non-trainable values) for the given state.
+    ``segment_ids``: packed rows' example ids (attention and positions stay inside each)."""
     mapping = list(zip(model.trainable_variables, trainable, strict=True))
     mapping += list(zip(model.non_trainable_variables, non_trainable, strict=True))
+    extra = {} if segment_ids is None else {"segment_ids": segment_ids}
     with keras.StatelessScope(state_mapping=mapping) as scope:
-        hidden = _hidden_model(model)(x, training=training)
+        hidden = _hidden_model(model)(x, training=training, **extra)
         kernel = jnp.asarray(_output_matrix(model))
     updated = []
     for variable, old in zip(model.non_trainable_variables, non_trainable, strict=True):
@@ -140,17 +143,28 @@ def fused_loss_sum(h, kernel, labels, chunk: int):
     return _fused_loss_sum(h, kernel, labels, jnp.zeros((chunk,), jnp.float32))
 
 
+def trained_tokens(y):
+    """Labels that are trained (-1 marks a prompt token or padding: no loss)."""
+    return jnp.sum(y >= 0)
+
+
 def chunked_lm_loss(model, trainable, non_trainable, x, y, *, training: bool = True,
-                    chunk_tokens: int | None = None):
-    """(mean next-token cross-entropy, updated non-trainable values), chunked and fused."""
-    hidden, kernel, non_trainable = hidden_and_head(model, trainable, non_trainable, x, training)
+                    chunk_tokens: int | None = None, segment_ids=None, normalizer=None):
+    """(sum of next-token cross-entropies / ``normalizer``, updated non-trainable values),
+    chunked and fused. ``normalizer`` defaults to this batch's trained tokens (the mean); the
+    training step passes the whole update's, so micro-batches add up to the update's mean."""
+    hidden, kernel, non_trainable = hidden_and_head(model, trainable, non_trainable, x, training,
+                                                    segment_ids)
     chunk = chunk_tokens or chunk_tokens_for(kernel.shape[-1], y.shape[0] * y.shape[1])
     total = fused_loss_sum(hidden, kernel, y, chunk)
-    return total / (y.shape[0] * y.shape[1]), non_trainable
+    if normalizer is None:
+        normalizer = jnp.maximum(trained_tokens(y), 1)
+    return total / normalizer, non_trainable
 
 
-def chunked_eval_loss(model, trainable, non_trainable, x, y, chunk_tokens: int | None = None):
-    """(sum of cross-entropies, token count) for evaluation, chunked."""
-    hidden, kernel, _ = hidden_and_head(model, trainable, non_trainable, x, False)
+def chunked_eval_loss(model, trainable, non_trainable, x, y, chunk_tokens: int | None = None,
+                      segment_ids=None):
+    """(sum of cross-entropies, trained token count) for evaluation, chunked."""
+    hidden, kernel, _ = hidden_and_head(model, trainable, non_trainable, x, False, segment_ids)
     chunk = chunk_tokens or chunk_tokens_for(kernel.shape[-1], y.shape[0] * y.shape[1])
-    return chunked_loss_sum(hidden, kernel, y, chunk), y.shape[0] * y.shape[1]
+    return chunked_loss_sum(hidden, kernel, y, chunk), trained_tokens(y)

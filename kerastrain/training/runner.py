@@ -19,7 +19,7 @@ RUN_ARTIFACTS = ("metrics.jsonl", "tensorboard", "final_checkpoint", "best_check
 
 
 def estimate_total_steps(config: RunConfig, train_docs, tokenizer,
-                         devices: int = 1) -> tuple[int | None, str]:
+                         devices: int = 1, plan=None) -> tuple[int | None, str]:
     """Optimizer updates the run will make: ``--max-steps`` or epochs × estimated data size
     (``--batch-size`` rows on each of ``devices``)."""
     t = config.train
@@ -37,7 +37,13 @@ def estimate_total_steps(config: RunConfig, train_docs, tokenizer,
             "so the learning-rate schedule knows how long the run is"
         )
     sample = list(itertools.islice(train_docs.iter_from(0), min(n_docs, 500)))
-    tokens_per_doc = sum(len(ids) + 1 for ids in tokenizer.encode_batch(sample)) / max(1, len(sample))
+    if plan is None or plan.format.name == "text":
+        lengths = [len(ids) + 1 for ids in tokenizer.encode_batch(
+            sample if plan is None else [plan.format.text(r, plan.context) for r in sample])]
+    else:  # packed examples: each takes at most its length of a row
+        lengths = [min(len(e.ids), config.model.seq_len + 1) for e in
+                   plan.format.encode(sample, plan.with_tokenizer(tokenizer))]
+    tokens_per_doc = sum(lengths) / max(1, len(sample))
     stride = config.data.stride or config.model.seq_len
     per_update = t.batch_size * devices * stride * t.gradient_accumulation_steps
     per_epoch = max(1, int(n_docs * tokens_per_doc / per_update))
@@ -146,7 +152,7 @@ def run_training(config: RunConfig, console) -> dict:
 
     The stages: processes and mesh; output directory and resume point; tokenizer; what the run
     resolves (model shape, vocabulary, steps); model, optimizer and restored state; data; loop."""
-    from kerastrain.data.preparation import check_vocab, open_documents, tokenizer_path
+    from kerastrain.data.preparation import check_vocab, open_documents, plan_data, tokenizer_path
     from kerastrain.plugins import get_plugin_manager
     from kerastrain.training.distribution import make_mesh_plan
     from kerastrain.training.processes import SilentHooks, initialize_processes
@@ -174,6 +180,14 @@ def run_training(config: RunConfig, console) -> dict:
 
     # -- output directory, resume point, tokenizer ----------------------------------------------
     train_docs, val_docs, what = open_documents(config)
+    from kerastrain.model.folder_checks import init_from_folder
+
+    model_folder = init_from_folder(config)
+    plan = plan_data(config, train_docs, model_folder, say)  # bad records fail here, in one line
+    if plan.format.name == "text" and config.data.data_format != "text":
+        first = next(iter(train_docs.iter_from(0)), None)
+        if isinstance(first, dict):  # plain text after all: read the text column as before
+            train_docs, val_docs, what = open_documents(config, records=False)
     say(f"Data: {what}")
     resume = find_resume_point(config, output_dir, say)
     previous = checkpoint_request(resume)
@@ -189,7 +203,7 @@ def run_training(config: RunConfig, console) -> dict:
     if resume is not None and primary:
         adopt_checkpoint_tokenizer(config, resume, tok_path, say)
     tokenizer, pretrained, trained_now = _prepare_tokenizer(config, train_docs, tok_path, primary,
-                                                            say)
+                                                            say, plan)
 
     # -- what the run resolves ------------------------------------------------------------------
     model_config = (pretrained.config if pretrained is not None
@@ -200,7 +214,7 @@ def run_training(config: RunConfig, console) -> dict:
     check_vocab(config, model_config.vocab_size, trained_for)
     model_config.validate()
     devices = mesh_plan.shape.devices if mesh_plan else 1
-    total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer, devices)
+    total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer, devices, plan)
     check_memory_fits(config.replace(model=model_config), mesh_plan.shape if mesh_plan else None)
     schedule, warmup = make_schedule(config, total_steps)
     from kerastrain.training.resolved import RESOLVED_FILE, resolve
@@ -239,10 +253,14 @@ def run_training(config: RunConfig, console) -> dict:
         config.save(output_dir / "run_config.json")
         resolved.save(output_dir / RESOLVED_FILE)
         resolved.model.save(output_dir / "model_config.json")
+        if plan.context.template is not None:  # export and `kerastrain chat` use it
+            from kerastrain.data.chat_template import TEMPLATE_FILE
+
+            plan.context.template.save(output_dir / TEMPLATE_FILE)
 
     # -- data and loop --------------------------------------------------------------------------
     train_pipeline, val_batches = _pipelines(config, resolved, train_docs, val_docs, tokenizer,
-                                             mesh_plan, processes)
+                                             mesh_plan, processes, plan)
     train_pipeline.restore(pipeline_state)
     from kerastrain.training.loop import Trainer, TrainingRun
 
@@ -264,7 +282,7 @@ def run_training(config: RunConfig, console) -> dict:
     return summary
 
 
-def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool, say):
+def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool, say, plan=None):
     """(tokenizer, the ``--init-from`` folder's model or None, whether the tokenizer was trained
     now): the folder's tokenizer, or the run's own, trained or reused by process 0 and read by
     the others."""
@@ -279,11 +297,11 @@ def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool,
 
             pretrained = adopt_pretrained(config, path, say)
             return load_tokenizer(path), pretrained, False
-    tokenizer, trained = prepare_tokenizer(config, train_docs, path, say) if primary else (None,
-                                                                                           False)
+    tokenizer, trained = prepare_tokenizer(config, train_docs, path, say, plan=plan) if primary \
+        else (None, False)
     barrier("tokenizer ready")
     if not primary:  # reuses process 0's tokenizer (shared disk) or trains the same one
-        tokenizer, _ = prepare_tokenizer(config, train_docs, path, say, retrain=False)
+        tokenizer, _ = prepare_tokenizer(config, train_docs, path, say, retrain=False, plan=plan)
         trained = True  # process 0 checks --vocab-size against this very file
     return tokenizer, None, trained
 
@@ -317,11 +335,15 @@ def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan,
 
 
 def _pipelines(config: RunConfig, resolved, train_docs, val_docs, tokenizer, mesh_plan,
-               processes: int):
+               processes: int, plan=None):
     """The training pipeline and a factory of validation passes (None without validation data)."""
     from kerastrain.data.pipeline import StreamingTextPipeline
 
     d, t, seq_len = config.data, config.train, resolved.model.seq_len
+    formatted = {}  # records through the data format; plain text as before unless packed
+    if plan is not None and (plan.packed or plan.format.name != "text"):
+        formatted = dict(data_format=plan.format, format_context=plan.with_tokenizer(tokenizer),
+                         packed=plan.packed, overlong=d.overlong)
     max_docs, epochs = d.max_train_examples, None if t.max_steps else t.epochs
     if processes > 1:
         from kerastrain.data.sharding import ProcessShare
@@ -335,7 +357,7 @@ def _pipelines(config: RunConfig, resolved, train_docs, val_docs, tokenizer, mes
         batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride,
         shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
         max_documents=max_docs, epochs=epochs,
-        window_shuffle_size=d.window_shuffle_size, workers=d.data_workers,
+        window_shuffle_size=d.window_shuffle_size, workers=d.data_workers, **formatted,
     )
     if val_docs is None:
         return train_pipeline, None
@@ -344,7 +366,7 @@ def _pipelines(config: RunConfig, resolved, train_docs, val_docs, tokenizer, mes
         return StreamingTextPipeline(
             val_docs, tokenizer, seq_len=seq_len, batch_size=t.batch_size,
             shuffle_buffer_size=1, max_documents=d.max_val_examples, epochs=1,
-            drop_remainder=False,
+            drop_remainder=False, **formatted,
         )
 
     return train_pipeline, val_batches

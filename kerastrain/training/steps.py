@@ -4,6 +4,7 @@ the explicit state they thread through (``kerastrain.training.loop`` runs them).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import keras
 
 from kerastrain.training.loss import chunked_eval_loss, chunked_lm_loss
@@ -25,32 +26,66 @@ def initial_state(model, optimizer) -> tuple:
     )
 
 
-def make_steps(model, optimizer, mesh_plan=None):
+def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False):
     """Jitted (train_step, eval_step) over explicit state tuples.
+
+    ``train_step(state, x, y, counts[, segments])`` returns ``([loss part, trained tokens],
+    state)``. The loss is normalised by the trained tokens of the whole update, not of the
+    micro-batch: ``counts`` holds, per row, the trained labels (``y >= 0``) of that row summed
+    over the update's micro-batches, so ``sum(counts)`` is the update's trained tokens on every
+    device (the rows are split over the mesh like the batch). Each micro-batch's part is its loss
+    sum over that total; the parts add up to the update's mean over all its trained tokens.
+    Keras' gradient accumulation averages the k micro-gradients, so each is taken of ``k`` times
+    the part: the applied gradient is the gradient of that mean, not a mean of means.
+    ``segments`` (packed rows' example ids) is taken when ``segmented``.
 
     With a ``mesh_plan`` (``kerastrain.training.distribution``) the train step keeps every state
     array in the sharding it was created with and takes the batch split over the mesh's batch
     axes: XLA's SPMD partitioner does the rest.
     """
+    scale = optimizer.gradient_accumulation_steps or 1
 
-    def loss_fn(trainable, non_trainable, x, y):
+    def loss_fn(trainable, non_trainable, x, y, counts, segments):
         # The output projection and cross-entropy run in chunks (never the whole batch's logits).
-        return chunked_lm_loss(model, trainable, non_trainable, x, y, training=True)
+        if counts is None:  # this micro-batch alone, as one of ``scale`` equal shares
+            total = (jnp.maximum(jnp.sum(y >= 0), 1) * scale).astype(jnp.float32)
+        else:
+            total = jnp.maximum(jnp.sum(counts), 1).astype(jnp.float32)
+        part, non_trainable = chunked_lm_loss(model, trainable, non_trainable, x, y,
+                                              training=True, segment_ids=segments,
+                                              normalizer=total)
+        return part * scale, (part, total, non_trainable)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def train_step(state, x, y):
+    def train_step(state, x, y, counts=None, segments=None):
         trainable, non_trainable, opt_vars = state
-        (loss, non_trainable), grads = grad_fn(trainable, non_trainable, x, y)
+        (_, (part, total, non_trainable)), grads = grad_fn(trainable, non_trainable, x, y,
+                                                           counts, segments)
         trainable, opt_vars = optimizer.stateless_apply(opt_vars, grads, trainable)
-        return loss, (trainable, non_trainable, opt_vars)
+        return jnp.stack([part, total]), (trainable, non_trainable, opt_vars)
 
-    def eval_step(trainable, non_trainable, x, y):
-        return chunked_eval_loss(model, trainable, non_trainable, x, y)
+    def eval_step(trainable, non_trainable, x, y, segments=None):
+        return chunked_eval_loss(model, trainable, non_trainable, x, y, segment_ids=segments)
 
     if mesh_plan is not None:
         shardings = mesh_plan.state_shardings(initial_state(model, optimizer))
         batch = mesh_plan.batch_sharding
-        return jax.jit(train_step, donate_argnums=0, in_shardings=(shardings, batch, batch),
+        inputs = (shardings, batch, batch, row_sharding(mesh_plan)) + ((batch,) if segmented
+                                                                       else ())
+        return jax.jit(train_step, donate_argnums=0, in_shardings=inputs,
                        out_shardings=(mesh_plan.replicated, shardings)), jax.jit(eval_step)
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
+
+
+def row_sharding(mesh_plan):
+    """The batch's sharding for a per-row vector (``counts``): rows split as the batch's are."""
+    batch = mesh_plan.batch_sharding
+    return jax.sharding.NamedSharding(batch.mesh, jax.sharding.PartitionSpec(batch.spec[0]))
+
+
+def update_counts(micro: list):
+    """Per row, the trained labels of the update's micro-batches added up (``counts`` above)."""
+    import numpy as np
+
+    return sum((np.asarray(b.labels) >= 0).sum(axis=1, dtype=np.int32) for b in micro)

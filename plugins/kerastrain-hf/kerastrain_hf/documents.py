@@ -165,3 +165,30 @@ class MapDocuments(_ArrowDocuments):
         size = self._block
         tables = (self._dataset[lo : lo + size] for lo in range(block * size, self._rows, size))
         return tables, start - before
+
+
+class RecordDocuments:
+    """Whole records (dicts of every column) of a dataset, when ``SourceRequest.records`` asks
+    for them (chat and prompt-completion data read several columns). Every row is a document."""
+
+    def __init__(self, dataset: Any, label: str) -> None:
+        self._dataset = dataset
+        self.label = label
+
+    def __len__(self) -> int:
+        if not hasattr(self._dataset, "__len__"):
+            raise TypeError(f"{self.label} is streamed: its number of documents is unknown")
+        return len(self._dataset)
+
+    def iter_from(self, start: int) -> Iterator[dict]:
+        """Yield the records from index ``start`` on (the same ones on every call)."""
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+        if not hasattr(self._dataset, "__len__"):  # a stream: skip from its start
+            yield from self._dataset.skip(start)
+            return
+        for lo in range(start, len(self._dataset), BATCH_ROWS):
+            block = self._dataset[lo : lo + BATCH_ROWS]
+            columns = list(block)
+            for values in zip(*(block[c] for c in columns), strict=True):
+                yield dict(zip(columns, values, strict=True))

@@ -299,6 +299,16 @@ def _columns_and_type(dataset: Any, request: SourceRequest, streaming: bool) -> 
     check_text_type(arrow_type, column)
 
 
+def _records(dataset: Any, request: SourceRequest) -> Documents:
+    """Whole records (``SourceRequest.records``): the data format checks their columns."""
+    from kerastrain_hf.documents import RecordDocuments
+
+    docs = RecordDocuments(dataset, request.location)
+    if next(docs.iter_from(0), None) is None:
+        raise DataError(f"{request.location}: split {request.split!r} is empty")
+    return docs
+
+
 class HFSource:
     """Hugging Face datasets: hub ids, local folders, files and globs (``--dataset-id``)."""
 
@@ -338,6 +348,8 @@ class HFSource:
             )
         loaded = datasets.load_from_disk(location.path)
         dataset = loaded[request.split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        if request.records:
+            return _records(dataset, request)
         # Saved datasets are memory-mapped Arrow: map-style costs no memory, so we always use it.
         _columns_and_type(dataset, request, streaming=False)
         docs = MapDocuments(dataset, request.text_column, request.location, DecodeCounter())
@@ -377,6 +389,8 @@ class HFSource:
         before = prepare.count
         try:
             dataset = datasets.load_dataset(*args, **kwargs)
+            if request.records:
+                return _records(dataset, request)
             _columns_and_type(dataset, request, request.streaming)
         except DataError:
             raise

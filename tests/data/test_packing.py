@@ -1,0 +1,94 @@
+"""Packed examples: each row's segments are whole examples (or truncated / dropped ones, counted),
+labels are -1 where nothing is trained, and a resumed pipeline packs the very same rows."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from kerastrain.data.chat_template import ChatTemplate
+from kerastrain.data.corpus import InMemoryDocuments
+from kerastrain.data.formats import ChatFormat, Example, FormatContext, TextFormat
+from kerastrain.data.packing import RowPacker
+from kerastrain.data.pipeline import PipelineState, StreamingTextPipeline
+from kerastrain.data.tokenizer import ByteTokenizer
+
+CHATS = InMemoryDocuments([
+    {"messages": [{"role": "user", "content": f"{i}+{i}?" + " pad" * (i % 4)},
+                  {"role": "assistant", "content": str(2 * i)}]}
+    for i in range(120)
+])
+
+
+def _chat_pipeline(**kw):
+    context = FormatContext(tokenizer=ByteTokenizer(), template=ChatTemplate(
+        "{% for m in messages %}{{ m['role'][0] + ':' + m['content'] + ';' }}{% endfor %}"
+        "{% if add_generation_prompt %}a:{% endif %}"))
+    args = dict(seq_len=48, batch_size=3, shuffle_buffer_size=20, seed=3, epochs=2,
+                data_format=ChatFormat(), format_context=context, packed=True)
+    return StreamingTextPipeline(CHATS, ByteTokenizer(), **{**args, **kw})
+
+
+def _digest(batch) -> str:
+    return hashlib.sha1(batch.inputs.tobytes() + batch.labels.tobytes()
+                        + batch.segments.tobytes()).hexdigest()
+
+
+def test_rows_hold_whole_examples_with_their_own_segments():
+    packer = RowPacker(8, pad_id=99)
+    rows = []
+    for ids, mask in (([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6, 7], None), ([8, 9, 10, 11, 12], None)):
+        rows += packer.add(Example(ids, None if mask is None else [bool(m) for m in mask]))
+    rows.append(packer.flush())
+    inputs, labels, segments = rows[0]
+    assert inputs.tolist() == [1, 2, 3, 5, 6, 99, 99, 99]
+    assert labels.tolist() == [-1, 3, 4, 6, 7, -1, -1, -1]  # prompt tokens and padding: -1
+    assert segments.tolist() == [1, 1, 1, 2, 2, 0, 0, 0]
+    assert rows[1][0].tolist()[:3] == [8, 9, 10] and rows[1][2].tolist()[:3] == [1, 1, 1]
+
+
+def test_overlong_examples_are_truncated_or_dropped_and_counted_text_is_split():
+    long = Example(list(range(20)), [False] * 5 + [True] * 15)
+    truncate = RowPacker(8)
+    assert truncate.add(long) == [] and truncate.truncated == 1
+    assert truncate.flush()[0].tolist() == list(range(8))
+    drop = RowPacker(8, overlong="drop")
+    assert drop.add(long) == [] and drop.flush() is None and drop.dropped == 1
+    prompt_only = RowPacker(8)  # the trained tokens lie past --seq-len: nothing left to train
+    prompt_only.add(Example(list(range(20)), [False] * 12 + [True] * 8))
+    assert (prompt_only.truncated, prompt_only.dropped) == (0, 1)
+    text = RowPacker(8)  # plain text is cut into pieces: every label kept once
+    rows = text.add(Example(list(range(20)), None, whole=False)) + [text.flush()]
+    labels = np.concatenate([r[1][r[1] >= 0] for r in rows])
+    assert labels.tolist() == list(range(1, 20)) and text.truncated == 0
+
+
+def test_text_with_document_masking_packs_documents_without_crossing():
+    docs = InMemoryDocuments([f"doc {i} " * (1 + i % 3) for i in range(40)])
+    pipeline = StreamingTextPipeline(docs, ByteTokenizer(), seq_len=32, batch_size=2,
+                                     shuffle_buffer_size=1, epochs=1, data_format=TextFormat(),
+                                     format_context=FormatContext(tokenizer=ByteTokenizer()),
+                                     packed=True)
+    batch = next(iter(pipeline))
+    row, segments = batch.inputs[0], batch.segments[0]
+    assert bytes(row[segments == 1].tolist()).decode() == "doc 0 "
+    assert batch.labels[0][segments == 1][-1] == ByteTokenizer.eos_id  # EOS ends a document
+    assert bytes(row[segments == 2].tolist()).decode() == "doc 1 doc 1 "
+
+
+def test_packed_chat_resume_repeats_nothing_and_skips_nothing(tmp_path):
+    full = [_digest(b) for b in _chat_pipeline()]
+    assert len(full) > 10 and len(set(full)) == len(full)
+    first = _chat_pipeline()
+    it = iter(first)
+    for _ in range(7):
+        batch = next(it)
+    path = tmp_path / "state.json.gz"
+    batch.state.save(path)
+    resumed = _chat_pipeline()
+    resumed.restore(PipelineState.load(path))
+    assert [_digest(b) for b in resumed] == full[7:]
+    # Only assistant answers (and their ';') are trained.
+    trained = bytes(batch.labels[batch.labels >= 0].tolist()).decode()
+    assert set(trained) <= set("0123456789;")

@@ -1,0 +1,110 @@
+"""``kerastrain run`` on chat data: the format is picked from the columns, only assistant turns
+are trained, a kill -9 resume matches the uninterrupted run, and bad input is one line with
+nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import TINY, invoke, kerastrain
+from tests.training.test_training import _metrics, _weights
+
+TOY = str(Path(__file__).parent.parent / "toy_plugin")
+
+
+def _chat_file(path: Path, n: int = 120) -> Path:
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i % 7}?"},
+                          {"role": "assistant", "content": f"{i + i % 7}."},
+                          {"role": "user", "content": "Thanks" + "!" * (i % 3)},
+                          {"role": "assistant", "content": "You are welcome."}]}
+            for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.slow
+def test_chat_kill_9_then_resume_matches_uninterrupted(tmp_path):
+    data = _chat_file(tmp_path / "chat.jsonl")
+    args = [*TINY, "--dataset-id", str(data), "--seq-len", "64", "--dropout-rate", "0.1",
+            "--max-steps", "16", "--save-every", "5", "--log-every", "1", "--eval-every", "1000",
+            "--shuffle-buffer-size", "30", "--gradient-accumulation-steps", "2"]
+    a = tmp_path / "a"
+    done = kerastrain("run", "--output-dir", str(a), *args)
+    assert done.returncode == 0, done.stderr
+    assert "Data format: chat, from the first record's columns" in done.stdout.replace("\n", " ")
+    train = _metrics(a)
+    assert all(0 < r["trained_tokens"] < 4 * 64 * 2 for r in train)  # prompts are not trained
+    b = tmp_path / "b"
+    env = dict(os.environ, PYTHONPATH=TOY, KERASTRAIN_TOY_STEP_DELAY="0.3")
+    proc = subprocess.Popen([sys.executable, "-m", "kerastrain", "run", "--output-dir", str(b),
+                             *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        if (b / "metrics.jsonl").exists() and any(r["step"] >= 7 for r in _metrics(b)):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    killed_at = max(r["step"] for r in _metrics(b))
+    assert 7 <= killed_at < 10, killed_at
+    resumed = kerastrain("run", "--output-dir", str(b), *args)
+    assert resumed.returncode == 0, resumed.stderr
+    for wa, wb in zip(_weights(a / "final_checkpoint"), _weights(b / "final_checkpoint"),
+                      strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+    losses_a = {r["step"]: (r["loss"], r["trained_tokens"]) for r in _metrics(a)}
+    losses_b = {r["step"]: (r["loss"], r["trained_tokens"]) for r in _metrics(b)}
+    for step in range(6, 17):
+        assert losses_a[step][1] == losses_b[step][1], step
+        assert losses_a[step][0] == pytest.approx(losses_b[step][0], rel=1e-6), step
+
+
+def _refused(tmp_path, *args) -> str:
+    out = tmp_path / "out"
+    result = invoke("run", "--output-dir", str(out), *TINY, "--max-steps", "2", *args)
+    assert result.exit_code == 2, result.output
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_bad_chat_input_is_one_line_and_nothing_is_written(tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    assert "columns found: answer, question" in _refused(tmp_path, "--dataset-id", str(data))
+    assert "--data-format prompt-completion fits it" in _refused(
+        tmp_path, "--dataset-id", str(_prompt_file(tmp_path)), "--data-format", "chat")
+    data.write_text(json.dumps({"messages": [{"role": "bot", "content": "x"}]}) + "\n")
+    assert "unknown role 'bot'" in _refused(tmp_path, "--dataset-id", str(data))
+    template = tmp_path / "t.jinja"
+    template.write_text("{{ raise_exception('only two roles') }}")
+    assert "only two roles" in _refused(tmp_path, "--dataset-id", str(_chat_file(
+        tmp_path / "c.jsonl", 3)), "--chat-template", str(template))
+
+
+def _prompt_file(tmp_path) -> Path:
+    path = tmp_path / "pc.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "completion": "c"}) + "\n")
+    return path
+
+
+def test_model_folders_with_custom_code_or_pickled_weights_are_refused(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "llama", "auto_map": {"AutoModelForCausalLM": "modeling_x.Model"}}))
+    assert "needs custom code" in _refused(tmp_path, "--init-from", str(folder))
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    assert "only pickled weights (pytorch_model.bin)" in _refused(tmp_path, "--init-from",
+                                                                 str(folder))
