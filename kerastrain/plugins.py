@@ -49,6 +49,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.training.optimizer",
     "kerastrain.cli.storage_commands",
     "kerastrain.cli.export_command",
+    "kerastrain.cli.chat_command",
 )
 
 pm = pluggy.PluginManager("kerastrain")

@@ -26,10 +26,10 @@ def kerastrain(*args: str, env: dict | None = None, timeout: float = 300,
     )
 
 
-def invoke(*args: str):
-    """Run the CLI in-process (fast) with click's test runner."""
+def invoke(*args: str, input: str | None = None):
+    """Run the CLI in-process (fast) with click's test runner (``input``: what stdin reads)."""
     from click.testing import CliRunner
 
     from kerastrain.cli import cli
 
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)

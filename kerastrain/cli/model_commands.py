@@ -72,37 +72,74 @@ def presets_command(batch_size, as_json):
     console.print(table)
 
 
+def sampling_options(command):
+    """The sampling options ``generate`` and ``chat`` share (declared once, here)."""
+    for option in reversed((
+        click.option("--max-new-tokens", type=int, default=50, show_default=True),
+        click.option("--temperature", type=float, default=1.0, show_default=True,
+                     help="Sampling temperature; 0 means greedy"),
+        click.option("--top-k", type=int, default=None, help="Sample from the k most likely tokens"),
+        click.option("--top-p", type=float, default=None, help="Nucleus sampling probability mass"),
+        click.option("--seed", type=int, default=None,
+                     help="Random seed: the same seed gives the same text"),
+    )):
+        command = option(command)
+    return command
+
+
+def sampler_for(max_new_tokens, temperature, top_k, top_p, seed):
+    """The keras-hub sampler of the sampling options; bad options fail before any loading."""
+    from kerastrain.errors import ConfigError
+
+    if max_new_tokens < 1:
+        raise ConfigError("--max-new-tokens must be at least 1")
+    from kerastrain.model.causal_lm import make_sampler
+
+    return make_sampler(temperature, top_k, top_p, seed)
+
+
 @click.command(name="generate")
 @click.argument("output_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--prompt", "prompts", multiple=True, help="Text to continue (repeat for several)")
 @click.option("--prompts-file", type=click.Path(exists=True, dir_okay=False),
               help="A file of prompts, one per line")
-@click.option("--max-new-tokens", type=int, default=50, show_default=True)
-@click.option("--temperature", type=float, default=1.0, show_default=True,
-              help="Sampling temperature; 0 means greedy")
-@click.option("--top-k", type=int, default=None, help="Sample from the k most likely tokens")
-@click.option("--top-p", type=float, default=None, help="Nucleus sampling probability mass")
-@click.option("--seed", type=int, default=None, help="Random seed: the same seed gives the same text")
-def generate_command(output_dir, prompts, prompts_file, max_new_tokens, temperature, top_k, top_p,
-                     seed):
+@click.option("--chat", is_flag=True,
+              help="Each prompt is a user message: reply as the assistant, through the model's "
+                   "chat template (streamed)")
+@sampling_options
+def generate_command(output_dir, prompts, prompts_file, chat, max_new_tokens, temperature, top_k,
+                     top_p, seed):
     """Generate text with a trained model from OUTPUT_DIR (or one of its checkpoints).
 
     Several prompts share one compiled function (per length bucket): only the first pays the
     compile. For each, the time until its text is ready (time to first token: generation is not
-    streamed) and tokens/s go to stderr.
+    streamed) and tokens/s go to stderr. With --chat each prompt is answered on its own (no
+    shared history; `kerastrain chat` keeps one) and the reply streams.
     """
-    from kerastrain.errors import ConfigError
+    from kerastrain.model.causal_lm import generate_text
+    from kerastrain.model.loading import chat_template_of, load
 
-    if max_new_tokens < 1:
-        raise ConfigError("--max-new-tokens must be at least 1")
-    from kerastrain.model.causal_lm import generate_text, make_sampler
-    from kerastrain.model.loading import load
-
-    sampler = make_sampler(temperature, top_k, top_p, seed)  # bad options fail before loading
+    sampler = sampler_for(max_new_tokens, temperature, top_k, top_p, seed)
     prompts = list(prompts)
     if prompts_file:
         prompts += [line for line in Path(prompts_file).read_text().splitlines() if line.strip()]
+    if chat and not prompts:
+        from kerastrain.errors import ConfigError
+
+        raise ConfigError("generate --chat needs a message: pass --prompt TEXT")
+    template = chat_template_of(output_dir) if chat else None
     model, tokenizer = load(output_dir)
+    if chat:
+        from kerastrain.model.chat import Conversation
+
+        conversation = Conversation(model, tokenizer, template, sampler,
+                                    max_new_tokens=max_new_tokens)
+        for prompt in prompts:
+            conversation.reset()
+            for piece in conversation.reply(prompt):
+                click.echo(piece, nl=False)
+            click.echo()
+        return
     for i, prompt in enumerate(prompts or [""]):
         stats: dict = {}
         click.echo(generate_text(model, tokenizer, prompt, max_new_tokens, sampler=sampler,

@@ -39,7 +39,11 @@ CHATML = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 CHATML_SPECIAL_TOKENS = (IM_START, IM_END)
-TEMPLATE_FILE = "chat_template.jinja"  # the template a run used, in its output directory
+# The template a run used and the special tokens it refers to, in its output directory and every
+# checkpoint: ``{"chat_template": ..., "bos_token": ...}``, the form of transformers' own
+# ``chat_template.json``.
+TEMPLATE_FILE = "chat_template.json"
+JINJA_FILE = "chat_template.jinja"  # transformers' other spelling of a folder's template
 ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -126,8 +130,12 @@ class ChatTemplate:
                 spans.append((len(before), len(after)))
         return text, spans
 
+    def to_bytes(self) -> bytes:
+        return (json.dumps({"chat_template": self.source, **self.variables}, indent=1,
+                           ensure_ascii=False) + "\n").encode("utf-8")
+
     def save(self, path: Path) -> None:
-        Path(path).write_text(self.source, encoding="utf-8")
+        Path(path).write_bytes(self.to_bytes())
 
 
 def _token_text(value) -> str | None:
@@ -138,24 +146,26 @@ def _token_text(value) -> str | None:
 
 
 def template_of_folder(folder: Path) -> ChatTemplate | None:
-    """The ``chat_template`` of a model folder (``tokenizer_config.json`` or
-    ``chat_template.jinja``), or None when it has none."""
+    """The ``chat_template`` of a model folder (``tokenizer_config.json``, ``chat_template.json``
+    or ``chat_template.jinja``), or None when it has none."""
     folder = Path(folder)
     config: dict = {}
-    config_path = folder / "tokenizer_config.json"
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ConfigError(f"{config_path} is not valid JSON: {exc}") from None
+    for name in ("tokenizer_config.json", TEMPLATE_FILE):
+        config_path = folder / name
+        if config_path.is_file():
+            try:
+                found = json.loads(config_path.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise ConfigError(f"{config_path} is not valid JSON: {exc}") from None
+            config = {**found, **config} if isinstance(found, dict) else config
     variables = {name: text for name in ("bos_token", "eos_token", "pad_token", "unk_token")
                  if (text := _token_text(config.get(name))) is not None}
     source = config.get("chat_template")
     if isinstance(source, list):  # named templates: [{"name": "default", "template": ...}]
         named = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
         source = named.get("default") or next(iter(named.values()), None)
-    if source is None and (folder / TEMPLATE_FILE).is_file():
-        source = (folder / TEMPLATE_FILE).read_text(encoding="utf-8")
+    if source is None and (folder / JINJA_FILE).is_file():
+        source = (folder / JINJA_FILE).read_text(encoding="utf-8")
     if not source:
         return None
     return ChatTemplate(source, f"{folder}", variables)

@@ -79,3 +79,12 @@ def load(path: str | Path, *, with_tokenizer: bool = True):
         keras.mixed_precision.set_global_policy(previous)
     restore_weights(model, checkpoint, rng=False)  # each array onto this device, verified
     return model, tokenizer
+
+
+def chat_template_of(path: str | Path):
+    """The chat template the model at ``path`` was trained with (``chat_template.json`` of its
+    checkpoint, else of its output directory), or None for a model trained on plain text."""
+    from kerastrain.data.chat_template import template_of_folder
+
+    output_dir, checkpoint = _find(Path(path))
+    return template_of_folder(checkpoint) or template_of_folder(output_dir)

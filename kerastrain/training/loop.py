@@ -56,6 +56,7 @@ class TrainingRun:
     console: object  # rich Console
     model: object = None
     tokenizer: object = None
+    chat_template: object = None  # the ChatTemplate chat data was rendered with, else None
     step: int = 0
     total_steps: int = 0
     logs: dict = field(default_factory=dict)

@@ -265,7 +265,8 @@ def run_training(config: RunConfig, console) -> dict:
     from kerastrain.training.loop import Trainer, TrainingRun
 
     run = TrainingRun(config=config, resolved=resolved, output_dir=output_dir, console=console,
-                      model=model, tokenizer=tokenizer, step=start_step, total_steps=total_steps)
+                      model=model, tokenizer=tokenizer, chat_template=plan.context.template,
+                      step=start_step, total_steps=total_steps)
     say(resolved.describe(config.preset, model.count_params()))
     if mesh_plan:
         say(mesh_plan.describe(model_config.seq_len, config.train.gradient_accumulation_steps))

@@ -166,6 +166,10 @@ class Checkpointer:
                 "lora_scale": _lora_scale(model),
             }
             files = {f"{STATES_DIR}/process_{i:05d}.json.gz": b for i, b in enumerate(blobs)}
+            if t.run.chat_template is not None:  # `chat`, `generate --chat` and export read it
+                from kerastrain.data.chat_template import TEMPLATE_FILE
+
+                files[TEMPLATE_FILE] = t.run.chat_template.to_bytes()
             write_metadata(tmp, record, run_config=t.cfg, resolved=t.run.resolved,
                            tokenizer=t.run.tokenizer,
                            extra_files=files)

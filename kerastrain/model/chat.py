@@ -1,0 +1,71 @@
+"""A conversation with a trained model: its chat template, its history, streamed replies.
+
+The prompt of each turn is the whole history rendered by the template the model was trained with
+(``add_generation_prompt=True``), tokenized as training tokenized it; the reply streams through
+:class:`~kerastrain.model.streaming.StreamingDecoder` (KV cache, one compile per length bucket)
+and stops at the token the template closes an assistant turn with, or at EOS.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from kerastrain.errors import ConfigError
+from kerastrain.model.streaming import StreamingDecoder, stream_text
+
+
+def turn_end_ids(template, tokenizer) -> tuple[int, ...]:
+    """Ids that end an assistant turn: the special token the template writes right after an
+    assistant message's content (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>`` ...), and EOS.
+
+    Found by rendering a probe conversation and tokenizing what follows the reply's text, so it
+    holds for any template rather than a table of known ones."""
+    probe = "kerastrain probe reply"
+    text = template.render([{"role": "user", "content": "hi"},
+                            {"role": "assistant", "content": probe}])
+    ids: list[int] = []
+    after = text[text.rfind(probe) + len(probe):].strip() if probe in text else ""
+    if after:
+        first = tokenizer.encode_batch([after])[0][:1]
+        hf = getattr(tokenizer, "hf", None)  # added tokens are the markers; plain text is not
+        if first and hf is not None and first[0] in hf.get_added_tokens_decoder():
+            ids += first
+    eos = getattr(tokenizer, "eos_id", None)
+    if eos is not None and eos not in ids:
+        ids.append(eos)
+    return tuple(ids)
+
+
+class Conversation:
+    """The history of one chat; :meth:`reply` streams the model's answer and keeps it."""
+
+    def __init__(self, model, tokenizer, template, sampler, *, max_new_tokens: int = 256,
+                 system: str | None = None) -> None:
+        if template is None:
+            raise ConfigError("this model was trained on plain text and has no chat template; "
+                              "fine-tune it on chat data first (kerastrain run --data-format chat)")
+        self.tokenizer = tokenizer
+        self.template = template
+        self.decoder = StreamingDecoder(model, sampler)
+        self.max_new_tokens = max_new_tokens
+        self.system = system
+        self.stops = turn_end_ids(template, tokenizer)
+        self.reset()
+
+    def reset(self) -> None:
+        self.messages = [{"role": "system", "content": self.system}] if self.system else []
+
+    def prompt_ids(self) -> list[int]:
+        text = self.template.render(self.messages, add_generation_prompt=True)
+        return self.tokenizer.encode_batch([text])[0]
+
+    def reply(self, user_text: str) -> Iterator[str]:
+        """Pieces of the answer to ``user_text`` as they are sampled; the whole answer joins the
+        history once the stream ends."""
+        self.messages.append({"role": "user", "content": user_text})
+        pieces = []
+        for piece in stream_text(self.decoder, self.tokenizer, self.prompt_ids(),
+                                 self.max_new_tokens, self.stops):
+            pieces.append(piece)
+            yield piece
+        self.messages.append({"role": "assistant", "content": "".join(pieces)})

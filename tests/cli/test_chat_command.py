@@ -1,0 +1,74 @@
+"""``kerastrain chat`` and ``generate --chat``: the template the model was trained with, the
+history, ``/reset``, streamed replies that are the greedy decode of the rendered prompt."""
+
+from __future__ import annotations
+
+import pytest
+
+from kerastrain.model.causal_lm import generate_ids, make_sampler
+from tests.helpers import TINY, invoke
+from tests.training.test_chat_training import _chat_file
+
+BPE = ["--tokenizer", "bpe", "--vocab-size", "320", "--seq-len", "64"]
+REPLY = ["--temperature", "0", "--max-new-tokens", "12"]
+
+
+@pytest.fixture(scope="module")
+def chat_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chat")
+    out = root / "out"
+    result = invoke("run", "--output-dir", str(out), *TINY, *BPE, "--max-steps", "6",
+                    "--dataset-id", str(_chat_file(root / "chat.jsonl")), "--eval-every", "1000")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_chat_keeps_history_resets_and_replies_with_the_greedy_decode(chat_run):
+    from kerastrain.model.chat import Conversation
+    from kerastrain.model.loading import chat_template_of, load
+
+    # The template travels with every checkpoint, special tokens included.
+    assert (chat_run / "final_checkpoint" / "chat_template.json").is_file()
+    template = chat_template_of(chat_run / "final_checkpoint")
+    assert template.is_chatml
+    model, tokenizer = load(chat_run)
+    conversation = Conversation(model, tokenizer, template, make_sampler(temperature=0),
+                                max_new_tokens=12)
+    im_end = tokenizer.encode_batch(["<|im_end|>"])[0]
+    assert len(im_end) == 1 and conversation.stops[0] == im_end[0]  # a turn ends at the marker
+    first = "".join(conversation.reply("What is 3 plus 3?"))
+    # The reply is the greedy continuation of the rendered prompt, cut at the turn's end.
+    prompt = tokenizer.encode_batch([template.render(
+        [{"role": "user", "content": "What is 3 plus 3?"}], add_generation_prompt=True)])[0]
+    ids = generate_ids(model, prompt, 12, make_sampler(temperature=0), conversation.stops)
+    assert first == tokenizer.decode([i for i in ids if i not in conversation.stops])
+    second = "".join(conversation.reply("Thanks"))
+    assert [m["role"] for m in conversation.messages] == ["user", "assistant"] * 2
+    assert [m["content"] for m in conversation.messages[1::2]] == [first, second]  # replies kept
+
+    # The command, with a seeded sampler, says what the same conversation says in-process.
+    sampled = Conversation(model, tokenizer, template, make_sampler(0.9, seed=4), max_new_tokens=12)
+    expected = ["".join(sampled.reply("What is 3 plus 3?")), "".join(sampled.reply("Thanks"))]
+    sampled.reset()
+    assert sampled.messages == []
+    expected.append("".join(sampled.reply("What is 3 plus 3?")))
+    typed = "What is 3 plus 3?\nThanks\n/reset\nWhat is 3 plus 3?\n/exit\nnever read\n"
+    result = invoke("chat", str(chat_run), "--temperature", "0.9", "--seed", "4",
+                    "--max-new-tokens", "12", input=typed)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "".join(f"{reply}\n" for reply in expected)
+    assert len(set(expected)) > 1  # sampled replies differ: the comparison is not trivial
+    one = invoke("generate", str(chat_run), "--chat", "--prompt", "What is 3 plus 3?", *REPLY)
+    assert one.exit_code == 0 and one.stdout == first + "\n"
+
+
+def test_a_plain_text_model_has_no_chat(tmp_path):
+    out = tmp_path / "out"
+    assert invoke("run", "--output-dir", str(out), *TINY, "--max-steps", "1").exit_code == 0
+    from click.testing import CliRunner
+
+    from kerastrain.cli import cli
+
+    result = CliRunner().invoke(cli, ["chat", str(out)], input="hi\n")
+    assert result.exit_code == 2
+    assert "has no chat template" in result.output and "Traceback" not in result.output
