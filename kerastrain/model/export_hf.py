@@ -43,8 +43,11 @@ def _hf_tokenizer(tokenizer):
     return hf
 
 
-def write_hf_tokenizer(tokenizer, target: Path, seq_len: int) -> None:
-    """``tokenizer.json`` (ours, a fast tokenizer) + ``tokenizer_config.json`` with its EOS."""
+def write_hf_tokenizer(tokenizer, target: Path, seq_len: int, template=None) -> None:
+    """``tokenizer.json`` (ours, a fast tokenizer) + ``tokenizer_config.json`` with its EOS and,
+    for a model fine-tuned on chat data, the chat ``template`` with the special tokens it was
+    rendered with: transformers' ``apply_chat_template`` on the folder then gives the ids the
+    model was trained on."""
     from kerastrain.data.tokenizer import EOS_TOKEN as DEFAULT_EOS
 
     EOS_TOKEN = getattr(tokenizer, "eos_token", DEFAULT_EOS)  # noqa: N806 - a pretrained one's
@@ -60,8 +63,11 @@ def write_hf_tokenizer(tokenizer, target: Path, seq_len: int) -> None:
         "model_max_length": seq_len,
         "clean_up_tokenization_spaces": False,
     }
+    if template is not None:
+        config.update(template.variables)  # bos_token ... as the training data was rendered
+        config["chat_template"] = template.source
     (target / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
-    special = {"bos_token": EOS_TOKEN, "eos_token": EOS_TOKEN}
+    special = {"bos_token": config["bos_token"], "eos_token": config["eos_token"]}
     (target / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
 
@@ -133,11 +139,12 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
     Returns a summary: format, architecture, files written.
     """
     from kerastrain.model.architectures import export_architecture
-    from kerastrain.model.loading import load
+    from kerastrain.model.loading import chat_template_of, load
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model, tokenizer = load(source)
+    template = chat_template_of(source)
     architecture = export_architecture(model.config)  # refuse before anything is written
     _hf_tokenizer(tokenizer)
     preprocessor = None
@@ -150,7 +157,7 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
     if fmt == "hf":
         _causal_lm(backbone).export_to_transformers(str(target))
         _patch_hf_config(target, architecture, model.config, tokenizer.eos_id)
-        write_hf_tokenizer(tokenizer, target, model.config.seq_len)
+        write_hf_tokenizer(tokenizer, target, model.config.seq_len, template)
     else:
         _causal_lm(backbone, preprocessor).save_to_preset(str(target))
         if architecture == "llama3":

@@ -72,3 +72,37 @@ def test_a_plain_text_model_has_no_chat(tmp_path):
     result = CliRunner().invoke(cli, ["chat", str(out)], input="hi\n")
     assert result.exit_code == 2
     assert "has no chat template" in result.output and "Traceback" not in result.output
+
+
+def test_export_writes_the_template_that_renders_the_trained_ids(chat_run, tmp_path):
+    """transformers' apply_chat_template, reproduced with jinja2 and tokenizers alone: the
+    exported folder's template and tokenizer give the ids the run trained on."""
+    import json
+
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from tokenizers import Tokenizer
+
+    from kerastrain.data.formats import ChatFormat, FormatContext
+    from kerastrain.model.loading import chat_template_of, load
+
+    target = tmp_path / "hf"
+    result = invoke("export", str(chat_run), "--to", str(target))
+    assert result.exit_code == 0, result.output
+    config = json.loads((target / "tokenizer_config.json").read_text())
+    messages = [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "What is 2 plus 2?"},
+                {"role": "assistant", "content": "4."}]
+    # As transformers.utils.chat_template_utils compiles and renders a template.
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+    special = {k: config[k] for k in ("bos_token", "eos_token") if config.get(k)}
+    text = env.from_string(config["chat_template"]).render(messages=messages,
+                                                           add_generation_prompt=False, **special)
+    ids = Tokenizer.from_file(str(target / "tokenizer.json")).encode(
+        text, add_special_tokens=False).ids
+    _, tokenizer = load(chat_run)
+    context = FormatContext(tokenizer=tokenizer, template=chat_template_of(chat_run))
+    trained = ChatFormat().encode([{"messages": messages}], context)[0]
+    assert ids == trained.ids and any(trained.mask) and not all(trained.mask)
