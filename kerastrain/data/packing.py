@@ -26,8 +26,9 @@ class RowPacker:
     """Packs examples into ``(3, seq_len)`` int32 rows: inputs, labels, segment ids."""
 
     def __init__(self, seq_len: int, overlong: str = "truncate", pad_id: int = 0,
-                 state: dict | None = None):
+                 state: dict | None = None, several: bool = True):
         self.seq_len = seq_len
+        self.several = several  # False (--no-packing): one example (or piece) per row
         self.overlong = overlong
         self.pad_id = pad_id
         state = state or {}
@@ -67,7 +68,7 @@ class RowPacker:
             n = len(ids) - 1
             if n <= 0:
                 continue
-            if len(self.inputs) + n > self.seq_len:
+            if len(self.inputs) + n > self.seq_len or (self.inputs and not self.several):
                 done.append(self.flush())
             segment = (self.segments[-1] if self.segments else 0) + 1
             labels = ids[1:] if mask is None else [t if m else -1 for t, m in

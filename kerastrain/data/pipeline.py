@@ -89,6 +89,7 @@ class StreamingTextPipeline:
         format_context=None,
         packed: bool = False,
         overlong: str = "truncate",
+        packing: bool = True,
     ):
         self.documents = documents
         self.tokenizer = tokenizer
@@ -108,7 +109,7 @@ class StreamingTextPipeline:
         # A data format turns records into examples (kerastrain.data.formats); without one,
         # documents are plain text. Packed: examples in rows with segment ids (packing.py).
         self.data_format, self.format_context = data_format, format_context
-        self.packed, self.overlong = packed, overlong
+        self.packed, self.overlong, self.packing = packed, overlong, packing
 
     # -- documents -----------------------------------------------------------------------------
     def _epoch_docs(self, state: PipelineState) -> Iterator[str]:
@@ -234,7 +235,8 @@ class StreamingTextPipeline:
         from kerastrain.data.packing import RowPacker
 
         state = self.state
-        packer = RowPacker(self.seq_len, self.overlong, self.tokenizer.eos_id, state.packer)
+        packer = RowPacker(self.seq_len, self.overlong, self.tokenizer.eos_id, state.packer,
+                           several=self.packing)
         rows = [np.asarray(r, dtype=np.int32) for r in state.rows]
         while self.epochs is None or state.epoch < self.epochs:
             docs = self._epoch_docs(state)

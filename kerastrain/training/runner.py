@@ -344,7 +344,7 @@ def _pipelines(config: RunConfig, resolved, train_docs, val_docs, tokenizer, mes
     formatted = {}  # records through the data format; plain text as before unless packed
     if plan is not None and (plan.packed or plan.format.name != "text"):
         formatted = dict(data_format=plan.format, format_context=plan.with_tokenizer(tokenizer),
-                         packed=plan.packed, overlong=d.overlong)
+                         packed=plan.packed, overlong=d.overlong, packing=d.packing)
     max_docs, epochs = d.max_train_examples, None if t.max_steps else t.epochs
     if processes > 1:
         from kerastrain.data.sharding import ProcessShare

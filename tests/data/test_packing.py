@@ -92,3 +92,23 @@ def test_packed_chat_resume_repeats_nothing_and_skips_nothing(tmp_path):
     # Only assistant answers (and their ';') are trained.
     trained = bytes(batch.labels[batch.labels >= 0].tolist()).decode()
     assert set(trained) <= set("0123456789;")
+
+
+def test_without_packing_each_row_holds_one_example_and_the_same_trained_tokens():
+    packer = RowPacker(8, pad_id=99, several=False)
+    rows = []
+    for ids in ([1, 2, 3, 4], [5, 6, 7], [8, 9]):
+        rows += packer.add(Example(ids))
+    rows.append(packer.flush())
+    assert [r[0].tolist() for r in rows] == [[1, 2, 3] + [99] * 5, [5, 6] + [99] * 6,
+                                             [8] + [99] * 7]
+    assert all(set(r[2].tolist()) <= {0, 1} for r in rows)
+
+    def trained(pipeline):  # the trained labels, in stream order
+        return [t for b in pipeline for row in b.labels for t in row.tolist() if t >= 0]
+
+    one_per_row = list(_chat_pipeline(packing=False, epochs=1, drop_remainder=False))
+    packed = list(_chat_pipeline(epochs=1, drop_remainder=False))
+    assert all(b.segments.max() == 1 for b in one_per_row)
+    assert max(b.segments.max() for b in packed) > 1 and len(one_per_row) > len(packed)
+    assert trained(one_per_row) == trained(packed)  # the same examples, in the same order
