@@ -177,7 +177,8 @@ class DataConfig(PluginValues):
                                     "other; positions restart at each (always on for chat and "
                                     "prompt-completion)", group="Fine-tuning")
     packing: bool = option(True, "Pack several examples into each row (with document masking); "
-                           "off: one example per row, the rest padding", group="Fine-tuning")
+                           "off: one example per row, the rest padding", group="Fine-tuning",
+                           flags=("--packing/--no-packing",))
     overlong: str = option("truncate", "An example longer than --seq-len: truncate or drop it",
                            group="Fine-tuning", choices=("truncate", "drop"))
     extra: dict = field(default_factory=dict)
