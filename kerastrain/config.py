@@ -42,7 +42,8 @@ def _model(default, help, **spec):
     """A model option: its command-line default is None, so a preset's value applies unless the
     user names the option; ``--help`` shows the built-in default."""
     spec.setdefault("group", "Model")
-    return option(default, help, shown_default=default, cli_default_none=True, **spec)
+    spec.setdefault("shown_default", default)
+    return option(default, help, cli_default_none=True, **spec)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,25 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None  # factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
     norm_epsilon: float | None = None
+    # The pretrained families' switches (kerastrain.model.architectures); defaults: a Llama.
+    head_dim: int | None = _model(None, "Head size", shown_default="d_model / num_heads",
+                                  check=at_least(1))
+    qkv_bias: bool = _model(False, "Biases on query, key and value (Qwen 2)")
+    qk_norm: bool = _model(False, "RMSNorm on each head's queries and keys (Qwen 3, Gemma 3)")
+    glu_activation: str = _model("silu", "Gated MLP activation (gelu_tanh: GeGLU, Gemma)",
+                                 choices=("silu", "gelu_tanh"))
+    scale_embeddings: bool = _model(False, "Embeddings times sqrt(d_model) (Gemma)")
+    post_norms: bool = _model(False, "Norms on attention and MLP outputs too (Gemma 2/3)")
+    attn_softcap: float | None = _model(None, "Soft-cap attention logits (Gemma 2)", check=positive)
+    final_softcap: float | None = _model(None, "Soft-cap output logits (Gemma 2)", check=positive)
+    query_pre_attn_scalar: float | None = _model(None, "Attention scale: this ** -0.5 (Gemma)",
+                                                 shown_default="head_dim", check=positive)
+    sliding_window: int | None = _model(None, "Local layers see this many latest tokens",
+                                        check=at_least(1))
+    sliding_window_pattern: int | None = _model(None, "Every Nth layer is global (Gemma 3: 6)",
+                                                shown_default="all local", check=at_least(1))
+    rope_local_theta: float | None = _model(None, "RoPE base of local layers (Gemma 3)",
+                                            shown_default="rope_theta", check=positive)
     remat: bool = _model(False, "Recompute each block's activations in the backward pass: less "
                          "memory, ~1/3 more compute", group="Optimization")
 
@@ -90,16 +110,14 @@ class ModelConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
         if self.seq_len < 2:
             raise ConfigError("--seq-len must be at least 2 (one input token and one label)")
-        if self.d_model % self.num_heads:
+        if self.head_dim is None and self.d_model % self.num_heads:
             raise ConfigError(
                 f"--d-model {self.d_model} is not divisible by --num-heads {self.num_heads}; "
                 "choose a head count that divides d_model"
             )
-        if self.use_rope and (self.d_model // self.num_heads) % 2:
-            raise ConfigError(
-                f"RoPE needs an even head size, got d_model/num_heads = "
-                f"{self.d_model // self.num_heads}; change --num-heads or pass --no-rope"
-            )
+        if self.use_rope and self.attention_head_dim % 2:
+            raise ConfigError(f"RoPE needs an even head size, got {self.attention_head_dim}; "
+                              "change --num-heads (or --head-dim) or pass --no-rope")
         if self.num_kv_heads is not None and (
                 self.num_kv_heads < 1 or self.num_heads % self.num_kv_heads):
             raise ConfigError(f"num_kv_heads {self.num_kv_heads} must divide --num-heads {self.num_heads}")
@@ -109,6 +127,10 @@ class ModelConfig:
             raise ConfigError(f"--activation must be one of {', '.join(ACTIVATIONS)}")
         if self.use_lora and self.lora_rank < 1:
             raise ConfigError("--lora-rank must be at least 1")
+
+    @property
+    def attention_head_dim(self) -> int:  # head_dim, else d_model / num_heads
+        return self.head_dim or self.d_model // self.num_heads
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -14,6 +14,7 @@ from keras import layers, ops
 
 from kerastrain.config import ModelConfig
 from kerastrain.model.lora import apply_lora, merge_lora  # noqa: F401  (re-exported for callers)
+from kerastrain.model.switches import embed, is_local_layer, soft_cap
 
 
 def norm_epsilon(cfg: ModelConfig) -> float:
@@ -51,7 +52,10 @@ class CausalSelfAttention(layers.Layer):
     def __init__(self, num_heads: int, head_dim: int, use_rope: bool = True,
                  use_bias: bool = False, num_kv_heads: int | None = None,
                  rope_theta: float = 10000.0, rope_scaling: dict | None = None,
-                 output_init_std: float = 0.02, **kwargs):
+                 output_init_std: float = 0.02, d_model: int | None = None,
+                 qkv_bias: bool = False, qk_norm: bool = False, norm_epsilon: float = 1e-6,
+                 softcap: float | None = None, scale: float | None = None,
+                 window: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.num_heads = num_heads
         self.head_dim = head_dim
@@ -60,14 +64,27 @@ class CausalSelfAttention(layers.Layer):
         self.num_kv_heads = num_kv_heads or num_heads  # fewer: grouped-query attention
         self.rope_theta, self.rope_scaling = rope_theta, rope_scaling
         self.output_init_std = output_init_std
+        # Families' switches: Qwen 2's q/k/v biases, q/k RMSNorm per head (Qwen 3, Gemma 3),
+        # Gemma's soft-capped logits, attention scale and sliding window (None: off).
+        self.d_model, self.qkv_bias, self.qk_norm = d_model, qkv_bias, qk_norm
+        self.norm_epsilon, self.softcap, self.scale, self.window = norm_epsilon, softcap, scale, window
         width = num_heads * head_dim
-        self.query = _dense(width, "query", use_bias)
-        self.key = _dense(self.num_kv_heads * head_dim, "key", use_bias)
-        self.value = _dense(self.num_kv_heads * head_dim, "value", use_bias)
-        self.output_projection = _dense(width, "output", use_bias, output_init_std)
+        self.query = _dense(width, "query", use_bias or qkv_bias)
+        self.key = _dense(self.num_kv_heads * head_dim, "key", use_bias or qkv_bias)
+        self.value = _dense(self.num_kv_heads * head_dim, "value", use_bias or qkv_bias)
+        self.output_projection = _dense(d_model or width, "output", use_bias, output_init_std)
+        self.query_norm = self.key_norm = None
+        if qk_norm:
+            self.query_norm = layers.RMSNormalization(epsilon=norm_epsilon, name="query_norm")
+            self.key_norm = layers.RMSNormalization(epsilon=norm_epsilon, name="key_norm")
         self.rotary = None
         if use_rope:
-            if rope_scaling:
+            if rope_scaling and rope_scaling.get("rope_type") == "linear":
+                from kerastrain.model.embeddings import RotaryEmbedding
+
+                self.rotary = RotaryEmbedding(max_wavelength=rope_theta, name="rotary",
+                                              scaling_factor=rope_scaling["factor"])
+            elif rope_scaling:
                 # Llama 3's frequency scaling (imported checkpoints only): keras-hub's layer.
                 from kerastrain.model.hub import require_keras_hub
 
@@ -91,7 +108,34 @@ class CausalSelfAttention(layers.Layer):
         for dense in (self.query, self.key, self.value):
             dense.build(input_shape)
         self.output_projection.build(tuple(input_shape[:-1]) + (width,))
+        for norm in (self.query_norm, self.key_norm):
+            if norm is not None:
+                norm.build(tuple(input_shape[:-1]) + (self.num_heads, self.head_dim))
         self.built = True
+
+    def _attend(self, q, k, v):
+        """Causal attention over one sequence, with the families' scale, window and soft-cap."""
+        length = ops.shape(q)[1]
+        if self.softcap is None and self.window is None:
+            return ops.dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+        pos = ops.arange(length)
+        gap = ops.expand_dims(pos, 1) - ops.expand_dims(pos, 0)  # query i - key j
+        mask = gap >= 0
+        if self.window is not None:  # key j is seen by query i when 0 <= i - j < window
+            mask = mask & (gap < self.window)
+        return self._attend_masked(q, k, v, mask[None, None, :, :])
+
+    def _attend_masked(self, q, k, v, mask):
+        """Attention under a (batch, heads, q, k) boolean mask. Keras' ``dot_product_attention``
+        soft-caps on TPU only, so a soft-capped layer (Gemma 2) computes its scores here."""
+        if self.softcap is None:
+            return ops.dot_product_attention(q, k, v, mask=mask, scale=self.scale)
+        scale = self.scale if self.scale is not None else self.head_dim ** -0.5
+        logits = ops.einsum("bqhd,bkhd->bhqk", ops.cast(q, "float32"), ops.cast(k, "float32"))
+        logits = ops.tanh(logits * scale / self.softcap) * self.softcap
+        logits = ops.where(mask, logits, -1e30)
+        probs = ops.cast(ops.softmax(logits, axis=-1), v.dtype)
+        return ops.einsum("bhqk,bkhd->bqhd", probs, v)
 
     def _split_heads(self, x, heads=None):
         batch, seq = ops.shape(x)[0], ops.shape(x)[1]
@@ -109,11 +153,13 @@ class CausalSelfAttention(layers.Layer):
         q = self._split_heads(self.query(x))
         k = self._repeat_kv(self.key(x))
         v = self._repeat_kv(self.value(x))
+        if self.query_norm is not None:
+            q, k = self.query_norm(q), self.key_norm(k)
         if self.rotary is not None:
             q = self.rotary(q, start_index=start)
             k = self.rotary(k, start_index=start)
         if cache is None:
-            out = ops.dot_product_attention(q, k, v, is_causal=True)
+            out = self._attend(q, k, v)
         else:
             k_cache = ops.slice_update(cache[:, 0], (0, start, 0, 0), ops.cast(k, cache.dtype))
             v_cache = ops.slice_update(cache[:, 1], (0, start, 0, 0), ops.cast(v, cache.dtype))
@@ -122,10 +168,10 @@ class CausalSelfAttention(layers.Layer):
             q_pos = ops.arange(ops.shape(q)[1]) + start
             k_pos = ops.arange(ops.shape(k_cache)[1])
             mask = ops.expand_dims(k_pos, 0) <= ops.expand_dims(q_pos, 1)
+            if self.window is not None:
+                mask = mask & (ops.expand_dims(q_pos, 1) - ops.expand_dims(k_pos, 0) < self.window)
             mask = mask[None, None, :, :]  # broadcast to (batch, heads, q, k)
-            out = ops.dot_product_attention(
-                q, ops.cast(k_cache, q.dtype), ops.cast(v_cache, q.dtype), mask=mask
-            )
+            out = self._attend_masked(q, ops.cast(k_cache, q.dtype), ops.cast(v_cache, q.dtype), mask)
         batch, seq = ops.shape(out)[0], ops.shape(out)[1]
         out = self.output_projection(ops.reshape(out, (batch, seq, self.num_heads * self.head_dim)))
         return out if cache is None else (out, cache)
@@ -133,6 +179,9 @@ class CausalSelfAttention(layers.Layer):
     def get_config(self):
         return {
             **super().get_config(),
+            "d_model": self.d_model, "qkv_bias": self.qkv_bias, "qk_norm": self.qk_norm,
+            "norm_epsilon": self.norm_epsilon, "softcap": self.softcap, "scale": self.scale,
+            "window": self.window,
             "num_heads": self.num_heads,
             "head_dim": self.head_dim,
             "use_rope": self.use_rope,
@@ -155,8 +204,10 @@ class FeedForward(layers.Layer):
     """SwiGLU (``down(silu(gate(x)) * up(x))``) or a plain two-layer MLP."""
 
     def __init__(self, d_model: int, d_ff: int, use_swiglu: bool, activation: str,
-                 use_bias: bool = False, output_init_std: float = 0.02, **kwargs):
+                 use_bias: bool = False, output_init_std: float = 0.02,
+                 glu_activation: str = "silu", **kwargs):
         super().__init__(**kwargs)
+        self.glu_activation = glu_activation  # gelu_tanh: GeGLU (Gemma)
         self.d_model, self.d_ff = d_model, d_ff
         self.use_swiglu, self.activation, self.use_bias = use_swiglu, activation, use_bias
         self.output_init_std = output_init_std
@@ -173,7 +224,7 @@ class FeedForward(layers.Layer):
 
     def call(self, x):
         if self.gate is not None:
-            hidden = ops.silu(self.gate(x)) * self.up(x)
+            hidden = _activation(self.glu_activation)(self.gate(x)) * self.up(x)
         else:
             hidden = _activation(self.activation)(self.up(x))
         return self.down(hidden)
@@ -187,37 +238,55 @@ class FeedForward(layers.Layer):
             "activation": self.activation,
             "use_bias": self.use_bias,
             "output_init_std": self.output_init_std,
+            "glu_activation": self.glu_activation,
         }
 
 
 @keras.saving.register_keras_serializable(package="kerastrain")
 class TransformerBlock(layers.Layer):
-    """Pre-norm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``, with residual dropout."""
+    """Pre-norm block: ``x + attn(norm(x))`` then ``x + mlp(norm(x))``, with residual dropout;
+    with ``post_norms`` (Gemma 2/3) each branch's output is normalized too before the sum."""
 
-    def __init__(self, cfg_dict: dict, **kwargs):
+    def __init__(self, cfg_dict: dict, layer_index: int = 0, **kwargs):
         super().__init__(**kwargs)
         cfg = ModelConfig.from_dict(cfg_dict)
         self.cfg_dict = cfg.to_dict()
+        self.layer_index = layer_index
+        local = is_local_layer(cfg, layer_index)
+        local_rope = local and cfg.rope_local_theta is not None  # Gemma 3: its own base, unscaled
         self.attention_norm = _norm(cfg, "attention_norm")
         self.attention = CausalSelfAttention(
-            cfg.num_heads, cfg.d_model // cfg.num_heads, cfg.use_rope, cfg.use_bias,
-            cfg.num_kv_heads, cfg.rope_theta, cfg.rope_scaling,
+            cfg.num_heads, cfg.attention_head_dim, cfg.use_rope, cfg.use_bias,
+            cfg.num_kv_heads, cfg.rope_local_theta if local_rope else cfg.rope_theta,
+            None if local_rope else cfg.rope_scaling,
             output_init_std=residual_init_std(cfg.num_layers), name="attention",
+            d_model=cfg.d_model, qkv_bias=cfg.qkv_bias, qk_norm=cfg.qk_norm,
+            norm_epsilon=norm_epsilon(cfg), softcap=cfg.attn_softcap,
+            scale=None if cfg.query_pre_attn_scalar is None else cfg.query_pre_attn_scalar ** -0.5,
+            window=cfg.sliding_window if local else None,
         )
         self.attention_dropout = layers.Dropout(cfg.dropout_rate, name="attention_dropout")
         self.mlp_norm = _norm(cfg, "mlp_norm")
         self.mlp = FeedForward(
             cfg.d_model, cfg.d_ff, cfg.use_swiglu, cfg.activation, cfg.use_bias,
-            output_init_std=residual_init_std(cfg.num_layers), name="mlp"
+            output_init_std=residual_init_std(cfg.num_layers), name="mlp",
+            glu_activation=cfg.glu_activation,
         )
         self.mlp_dropout = layers.Dropout(cfg.dropout_rate, name="mlp_dropout")
+        self.post_attention_norm = self.post_mlp_norm = None
+        if cfg.post_norms:
+            self.post_attention_norm = _norm(cfg, "post_attention_norm")
+            self.post_mlp_norm = _norm(cfg, "post_mlp_norm")
 
     def build(self, input_shape):
-        self.attention_norm.build(input_shape)
-        self.attention.build(input_shape)
-        self.mlp_norm.build(input_shape)
-        self.mlp.build(input_shape)
+        for layer in (self.attention_norm, self.attention, self.mlp_norm, self.mlp,
+                      self.post_attention_norm, self.post_mlp_norm):
+            if layer is not None:
+                layer.build(input_shape)
         self.built = True
+
+    def _post(self, norm, y):
+        return y if norm is None else norm(y)
 
     def call(self, x, cache=None, cache_update_index=None, training=None):
         if cache is None and self.cfg_dict.get("remat"):
@@ -227,8 +296,10 @@ class TransformerBlock(layers.Layer):
             attn = self.attention(h)
         else:
             attn, cache = self.attention(h, cache=cache, cache_update_index=cache_update_index)
+        attn = self._post(self.post_attention_norm, attn)
         x = x + self.attention_dropout(attn, training=training)
-        x = x + self.mlp_dropout(self.mlp(self.mlp_norm(x)), training=training)
+        mlp = self._post(self.post_mlp_norm, self.mlp(self.mlp_norm(x)))
+        x = x + self.mlp_dropout(mlp, training=training)
         return x if cache is None else (x, cache)
 
     def _rematerialized(self, x, training):
@@ -249,13 +320,15 @@ class TransformerBlock(layers.Layer):
             return y if seed is None else keras.random.dropout(y, layer.rate, seed=seed)
 
         def block(x, seeds):
-            x = x + drop(drops[0], self.attention(self.attention_norm(x)), seeds[0])
-            return x + drop(drops[1], self.mlp(self.mlp_norm(x)), seeds[1])
+            attn = self._post(self.post_attention_norm, self.attention(self.attention_norm(x)))
+            x = x + drop(drops[0], attn, seeds[0])
+            mlp = self._post(self.post_mlp_norm, self.mlp(self.mlp_norm(x)))
+            return x + drop(drops[1], mlp, seeds[1])
 
         return keras.remat(block)(x, seeds)
 
     def get_config(self):
-        return {**super().get_config(), "cfg_dict": self.cfg_dict}
+        return {**super().get_config(), "cfg_dict": self.cfg_dict, "layer_index": self.layer_index}
 
 
 class GPT(keras.Model):
@@ -286,20 +359,20 @@ class GPT(keras.Model):
                 name="position_embedding",
             )
         embedding_dropout = layers.Dropout(cfg.dropout_rate, name="embedding_dropout")
-        blocks = [TransformerBlock(cfg.to_dict(), name=f"block_{i}") for i in range(cfg.num_layers)]
+        blocks = [TransformerBlock(cfg.to_dict(), i, name=f"block_{i}") for i in range(cfg.num_layers)]
         final_norm = _norm(cfg, "final_norm")
         # A float32 identity so the model's output dtype is float32 whatever the policy.
         logits_layer = layers.Activation("linear", dtype="float32", name="logits")
 
         token_ids = keras.Input(shape=(None,), dtype="int32", name="token_ids")
-        x = token_embedding(token_ids)
+        x = embed(cfg, token_embedding, token_ids)
         if position_embedding is not None:
             x = x + position_embedding(x)
         x = embedding_dropout(x)
         for block in blocks:
             x = block(x)
         x = final_norm(x)
-        logits = logits_layer(token_embedding(x, reverse=True))
+        logits = logits_layer(soft_cap(token_embedding(x, reverse=True), cfg.final_softcap))
         super().__init__(inputs=token_ids, outputs=logits, name=name, **kwargs)
 
         self.config = cfg

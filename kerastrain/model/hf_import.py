@@ -37,7 +37,10 @@ class PretrainedModel:
 
     def load_into(self, model) -> None:
         """Copy the folder's weights into ``model`` (built from :attr:`config`)."""
-        self.architecture.load_weights(model, self.backbone)
+        if self.backbone is None:  # a family read straight from the folder (hf_families)
+            self.architecture.load_hf_weights(model, self.path)
+        else:
+            self.architecture.load_weights(model, self.backbone)
 
 
 def is_pretrained_folder(source: str) -> bool:
@@ -97,10 +100,12 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
             "and pass --init-from DIR"
         )
     model_type = _model_type(path)
+    architecture = None
     if model_type is not None:
-        importing_architecture(model_type=model_type)  # refuse an unsupported family at once
-        if not any(path.glob("*.safetensors")):
-            raise CheckpointError(f"{path} holds no *.safetensors weights")
+        from kerastrain.model.hf_families import check_folder
+
+        hf_config = check_folder(path)  # custom code and pickled weights are refused
+        architecture = importing_architecture(model_type=model_type)  # an unsupported family too
     if not (path / "tokenizer.json").is_file():
         raise ConfigError(f"{path} has no tokenizer.json (a Hugging Face fast tokenizer); "
                           "kerastrain needs the model's own tokenizer to fine-tune it")
@@ -108,6 +113,9 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
         tokenizer_json = _keras_hub_tokenizer_json(path)
     else:
         tokenizer_json = (path / "tokenizer.json").read_text(encoding="utf-8")
+    if architecture is not None and architecture.from_hf_config is not None:
+        config = architecture.from_hf_config(hf_config, seq_len)
+        return PretrainedModel(path, architecture, None, config, tokenizer_json)
     import keras
     keras_hub = require_keras_hub("--init-from a model folder")
 
