@@ -127,7 +127,11 @@ def config_from_hf(family: str, config: dict, seq_len: int) -> ModelConfig:
         use_rope=True, tie_embeddings=bool(config.get("tie_word_embeddings", gemma)),
         num_kv_heads=config.get("num_key_value_heads"),
         rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
-        norm_epsilon=float(config.get("rms_norm_eps", 1e-6)), **_REQUIRED[family])
+        norm_epsilon=float(config.get("rms_norm_eps", 1e-6)))
+    if gemma and not fields["tie_embeddings"]:
+        raise ConfigError(f"this {family} model has an untied output head, which Gemma's "
+                          "definition does not; the folder is not a Gemma")
+    fields.update(_REQUIRED[family])
     head_dim = config.get("head_dim")
     if head_dim is not None and head_dim != config["hidden_size"] // config["num_attention_heads"]:
         fields["head_dim"] = head_dim
