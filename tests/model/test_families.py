@@ -134,3 +134,44 @@ def test_every_family_computes_its_logits_on_a_two_device_tensor_parallel_mesh(t
     proc = run_script(script, 2)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("MAXDIFF") == len(FAMILIES), proc.stdout
+
+
+def test_a_qk_norm_model_trained_from_scratch_exports_as_qwen3(tmp_path):
+    from kerastrain.config import ModelConfig
+    from tests.model.test_export import write_run
+
+    cfg = ModelConfig(vocab_size=300, seq_len=16, d_model=32, num_layers=1, num_heads=4, d_ff=64,
+                      dropout_rate=0.0, qk_norm=True)
+    run = write_run(tmp_path / "run", cfg)
+    target = tmp_path / "hf"
+    result = invoke("export", str(run), "--to", str(target))
+    assert result.exit_code == 0, result.output
+    assert json.loads((target / "config.json").read_text())["model_type"] == "qwen3"
+    ours, _ = load(run)
+    ids = _ids(ours.config.vocab_size, shape=(1, 16))
+    np.testing.assert_allclose(reference_logits(target, ids), np.asarray(ours(ids)), atol=1e-4)
+    result = invoke("export", str(run), "--to", str(tmp_path / "kh"), "--format", "keras-hub")
+    assert result.exit_code == 2 and "--format hf only" in result.output
+
+
+@pytest.mark.parametrize(("how", "message"), [
+    ("auto_map", "needs custom model code (auto_map"),
+    ("pickled", "holds only pickled weights (pytorch_model.bin)"),
+    ("layer_types", "is not one global layer every N"),
+])
+def test_folders_kerastrain_cannot_hold_are_one_line_errors(tmp_path, how, message):
+    folder = write_folder(tmp_path, "gemma3")
+    config = json.loads((folder / "config.json").read_text())
+    if how == "auto_map":
+        config["auto_map"] = {"AutoModelForCausalLM": "modeling_custom.CustomModel"}
+    elif how == "pickled":
+        (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
+    else:
+        config["layer_types"] = ["full_attention", "sliding_attention", "full_attention"]
+    (folder / "config.json").write_text(json.dumps(config))
+    result = invoke("run", "--output-dir", str(tmp_path / "run"), "--init-from", str(folder),
+                    "--max-steps", "1")
+    assert result.exit_code == 2, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
+    assert not (tmp_path / "run" / "final_checkpoint").exists()
