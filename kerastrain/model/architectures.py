@@ -1,15 +1,32 @@
 """Model architectures as a plugin kind: what a model can be exported to and fine-tuned from.
 
 kerastrain trains one network, the configurable GPT of :mod:`kerastrain.model.gpt`; an
-:class:`Architecture` says how a family of pretrained models maps onto it, exactly, through the
-family's keras-hub backbone: ``problems`` names the options of a GPT the family cannot hold,
-``to_keras_hub`` copies a GPT into the backbone (then keras-hub writes Hugging Face or preset
-folders), ``from_keras_hub`` gives the GPT configuration holding a backbone and ``load_weights``
-copies the backbone's weights in (``--init-from`` a downloaded folder). Built-ins: ``gpt`` itself,
-``llama3`` (Llama / Llama 3, ``LlamaForCausalLM``), ``gpt2`` (``GPT2LMHeadModel``) and, import
-only, ``mistral`` (exported back as the Llama it computes); a plugin can add another family by
-registering one more. This module imports quickly: keras-hub is only
-imported inside the mapping functions.
+:class:`Architecture` says how a family of pretrained models maps onto it, exactly: ``problems``
+names the options of a GPT the family cannot hold. Two ways in and out:
+
+- through the family's keras-hub backbone (``llama3``: Llama / Llama 3 / SmolLM and SmolLM2,
+  which are ``LlamaForCausalLM``; ``gpt2``; import-only ``mistral``, exported back as the Llama
+  it computes): ``to_keras_hub`` copies a GPT into the backbone (then keras-hub writes Hugging
+  Face or preset folders), ``from_keras_hub`` gives the GPT configuration holding a backbone and
+  ``load_weights`` copies the backbone's weights in;
+- straight from and to Hugging Face folders (``qwen2``: Qwen 2 / 2.5, ``qwen3``, ``gemma2``,
+  ``gemma3``: Gemma 3 text, ``gemma3_text``): ``from_hf_config``, ``load_hf_weights`` and
+  ``write_hf`` (:mod:`kerastrain.model.hf_families` says why not through keras-hub).
+
+Decision: every family maps onto switches of our one GPT (``qkv_bias``, ``qk_norm``,
+``head_dim``, ``glu_activation``, ``scale_embeddings``, ``post_norms``, the soft-caps,
+``query_pre_attn_scalar``, ``sliding_window`` and its pattern, ``rope_local_theta``), as LitGPT
+does with one configurable model, rather than training inside keras-hub's backbones. What makes a
+run a kerastrain run is written against the GPT's layers and variable paths: the chunked fused
+loss (it reads the final norm's output and the output matrix), LoRA targets, the mesh's layout
+rules, the remat block, Orbax checkpoints by path, the planner's exact parameter count and the
+KV-cache ``generate``. A keras-hub backbone would need each of them again per family (and its
+converters drop fields these families need). The switches are ordinary ``ModelConfig`` options,
+so a model trained from scratch can use them (``--qk-norm``) and exports to the first family
+that holds it (Qwen 3 for ``--qk-norm``).
+
+A plugin can add another family by registering one more. This module imports quickly: keras-hub
+is only imported inside the mapping functions.
 """
 
 from __future__ import annotations
@@ -103,7 +120,7 @@ def hf_family(name: str) -> dict:
 
         write(gpt, name, target, eos_id)
 
-    from kerastrain.model.hf_families import FAMILIES, _REQUIRED  # no heavy imports there
+    from kerastrain.model.hf_families import _REQUIRED, FAMILIES  # no heavy imports there
 
     return dict(problems=problems, from_hf_config=from_hf_config, load_hf_weights=load_hf_weights,
                 write_hf=write_hf, hf_model_types=(FAMILIES[name][0],),

@@ -26,7 +26,6 @@ from kerastrain.config import ModelConfig
 from kerastrain.errors import ConfigError
 from kerastrain.model.hub import require_keras_hub
 
-
 # The families' switches (kerastrain.model.hf_families) that Llama 3 and GPT-2 lack.
 NEW_SWITCHES = ("qkv_bias", "qk_norm", "glu_activation", "scale_embeddings", "post_norms",
                 "attn_softcap", "final_softcap", "query_pre_attn_scalar", "sliding_window",

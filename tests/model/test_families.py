@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-import keras
 import keras_hub
 import numpy as np
 import pytest
@@ -14,7 +13,9 @@ from kerastrain.model.causal_lm import generate_ids
 from kerastrain.model.gpt import build_model
 from kerastrain.model.hf_import import open_pretrained
 from kerastrain.model.loading import load
-from kerastrain.model.presets import count_parameters
+from kerastrain.model.lora import apply_lora, lora_layers
+from kerastrain.model.presets import count_lora_parameters, count_parameters
+from kerastrain.training.flops import matmul_parameters
 from tests.helpers import invoke
 from tests.model.hf_reference import CONFIGS, TEXTS, reference_logits, write_folder
 
@@ -66,6 +67,11 @@ def test_a_family_folder_imports_generates_and_exports_with_transformers_logits(
     again, reread = _imported(out)
     assert again.config == cfg
     np.testing.assert_allclose(np.asarray(reread(ids)), logits, atol=1e-5)
+
+    # The planner's counts: matmul weights (MFU) and LoRA adapters, against the model's own.
+    kernels = sum(int(np.prod(layer.kernel.shape)) for layer in lora_layers(ours))
+    assert matmul_parameters(cfg) == kernels + cfg.vocab_size * cfg.d_model
+    assert apply_lora(ours, 2) == count_lora_parameters(cfg, 2)
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ from kerastrain.model.gpt import build_model
 from kerastrain.training.loss import chunk_tokens_for, chunked_eval_loss, chunked_lm_loss
 from kerastrain.training.steps import lm_loss
 
-
 # Gemma 2's switches: the final-logit soft-cap runs inside the fused loss and its gradient.
 GEMMA2 = dict(final_softcap=3.0, attn_softcap=5.0, scale_embeddings=True, post_norms=True,
               glu_activation="gelu_tanh", sliding_window=6, sliding_window_pattern=2)
