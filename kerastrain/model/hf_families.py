@@ -2,9 +2,10 @@
 
 These families are read and written here, straight from ``config.json`` and safetensors by the
 transformers parameter names, not through keras-hub's converters: keras-hub 0.32's backbones
-drop what the GPT must know (Gemma 2's RoPE base, norm epsilon and ``query_pre_attn_scalar``
-become a boolean; Gemma 3's RoPE bases are fixed; ``layer_types`` is not read), its Gemma 2
-``intermediate_dim`` is doubled, and it has no Qwen 3 exporter. One table of names serves all
+drop what the GPT must know (Gemma 2's RoPE base and norm epsilon; ``query_pre_attn_scalar``
+becomes a boolean; Gemma 3 hard-codes layers ``i % 6 < 5`` as local with RoPE bases 10k / 1M,
+whatever ``layer_types`` says: on a 3-layer folder whose last layer is global its logits are
+1.9 away from transformers' definition, ours 2e-6), and it has no Qwen 3 exporter. One table of names serves all
 four families in both directions. (Llama, Mistral and GPT-2 keep going through keras-hub:
 :mod:`kerastrain.model.keras_hub_mapping`.)
 

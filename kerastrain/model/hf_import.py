@@ -100,7 +100,7 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
             "and pass --init-from DIR"
         )
     model_type = _model_type(path)
-    architecture = None
+    architecture, hf_config = None, None
     if model_type is not None:
         from kerastrain.model.hf_families import check_folder
 
@@ -131,6 +131,14 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
         keras.mixed_precision.set_global_policy(previous)
     architecture = importing_architecture(backbone=backbone)
     config = architecture.from_keras_hub(backbone, seq_len)
+    if model_type is not None and "rms_norm_eps" in hf_config:
+        # keras-hub 0.32's Llama converter drops rms_norm_eps (its backbone keeps 1e-6), but
+        # Llama 3 and SmolLM 2 use 1e-5: take the folder's own.
+        config = config.replace(norm_epsilon=float(hf_config["rms_norm_eps"]))
+    head_dim = (hf_config or {}).get("head_dim")
+    if head_dim is not None and head_dim != config.d_model // config.num_heads:
+        raise ConfigError(f"this {architecture.name} model's head size {head_dim} is not hidden "
+                          "size / heads, which its keras-hub reader cannot hold")
     return PretrainedModel(path, architecture, backbone, config, tokenizer_json)
 
 

@@ -20,7 +20,8 @@ CONFIGS = {
                   use_sliding_window=False, sliding_window=4096, max_window_layers=2),
     "qwen3": dict(model_type="qwen3", architectures=["Qwen3ForCausalLM"], hidden_act="silu",
                   rope_theta=1e6, rms_norm_eps=1e-6, tie_word_embeddings=True, head_dim=16,
-                  attention_bias=False),
+                  attention_bias=False, use_sliding_window=False, sliding_window=None,
+                  max_window_layers=2),
     "gemma2": dict(model_type="gemma2", architectures=["Gemma2ForCausalLM"],
                    hidden_activation="gelu_pytorch_tanh", rope_theta=10000.0, rms_norm_eps=1e-6,
                    head_dim=16, query_pre_attn_scalar=12, attn_logit_softcapping=5.0,
@@ -31,6 +32,10 @@ CONFIGS = {
                    rope_local_base_freq=10000.0, rope_scaling={"rope_type": "linear", "factor": 8.0},
                    layer_types=["sliding_attention", "sliding_attention", "full_attention"]),
 }
+# SmolLM 2 is a LlamaForCausalLM (tied, RoPE base 1e5): it loads through the llama3 family.
+SMOLLM2 = dict(model_type="llama", architectures=["LlamaForCausalLM"], hidden_act="silu",
+               rope_theta=100000.0, rms_norm_eps=1e-5, tie_word_embeddings=True, head_dim=8,
+               attention_bias=False, mlp_bias=False, rope_scaling=None)
 SHAPE = dict(hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2)
 LAYERS = {"qwen2": 2, "qwen3": 2, "gemma2": 2, "gemma3": 3}
 TEXTS = ["The quick brown fox jumps over the lazy dog. ",
@@ -68,7 +73,8 @@ def write_folder(root: Path, family: str, seed: int = 0) -> Path:
     from safetensors.numpy import save_file
 
     tokenizer = BPETokenizer(train_byte_level_bpe(TEXTS, 300))
-    config = {**CONFIGS[family], **SHAPE, "num_hidden_layers": LAYERS[family],
+    config = {**(SMOLLM2 if family == "smollm2" else CONFIGS[family]), **SHAPE,
+              "num_hidden_layers": LAYERS.get(family, 2),
               "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 64}
     rng = np.random.default_rng(seed)
     tensors = {}

@@ -46,6 +46,12 @@ def test_a_family_folder_imports_generates_and_exports_with_transformers_logits(
     expected = reference_logits(folder, ids)
     print(f"{family}: max |ours - transformers| = {np.abs(logits - expected).max():.2e}")
     np.testing.assert_allclose(logits, expected, atol=1e-4)
+    if family.startswith("qwen"):  # keras-hub's converter, an independent second reading
+        theirs = keras_hub.models.Backbone.from_preset(str(folder))
+        hidden = theirs({"token_ids": ids, "padding_mask": np.ones_like(ids)})
+        # keras-hub's Qwen 3 is ~1e-4 from the float64 definition where ours is ~2e-6.
+        np.testing.assert_allclose(np.asarray(theirs.token_embedding(hidden, reverse=True)),
+                                   logits, atol=1e-4 if family == "qwen2" else 1e-3)
 
     # The KV-cache decoder (windows, soft-caps, q/k norms included) continues as the forward does.
     prompt = ids[0, :10].tolist()
@@ -181,3 +187,12 @@ def test_folders_kerastrain_cannot_hold_are_one_line_errors(tmp_path, how, messa
     errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and message in errors[0], result.output
     assert not (tmp_path / "run" / "final_checkpoint").exists()
+
+
+def test_a_smollm2_folder_loads_as_the_llama_it_is(tmp_path):
+    folder = write_folder(tmp_path, "smollm2")
+    pretrained, ours = _imported(folder)
+    assert pretrained.architecture.name == "llama3"
+    assert (pretrained.config.rope_theta, pretrained.config.norm_epsilon) == (1e5, 1e-5)
+    ids = _ids(pretrained.config.vocab_size)
+    np.testing.assert_allclose(np.asarray(ours(ids)), reference_logits(folder, ids), atol=1e-4)
