@@ -239,8 +239,8 @@ class TrainConfig(PluginValues):
                                  check=positive)
     seed: int = option(42, "Random seed", group="Training")
     init_from: str | None = option(None, "Start from this checkpoint, or a downloaded Hugging Face "
-                                   "/ keras-hub model folder (Llama, GPT-2): its weights, shape "
-                                   "and tokenizer", group="Model")
+                                   "/ keras-hub model folder (Llama, SmolLM, Mistral, Qwen 2/3, "
+                                   "Gemma 2/3, GPT-2): its weights, shape and tokenizer", group="Model")
     extra: dict = field(default_factory=dict)
 
 
