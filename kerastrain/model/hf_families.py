@@ -127,7 +127,8 @@ def config_from_hf(family: str, config: dict, seq_len: int) -> ModelConfig:
         d_ff=config["intermediate_size"], dropout_rate=0.0, use_rmsnorm=True, use_swiglu=True,
         use_rope=True, tie_embeddings=bool(config.get("tie_word_embeddings", gemma)),
         num_kv_heads=config.get("num_key_value_heads"),
-        rope_theta=float(rope.get("rope_theta", config.get("rope_theta", 10000.0))),
+        rope_theta=float(rope.get("rope_theta", config.get(  # transformers' defaults
+            "rope_theta", 1e6 if family == "gemma3" else 10000.0))),
         norm_epsilon=float(config.get("rms_norm_eps", 1e-6)))
     if gemma and not fields["tie_embeddings"]:
         raise ConfigError(f"this {family} model has an untied output head, which Gemma's "

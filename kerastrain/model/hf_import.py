@@ -159,13 +159,18 @@ def adopt_pretrained(config: RunConfig, target: Path, say) -> PretrainedModel:
     except ConfigError:
         staged.unlink()
         raise
-    if tokenizer.vocab_size != pretrained.config.vocab_size:
+    if tokenizer.vocab_size > pretrained.config.vocab_size:
         staged.unlink()
         raise ConfigError(
             f"{pretrained.path}/tokenizer.json has {tokenizer.vocab_size} tokens but the model's "
             f"embedding table has {pretrained.config.vocab_size}; the folder's tokenizer and "
             "weights do not belong together"
         )
+    if tokenizer.vocab_size < pretrained.config.vocab_size:
+        # Qwen pads its table (151,936 rows for 151,665 tokens): the rows stay, exported back as
+        # they are; no text ever maps to them.
+        say(f"Note: the embedding table has {pretrained.config.vocab_size} rows for "
+            f"{tokenizer.vocab_size} tokens; the extra rows are padding and are kept")
     staged.replace(target)
     keep = {name: getattr(config.model, name) for name in _TRAINING_FIELDS}
     pretrained.config = pretrained.config.replace(**keep)

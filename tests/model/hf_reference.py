@@ -73,9 +73,11 @@ def write_folder(root: Path, family: str, seed: int = 0) -> Path:
     from safetensors.numpy import save_file
 
     tokenizer = BPETokenizer(train_byte_level_bpe(TEXTS, 300))
+    # Qwen pads its embedding table past the tokenizer (151,936 rows for 151,665 tokens).
+    rows = tokenizer.vocab_size + (12 if family.startswith("qwen") else 0)
     config = {**(SMOLLM2 if family == "smollm2" else CONFIGS[family]), **SHAPE,
               "num_hidden_layers": LAYERS.get(family, 2),
-              "vocab_size": tokenizer.vocab_size, "max_position_embeddings": 64}
+              "vocab_size": rows, "max_position_embeddings": 64}
     rng = np.random.default_rng(seed)
     tensors = {}
     for name, shape in _shapes(config).items():
