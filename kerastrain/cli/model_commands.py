@@ -179,6 +179,15 @@ def _plan_command():
             from kerastrain.training.mesh_report import report_mesh_plan
 
             return report_mesh_plan(config, memory_gb, as_json)
+        if config.train.init_from:  # a pretrained folder's shape, as `run --init-from` takes it
+            from kerastrain.model.hf_import import is_pretrained_folder, open_pretrained
+
+            if is_pretrained_folder(config.train.init_from):
+                m = config.model
+                shape = open_pretrained(config.train.init_from, m.seq_len).config
+                config = config.replace(model=shape.replace(
+                    dropout_rate=m.dropout_rate, use_lora=m.use_lora, lora_rank=m.lora_rank,
+                    mixed_precision=m.mixed_precision, remat=m.remat))
         plan_ = plan_memory(config)
         result = {"preset": config.preset, "model": config.model.to_dict(), **plan_.as_dict()}
         if memory_gb is not None:

@@ -33,8 +33,10 @@ class GPTCausalLM(keras_hub.models.CausalLM):
         ``cache``: (batch, layers, 2, max_len, heads, head_dim); ``token_ids`` sit at positions
         ``cache_update_index ..`` of the sequence.
         """
+        from kerastrain.model.switches import embed, soft_cap
+
         gpt = self.backbone
-        x = gpt.token_embedding(token_ids)
+        x = embed(gpt.config, gpt.token_embedding, token_ids)
         if gpt.position_embedding is not None:
             x = x + gpt.position_embedding(x, start_index=cache_update_index)
         caches = []
@@ -43,12 +45,13 @@ class GPTCausalLM(keras_hub.models.CausalLM):
             caches.append(layer_cache)
         hidden = gpt.final_norm(x)
         logits = ops.cast(gpt.token_embedding(hidden, reverse=True), "float32")
+        logits = soft_cap(logits, gpt.config.final_softcap)
         return logits, hidden, ops.stack(caches, axis=1)
 
     def _build_cache(self, token_ids):
         cfg = self.backbone.config
         batch, length = ops.shape(token_ids)[0], ops.shape(token_ids)[1]
-        head_dim = cfg.d_model // cfg.num_heads
+        head_dim = cfg.attention_head_dim
         shape = (batch, cfg.num_layers, 2, length, cfg.num_heads, head_dim)
         cache = ops.zeros(shape, dtype=self.backbone.compute_dtype)
         _, hidden, cache = self.call_with_cache(token_ids, cache, 0)  # seed with the prompt

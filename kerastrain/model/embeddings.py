@@ -37,9 +37,10 @@ class RotaryEmbedding(layers.Layer):
     """Rotates each (first half, second half) feature pair of ``(batch, seq, heads, head_dim)``
     inputs by an angle proportional to the token's position (RoFormer, "rotate half" layout)."""
 
-    def __init__(self, max_wavelength: int = 10000, **kwargs):
+    def __init__(self, max_wavelength: int = 10000, scaling_factor: float = 1.0, **kwargs):
         super().__init__(**kwargs)
         self.max_wavelength = max_wavelength
+        self.scaling_factor = scaling_factor  # linear position scaling (Gemma 3's global layers)
         self.built = True
 
     def call(self, inputs, start_index=0, positions=None):
@@ -52,11 +53,12 @@ class RotaryEmbedding(layers.Layer):
         )
         if positions is None:
             positions = ops.arange(seq_len, dtype="float32") + ops.cast(start_index, "float32")
-            freq = ops.einsum("i,j->ij", positions, inverse_freq)  # (seq, dim/2)
-            angles = ops.concatenate([freq, freq], axis=-1)[None, :, None, :]  # (1, seq, 1, dim)
-        else:
-            freq = ops.einsum("bi,j->bij", ops.cast(positions, "float32"), inverse_freq)
-            angles = ops.concatenate([freq, freq], axis=-1)[:, :, None, :]  # (b, seq, 1, dim)
+            positions = positions[None, :]  # (1, seq)
+        positions = ops.cast(positions, "float32")
+        if self.scaling_factor != 1.0:
+            positions = positions / self.scaling_factor
+        freq = ops.einsum("bi,j->bij", positions, inverse_freq)  # (batch or 1, seq, dim/2)
+        angles = ops.concatenate([freq, freq], axis=-1)[:, :, None, :]  # (b, seq, 1, dim)
         cos = ops.cast(ops.cos(angles), self.compute_dtype)
         sin = ops.cast(ops.sin(angles), self.compute_dtype)
         first, second = ops.split(inputs, 2, axis=-1)
@@ -64,7 +66,8 @@ class RotaryEmbedding(layers.Layer):
         return inputs * cos + rotated * sin
 
     def get_config(self):
-        return {**super().get_config(), "max_wavelength": self.max_wavelength}
+        return {**super().get_config(), "max_wavelength": self.max_wavelength,
+                "scaling_factor": self.scaling_factor}
 
 
 @keras.saving.register_keras_serializable(package="kerastrain")

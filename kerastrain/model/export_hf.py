@@ -151,6 +151,16 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
     if fmt == "keras-hub":
         preprocessor = keras_hub_preprocessor(tokenizer, model.config.seq_len)
     target = Path(target)
+    if architecture.to_keras_hub is None:  # read and written as Hugging Face folders only
+        if fmt != "hf":
+            raise ConfigError(f"this model is a {architecture.name}, which kerastrain exports "
+                              "with --format hf only")
+        _prepare_target(target, overwrite)
+        architecture.write_hf(model, target, tokenizer.eos_id)
+        _patch_hf_config(target, architecture.name, model.config, tokenizer.eos_id)
+        write_hf_tokenizer(tokenizer, target, model.config.seq_len)
+        return {"format": fmt, "architecture": architecture.name, "to": str(target),
+                "files": sorted(p.name for p in target.iterdir())}
     _prepare_target(target, overwrite)
     backbone = architecture.to_keras_hub(model)
     architecture = architecture.name

@@ -37,7 +37,10 @@ class PretrainedModel:
 
     def load_into(self, model) -> None:
         """Copy the folder's weights into ``model`` (built from :attr:`config`)."""
-        self.architecture.load_weights(model, self.backbone)
+        if self.backbone is None:  # a family read straight from the folder (hf_families)
+            self.architecture.load_hf_weights(model, self.path)
+        else:
+            self.architecture.load_weights(model, self.backbone)
 
 
 def is_pretrained_folder(source: str) -> bool:
@@ -97,10 +100,12 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
             "and pass --init-from DIR"
         )
     model_type = _model_type(path)
+    architecture, hf_config = None, None
     if model_type is not None:
-        importing_architecture(model_type=model_type)  # refuse an unsupported family at once
-        if not any(path.glob("*.safetensors")):
-            raise CheckpointError(f"{path} holds no *.safetensors weights")
+        from kerastrain.model.hf_families import check_folder
+
+        hf_config = check_folder(path)  # custom code and pickled weights are refused
+        architecture = importing_architecture(model_type=model_type)  # an unsupported family too
     if not (path / "tokenizer.json").is_file():
         raise ConfigError(f"{path} has no tokenizer.json (a Hugging Face fast tokenizer); "
                           "kerastrain needs the model's own tokenizer to fine-tune it")
@@ -108,6 +113,9 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
         tokenizer_json = _keras_hub_tokenizer_json(path)
     else:
         tokenizer_json = (path / "tokenizer.json").read_text(encoding="utf-8")
+    if architecture is not None and architecture.from_hf_config is not None:
+        config = architecture.from_hf_config(hf_config, seq_len)
+        return PretrainedModel(path, architecture, None, config, tokenizer_json)
     import keras
     keras_hub = require_keras_hub("--init-from a model folder")
 
@@ -123,6 +131,14 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
         keras.mixed_precision.set_global_policy(previous)
     architecture = importing_architecture(backbone=backbone)
     config = architecture.from_keras_hub(backbone, seq_len)
+    if model_type is not None and "rms_norm_eps" in hf_config:
+        # keras-hub 0.32's Llama converter drops rms_norm_eps (its backbone keeps 1e-6), but
+        # Llama 3 and SmolLM 2 use 1e-5: take the folder's own.
+        config = config.replace(norm_epsilon=float(hf_config["rms_norm_eps"]))
+    head_dim = (hf_config or {}).get("head_dim")
+    if head_dim is not None and head_dim != config.d_model // config.num_heads:
+        raise ConfigError(f"this {architecture.name} model's head size {head_dim} is not hidden "
+                          "size / heads, which its keras-hub reader cannot hold")
     return PretrainedModel(path, architecture, backbone, config, tokenizer_json)
 
 
@@ -143,13 +159,18 @@ def adopt_pretrained(config: RunConfig, target: Path, say) -> PretrainedModel:
     except ConfigError:
         staged.unlink()
         raise
-    if tokenizer.vocab_size != pretrained.config.vocab_size:
+    if tokenizer.vocab_size > pretrained.config.vocab_size:
         staged.unlink()
         raise ConfigError(
             f"{pretrained.path}/tokenizer.json has {tokenizer.vocab_size} tokens but the model's "
             f"embedding table has {pretrained.config.vocab_size}; the folder's tokenizer and "
             "weights do not belong together"
         )
+    if tokenizer.vocab_size < pretrained.config.vocab_size:
+        # Qwen pads its table (151,936 rows for 151,665 tokens): the rows stay, exported back as
+        # they are; no text ever maps to them.
+        say(f"Note: the embedding table has {pretrained.config.vocab_size} rows for "
+            f"{tokenizer.vocab_size} tokens; the extra rows are padding and are kept")
     staged.replace(target)
     keep = {name: getattr(config.model, name) for name in _TRAINING_FIELDS}
     pretrained.config = pretrained.config.replace(**keep)

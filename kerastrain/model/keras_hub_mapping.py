@@ -26,10 +26,21 @@ from kerastrain.config import ModelConfig
 from kerastrain.errors import ConfigError
 from kerastrain.model.hub import require_keras_hub
 
+# The families' switches (kerastrain.model.hf_families) that Llama 3 and GPT-2 lack.
+NEW_SWITCHES = ("qkv_bias", "qk_norm", "glu_activation", "scale_embeddings", "post_norms",
+                "attn_softcap", "final_softcap", "query_pre_attn_scalar", "sliding_window",
+                "sliding_window_pattern", "rope_local_theta")
+_LLAMA = ModelConfig()
+
 
 def problems_for(cfg: ModelConfig, architecture: str) -> list[str]:
     """The options of ``cfg`` that ``architecture`` ('llama3' or 'gpt2') cannot hold, as flags."""
-    found = []
+    found = [f"{name}={getattr(cfg, name)!r} ({architecture} has none)" for name in NEW_SWITCHES
+             if getattr(cfg, name) != getattr(_LLAMA, name)]
+    if cfg.head_dim not in (None, cfg.d_model // cfg.num_heads):
+        found.append(f"head_dim={cfg.head_dim} (not d_model / num_heads)")
+    if cfg.rope_scaling and cfg.rope_scaling.get("rope_type") == "linear":
+        found.append("linear RoPE scaling")
     if architecture == "llama3":
         if not cfg.use_rmsnorm:
             found.append("--no-rmsnorm (Llama uses RMSNorm)")

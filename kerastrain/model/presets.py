@@ -93,17 +93,24 @@ def preset_config(name: str, **overrides) -> ModelConfig:
 def count_parameters(cfg: ModelConfig) -> int:
     """The exact number of weights :func:`kerastrain.model.gpt.build_model` creates for ``cfg``.
 
-    Projections have no biases; LoRA adapters (``use_lora``) are not counted: they are added by
+    Biases only with ``use_bias`` (every projection) or ``qkv_bias`` (Qwen 2: query, key,
+    value); q/k norms (``qk_norm``: one head_dim scale each) and the post-branch norms
+    (``post_norms``) count too. LoRA adapters (``use_lora``) are not counted: they are added by
     ``apply_lora`` on top of the base model (see :func:`count_lora_parameters`).
     """
-    d, ff = cfg.d_model, cfg.d_ff
+    d, ff, hd = cfg.d_model, cfg.d_ff, cfg.attention_head_dim
     norm = d if cfg.use_rmsnorm else 2 * d  # RMSNorm: scale; LayerNorm: gamma + beta
-    kv = d // cfg.num_heads * (cfg.num_kv_heads or cfg.num_heads)  # key/value width
-    attention = 2 * d * d + 2 * d * kv  # query, output; key, value
+    q = hd * cfg.num_heads  # query (and attention output) width
+    kv = hd * (cfg.num_kv_heads or cfg.num_heads)  # key/value width
+    attention = 2 * d * q + 2 * d * kv  # query, output; key, value
     mlp = (3 if cfg.use_swiglu else 2) * d * ff
-    per_layer = attention + mlp + 2 * norm
+    per_layer = attention + mlp + (4 if cfg.post_norms else 2) * norm
     if cfg.use_bias:  # query, key, value, output; gate and up (d_ff each), down
-        per_layer += 2 * d + 2 * kv + (2 if cfg.use_swiglu else 1) * ff + d
+        per_layer += q + 2 * kv + d + (2 if cfg.use_swiglu else 1) * ff + d
+    elif cfg.qkv_bias:
+        per_layer += q + 2 * kv
+    if cfg.qk_norm:
+        per_layer += 2 * hd
     embeddings = cfg.vocab_size * d * (1 if cfg.tie_embeddings else 2)
     positions = 0 if cfg.use_rope else cfg.seq_len * d
     return embeddings + positions + cfg.num_layers * per_layer + norm
@@ -112,8 +119,8 @@ def count_parameters(cfg: ModelConfig) -> int:
 def count_lora_parameters(cfg: ModelConfig, rank: int | None = None) -> int:
     """Trainable adapter weights that ``apply_lora(model, rank)`` adds (A: in x r, B: r x out)."""
     r = rank or cfg.lora_rank
-    d, ff = cfg.d_model, cfg.d_ff
-    kv = d // cfg.num_heads * (cfg.num_kv_heads or cfg.num_heads)
-    attention = 2 * r * (d + d) + 2 * r * (d + kv)
+    d, ff, hd = cfg.d_model, cfg.d_ff, cfg.attention_head_dim
+    q, kv = hd * cfg.num_heads, hd * (cfg.num_kv_heads or cfg.num_heads)
+    attention = 2 * r * (d + q) + 2 * r * (d + kv)
     mlp = (3 if cfg.use_swiglu else 2) * r * (d + ff)
     return cfg.num_layers * (attention + mlp)

@@ -96,7 +96,8 @@ def layout_rules(shape: MeshShape, model: ModelConfig) -> dict[str, tuple]:
         r"^block_\d+/mlp/down/kernel$": (tp, fsdp),
         r"^token_embedding/embeddings$": (vocab_tp, fsdp),
         r"^position_embedding/embeddings$": (None, fsdp),
-        r"norm/(scale|gamma|beta)$": (fsdp,),
+        # (not the per-head q/k norms of --qk-norm: head_dim wide, left whole)
+        r"(?<!query_)(?<!key_)norm/(scale|gamma|beta)$": (fsdp,),
     }
 
 

@@ -47,15 +47,17 @@ ACCELERATOR_PEAKS: dict[str, tuple[float, float]] = {
 
 def matmul_parameters(cfg: ModelConfig) -> int:
     """Weights used in matmuls per token: attention, MLP, and the output projection."""
-    d, ff = cfg.d_model, cfg.d_ff
+    d, ff, hd = cfg.d_model, cfg.d_ff, cfg.attention_head_dim
+    q, kv = hd * cfg.num_heads, hd * (cfg.num_kv_heads or cfg.num_heads)
     mlp = (3 if cfg.use_swiglu else 2) * d * ff
-    return cfg.num_layers * (4 * d * d + mlp) + d * cfg.vocab_size
+    return cfg.num_layers * (2 * d * q + 2 * d * kv + mlp) + d * cfg.vocab_size
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int | None = None) -> float:
     """Training FLOPs (forward + backward) per token: 6 N + 12 · L · d · T."""
     seq = seq_len or cfg.seq_len
-    return 6.0 * matmul_parameters(cfg) + 12.0 * cfg.num_layers * cfg.d_model * seq
+    width = cfg.attention_head_dim * cfg.num_heads  # d_model unless --head-dim says otherwise
+    return 6.0 * matmul_parameters(cfg) + 12.0 * cfg.num_layers * width * seq
 
 
 def _cache_file() -> Path:

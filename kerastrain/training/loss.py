@@ -16,6 +16,8 @@ untied) output matrix exactly as ``ReversibleEmbedding(reverse=True)`` does, in 
 
 from __future__ import annotations
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import keras
@@ -74,41 +76,46 @@ def _chunks(h, labels, chunk: int):
     return flat_h.reshape(-1, chunk, h.shape[-1]), flat_y.reshape(-1, chunk)
 
 
-def _chunk_losses(h, kernel, y):
-    """Per-token cross-entropy of one chunk (0 where y < 0), and the softmax for the gradient."""
+def _chunk_losses(h, kernel, y, softcap=None):
+    """Per-token cross-entropy of one chunk (0 where y < 0), and the softmax for the gradient;
+    ``softcap``: the model's final-logit soft-cap (Gemma 2), applied as the model does."""
     logits = jnp.dot(h.astype(jnp.float32), kernel.astype(jnp.float32))
+    if softcap is not None:
+        logits = jnp.tanh(logits / softcap) * softcap
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, jnp.maximum(y, 0)[:, None], axis=-1)[:, 0]
     valid = y >= 0
     return jnp.where(valid, lse - picked, 0.0), logits, lse, valid
 
 
-def chunked_loss_sum(h, kernel, labels, chunk: int):
+def chunked_loss_sum(h, kernel, labels, chunk: int, softcap=None):
     """Sum of next-token cross-entropies over all tokens (no gradient)."""
     hs, ys = _chunks(h, labels, chunk)
 
     def body(total, xs):
-        losses, *_ = _chunk_losses(xs[0], kernel, xs[1])
+        losses, *_ = _chunk_losses(xs[0], kernel, xs[1], softcap)
         return total + losses.sum(), None
 
     total, _ = jax.lax.scan(body, jnp.float32(0.0), (hs, ys))
     return total
 
 
-def _fused_fwd(h, kernel, labels, chunk):
+def _fused_fwd(h, kernel, labels, chunk, softcap=None):
     hs, ys = _chunks(h, labels, chunk)
     k32 = kernel.astype(jnp.float32)
 
     def body(carry, xs):
         total, dk = carry
         hc, yc = xs
-        losses, logits, lse, valid = _chunk_losses(hc, k32, yc)
+        losses, logits, lse, valid = _chunk_losses(hc, k32, yc, softcap)
         # d(sum of losses)/d logits = softmax - one_hot(label), zero on padding.
         # One fused elementwise pass (no one-hot array): XLA keeps a single chunk x vocab buffer.
         probs = jnp.exp(logits - lse[:, None])
         vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1)
         dlogits = jnp.where(vocab_ids == yc[:, None], probs - 1.0, probs)
         dlogits = jnp.where(valid[:, None], dlogits, 0.0)
+        if softcap is not None:  # through cap * tanh(z / cap): times 1 - tanh^2
+            dlogits = dlogits * (1.0 - jnp.square(logits / softcap))
         dh = jnp.dot(dlogits, k32.T)
         dk = dk + jnp.dot(hc.astype(jnp.float32).T, dlogits)
         return (total + losses.sum(), dk), dh
@@ -118,17 +125,17 @@ def _fused_fwd(h, kernel, labels, chunk):
     return total, (dh.astype(h.dtype), dk.astype(kernel.dtype), labels)
 
 
-@jax.custom_vjp
-def _fused_loss_sum(h, kernel, labels, chunk_array):
-    return chunked_loss_sum(h, kernel, labels, chunk_array.shape[0])
+@partial(jax.custom_vjp, nondiff_argnums=(4,))
+def _fused_loss_sum(h, kernel, labels, chunk_array, softcap):
+    return chunked_loss_sum(h, kernel, labels, chunk_array.shape[0], softcap)
 
 
-def _fwd(h, kernel, labels, chunk_array):
-    total, residuals = _fused_fwd(h, kernel, labels, chunk_array.shape[0])
+def _fwd(h, kernel, labels, chunk_array, softcap):
+    total, residuals = _fused_fwd(h, kernel, labels, chunk_array.shape[0], softcap)
     return total, (*residuals, chunk_array)
 
 
-def _bwd(residuals, g):
+def _bwd(softcap, residuals, g):
     dh, dk, labels, chunk_array = residuals
     zeros = np.zeros(labels.shape, dtype=jax.dtypes.float0)
     return g * dh, g * dk, zeros, jnp.zeros_like(chunk_array)
@@ -137,10 +144,10 @@ def _bwd(residuals, g):
 _fused_loss_sum.defvjp(_fwd, _bwd)
 
 
-def fused_loss_sum(h, kernel, labels, chunk: int):
+def fused_loss_sum(h, kernel, labels, chunk: int, softcap=None):
     """Like :func:`chunked_loss_sum`, differentiable in ``h`` and ``kernel`` (see module doc)."""
     # The chunk size travels as an array's static shape: custom_vjp takes no Python ints here.
-    return _fused_loss_sum(h, kernel, labels, jnp.zeros((chunk,), jnp.float32))
+    return _fused_loss_sum(h, kernel, labels, jnp.zeros((chunk,), jnp.float32), softcap)
 
 
 def trained_tokens(y):
@@ -156,7 +163,7 @@ def chunked_lm_loss(model, trainable, non_trainable, x, y, *, training: bool = T
     hidden, kernel, non_trainable = hidden_and_head(model, trainable, non_trainable, x, training,
                                                     segment_ids)
     chunk = chunk_tokens or chunk_tokens_for(kernel.shape[-1], y.shape[0] * y.shape[1])
-    total = fused_loss_sum(hidden, kernel, y, chunk)
+    total = fused_loss_sum(hidden, kernel, y, chunk, model.config.final_softcap)
     if normalizer is None:
         normalizer = jnp.maximum(trained_tokens(y), 1)
     return total / normalizer, non_trainable
@@ -167,4 +174,5 @@ def chunked_eval_loss(model, trainable, non_trainable, x, y, chunk_tokens: int |
     """(sum of cross-entropies, trained token count) for evaluation, chunked."""
     hidden, kernel, _ = hidden_and_head(model, trainable, non_trainable, x, False, segment_ids)
     chunk = chunk_tokens or chunk_tokens_for(kernel.shape[-1], y.shape[0] * y.shape[1])
-    return chunked_loss_sum(hidden, kernel, y, chunk), trained_tokens(y)
+    return (chunked_loss_sum(hidden, kernel, y, chunk, model.config.final_softcap),
+            trained_tokens(y))

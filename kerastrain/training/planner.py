@@ -47,8 +47,9 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int | None = None) -
 
     Per layer and token, in compute-dtype elements: norm inputs/outputs, the residual stream,
     query/key/value before and after RoPE, attention output and output projection (about 12 d),
-    the MLP's hidden tensors (gate, up, activation, product: 4 d_ff; 3 without SwiGLU); the
-    attention matrices (heads x seq_len, float32, three copies: scores, probabilities and their
+    the MLP's hidden tensors (gate, up, activation, product: 4 d_ff; 3 without SwiGLU); with
+    ``post_norms`` two more d, with ``qk_norm`` two query widths (the query width is d unless
+    ``head_dim`` says otherwise, keys and values are repeated to it); the attention matrices (heads x seq_len, float32, three copies: scores, probabilities and their
     gradient; XLA attention without flash attention materializes them); float32 dropout masks on
     the four residual-path tensors. Per token outside the layers: embeddings and final norm
     (5 d). The loss (:mod:`kerastrain.training.loss`) holds the logits of one chunk at a time
@@ -60,8 +61,10 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int | None = None) -
     """
     t = seq_len or cfg.seq_len
     d, ff, h = cfg.d_model, cfg.d_ff, cfg.num_heads
+    q = cfg.attention_head_dim * h  # query width; keys and values are repeated to it
     elem = 2 if cfg.mixed_precision else 4
-    hidden = 12 * d + (4 if cfg.use_swiglu else 3) * ff
+    hidden = 6 * d + 6 * q + (4 if cfg.use_swiglu else 3) * ff
+    hidden += (2 * d if cfg.post_norms else 0) + (2 * q if cfg.qk_norm else 0)
     attention = 3 * h * t * 4
     dropout = 4 * d * 4 if cfg.dropout_rate > 0 else 0
     per_token_layer = hidden * elem + attention + dropout

@@ -41,7 +41,8 @@ def test_builtin_architectures_are_listed_by_the_plugin_report():
     rows = {r["name"]: r for r in json.loads(result.output)}
     registers = rows["kerastrain.model.architectures"]["registers"]
     assert registers == ["architecture:gpt", "architecture:llama3", "architecture:gpt2",
-                         "architecture:mistral"]
+                         "architecture:mistral", "architecture:qwen2", "architecture:qwen3",
+                         "architecture:gemma2", "architecture:gemma3"]
 
 
 def test_export_picks_the_architecture_that_holds_the_options():
@@ -51,6 +52,15 @@ def test_export_picks_the_architecture_that_holds_the_options():
     assert export_architecture(gpt2).name == "gpt2"
     with pytest.raises(ConfigError, match="llama3 cannot because of --no-rope.*gpt2 cannot"):
         export_architecture(ModelConfig(use_rope=False))
+    # --qk-norm from scratch (issue 20) exports to the first family holding it: Qwen 3.
+    assert export_architecture(ModelConfig(qk_norm=True, head_dim=32)).name == "qwen3"
+    assert export_architecture(ModelConfig(qkv_bias=True, tie_embeddings=False)).name == "qwen2"
+    gemma = dict(glu_activation="gelu_tanh", scale_embeddings=True, post_norms=True)
+    assert export_architecture(ModelConfig(**gemma, final_softcap=30.0)).name == "gemma2"
+    assert export_architecture(ModelConfig(**gemma, qk_norm=True, sliding_window=64,
+                                           sliding_window_pattern=6)).name == "gemma3"
+    with pytest.raises(ConfigError, match="qwen3 cannot because of .*use_bias"):
+        export_architecture(ModelConfig(qk_norm=True, use_bias=True))
 
 
 def test_a_third_party_architecture_imports_its_model_type(kerastrain_plugin):
@@ -84,5 +94,5 @@ def test_a_preset_naming_an_architecture_builds_a_model_that_exports_to_it(keras
     assert (cfg.use_rope, cfg.use_bias, cfg.activation) == (False, True, "gelu_tanh")
     assert export_architecture(cfg).name == "gpt2"
     assert build_model(cfg).count_params() == count_parameters(cfg)
-    with pytest.raises(ConfigError, match="names architecture 'mamba'; installed: gpt, llama3, gpt2, mistral"):
+    with pytest.raises(ConfigError, match="names architecture 'mamba'; installed: gpt, llama3, gpt2, mistral, qwen2"):
         preset_config("mystery")

@@ -111,8 +111,12 @@ def _broken(tmp_path, llama_folder, how: str):
         (folder / "config.json").write_text(json.dumps(config))
     elif how == "no-tokenizer":
         (folder / "tokenizer.json").unlink()
-    elif how == "vocab":
-        BPETokenizer(train_byte_level_bpe(TEXTS, 280)).save(folder / "tokenizer.json")
+    elif how == "vocab":  # more tokens than embedding rows (fewer is a padded table: kept)
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        tok.add_special_tokens([f"<|extra_{i}|>" for i in range(8)])
+        tok.save(str(folder / "tokenizer.json"))
     elif how == "corrupt":
         data = (folder / "model.safetensors").read_bytes()
         (folder / "model.safetensors").write_bytes(data[: len(data) // 2])

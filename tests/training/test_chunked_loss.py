@@ -10,11 +10,15 @@ from kerastrain.model.gpt import build_model
 from kerastrain.training.loss import chunk_tokens_for, chunked_eval_loss, chunked_lm_loss
 from kerastrain.training.steps import lm_loss
 
+# Gemma 2's switches: the final-logit soft-cap runs inside the fused loss and its gradient.
+GEMMA2 = dict(final_softcap=3.0, attn_softcap=5.0, scale_embeddings=True, post_norms=True,
+              glu_activation="gelu_tanh", sliding_window=6, sliding_window_pattern=2)
 
-@pytest.mark.parametrize("tied,chunk", [(True, 10), (False, 48)])
-def test_same_loss_gradients_and_dropout_state_as_full_logits(tied, chunk):
+
+@pytest.mark.parametrize("tied,chunk,switches", [(True, 10, {}), (False, 48, {}), (True, 10, GEMMA2)])
+def test_same_loss_gradients_and_dropout_state_as_full_logits(tied, chunk, switches):
     cfg = ModelConfig(vocab_size=97, seq_len=16, d_model=32, num_layers=2, num_heads=2, d_ff=64,
-                      dropout_rate=0.1, tie_embeddings=tied)
+                      dropout_rate=0.1, tie_embeddings=tied, **switches)
     keras.utils.set_random_seed(0)
     model = build_model(cfg)
     trainable = [v.value for v in model.trainable_variables]
