@@ -78,8 +78,9 @@ def find_resume_point(config: RunConfig, output_dir: Path, say):
 
 
 def adopt_checkpoint_tokenizer(config: RunConfig, checkpoint: Path, target: Path, say) -> None:
-    """Resuming in a new output directory: take the tokenizer the checkpoint was trained with
-    (to ``target``, the run's tokenizer path)."""
+    """Resuming in a new output directory, or starting from a kerastrain checkpoint
+    (``--init-from``): take the tokenizer the checkpoint was trained with (to ``target``, the
+    run's tokenizer path)."""
     from kerastrain.training.checkpoint import TOKENIZER_FILE
 
     source = checkpoint / TOKENIZER_FILE
@@ -202,6 +203,9 @@ def run_training(config: RunConfig, console) -> dict:
     tok_path = tokenizer_path(config, output_dir)
     if resume is not None and primary:
         adopt_checkpoint_tokenizer(config, resume, tok_path, say)
+    elif config.train.init_from and model_folder is None and primary:
+        # A kerastrain checkpoint's weights mean its tokenizer's ids: never train another one.
+        adopt_checkpoint_tokenizer(config, Path(config.train.init_from), tok_path, say)
     tokenizer, pretrained, trained_now = _prepare_tokenizer(config, train_docs, tok_path, primary,
                                                             say, plan)
 
