@@ -108,3 +108,28 @@ def test_model_folders_with_custom_code_or_pickled_weights_are_refused(tmp_path)
     (folder / "pytorch_model.bin").write_bytes(b"\x80\x04")
     assert "only pickled weights (pytorch_model.bin)" in _refused(tmp_path, "--init-from",
                                                                  str(folder))
+
+
+def test_eval_scores_chat_data_on_its_assistant_tokens_as_validation_did(tmp_path):
+    from kerastrain.data.chat_template import ChatTemplate
+    from kerastrain.data.formats import ChatFormat, FormatContext
+    from kerastrain.data.tokenizer import ByteTokenizer
+
+    data = _chat_file(tmp_path / "chat.jsonl", 40)
+    out = tmp_path / "out"
+    result = invoke("run", "--output-dir", str(out), *TINY, "--dataset-id", str(data),
+                    "--seq-len", "128", "--max-steps", "3", "--eval-every", "3",
+                    "--val-split", "train", "--max-val-examples", "6")
+    assert result.exit_code == 0, result.output
+    val = [r for r in _metrics(out, "eval")][-1]
+    scored = invoke("eval", str(out), "--json")
+    assert scored.exit_code == 0, scored.output
+    scored = json.loads(scored.output.strip().splitlines()[-1])
+    assert scored["loss"] == pytest.approx(val["val_loss"], rel=1e-5)
+    assert scored["tokens"] == val["val_tokens"]
+    # Those are the assistant turns' tokens (each conversation fits in --seq-len 128 or is cut).
+    records = [json.loads(line) for line in data.read_text().splitlines()[:6]]
+    context = FormatContext(tokenizer=ByteTokenizer(), template=ChatTemplate(
+        (out / "chat_template.jinja").read_text()))
+    examples = ChatFormat().encode(records, context)
+    assert val["val_tokens"] == sum(sum(e.mask[1:129]) for e in examples)
