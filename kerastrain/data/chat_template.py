@@ -145,13 +145,11 @@ def _token_text(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def template_of_folder(folder: Path) -> ChatTemplate | None:
-    """The ``chat_template`` of a model folder (``tokenizer_config.json``, ``chat_template.json``
-    or ``chat_template.jinja``), or None when it has none."""
-    folder = Path(folder)
+def _template_of(files: list[Path], origin: str) -> ChatTemplate | None:
+    """The template of the first JSON file (``tokenizer_config.json``, ``chat_template.json``)
+    that has one, with the special tokens any of them names; None when none has a template."""
     config: dict = {}
-    for name in ("tokenizer_config.json", TEMPLATE_FILE):
-        config_path = folder / name
+    for config_path in files:
         if config_path.is_file():
             try:
                 found = json.loads(config_path.read_text(encoding="utf-8"))
@@ -164,22 +162,28 @@ def template_of_folder(folder: Path) -> ChatTemplate | None:
     if isinstance(source, list):  # named templates: [{"name": "default", "template": ...}]
         named = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
         source = named.get("default") or next(iter(named.values()), None)
-    if source is None and (folder / JINJA_FILE).is_file():
-        source = (folder / JINJA_FILE).read_text(encoding="utf-8")
-    if not source:
-        return None
-    return ChatTemplate(source, f"{folder}", variables)
+    return ChatTemplate(source, origin, variables) if source else None
+
+
+def template_of_folder(folder: Path) -> ChatTemplate | None:
+    """The ``chat_template`` of a model folder (``tokenizer_config.json``, ``chat_template.json``
+    or ``chat_template.jinja``), or None when it has none."""
+    folder = Path(folder)
+    found = _template_of([folder / "tokenizer_config.json", folder / TEMPLATE_FILE], str(folder))
+    if found is None and (folder / JINJA_FILE).is_file():
+        found = ChatTemplate((folder / JINJA_FILE).read_text(encoding="utf-8"), str(folder))
+    return found
 
 
 def load_chat_template(path: str | Path | None = None, model_folder: str | Path | None = None
                        ) -> ChatTemplate:
-    """The run's template: ``--chat-template FILE`` (a Jinja file, or a model folder / its
-    ``tokenizer_config.json``), else the ``--init-from`` folder's, else the built-in ChatML.
+    """The run's template: ``--chat-template FILE`` (a Jinja file, a model folder, or a JSON file
+    with a ``chat_template``: ``tokenizer_config.json``, a run's ``chat_template.json``), else the ``--init-from`` folder's, else the built-in ChatML.
     A model folder without a template is refused: its model was not trained on ChatML."""
     if path is not None:
         path = Path(path)
-        if path.is_dir() or path.name == "tokenizer_config.json":
-            found = template_of_folder(path if path.is_dir() else path.parent)
+        if path.is_dir() or path.suffix == ".json":  # a folder, tokenizer_config.json ...
+            found = template_of_folder(path) if path.is_dir() else _template_of([path], str(path))
             if found is None:
                 raise ConfigError(f"--chat-template {path}: no chat_template there")
             return found

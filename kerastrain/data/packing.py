@@ -37,6 +37,7 @@ class RowPacker:
         self.segments: list[int] = list(state.get("segments", []))
         self.truncated = int(state.get("truncated", 0))
         self.dropped = int(state.get("dropped", 0))
+        self.placed = 0  # pieces placed by this object (not saved: for the all-dropped check)
 
     def state(self) -> dict:
         return {"inputs": list(self.inputs), "labels": list(self.labels),
@@ -76,6 +77,7 @@ class RowPacker:
             self.inputs += ids[:-1]
             self.labels += labels
             self.segments += [segment] * n
+            self.placed += 1
         return done
 
     def flush(self) -> np.ndarray | None:

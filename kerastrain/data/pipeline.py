@@ -240,6 +240,7 @@ class StreamingTextPipeline:
         rows = [np.asarray(r, dtype=np.int32) for r in state.rows]
         while self.epochs is None or state.epoch < self.epochs:
             docs = self._epoch_docs(state)
+            whole_epoch, read, placed = state.next_doc == 0, 0, packer.placed
             while True:
                 while len(rows) < self.batch_size:
                     chunks = self._next_chunks(docs)
@@ -249,7 +250,15 @@ class StreamingTextPipeline:
                         for example in examples:
                             rows += packer.add(example)
                         state.documents += len(chunk)
+                        read += len(chunk)
                 if len(rows) < self.batch_size:
+                    if whole_epoch and read and packer.placed == placed:
+                        from kerastrain.errors import DataError
+
+                        raise DataError(
+                            f"all {read} examples are longer than --seq-len {self.seq_len} with "
+                            "nothing trained left when truncated, or dropped (--overlong): raise "
+                            "--seq-len")
                     break  # this epoch's examples are packed
                 yield self._emit_rows(state, rows[: self.batch_size], rows[self.batch_size:],
                                       packer)

@@ -82,7 +82,7 @@ def plan_data(config: RunConfig, train: Documents, model_folder: str | None = No
     if fmt.name != "text" or d.data_format == "auto":
         for record in itertools.islice(train.iter_from(0), CHECKED_RECORDS):
             fmt.text(record, context)
-    if d.data_format == "auto":
+    if d.data_format == "auto" and not isinstance(first, str):  # strings: nothing to pick from
         what = f" (chat template: {context.template.origin})" if fmt.needs_template else ""
         say(f"Data format: {fmt.name}, from the first record's columns{what}")
     return plan

@@ -37,16 +37,3 @@ def refuse_unsafe_folder(folder: str | Path) -> None:
                 f"{folder} holds only pickled weights ({', '.join(pickled[:3])}); kerastrain "
                 "reads safetensors only (unpickling can run code): download the model's "
                 "safetensors files")
-
-
-def init_from_folder(config) -> str | None:
-    """The ``--init-from`` model folder (for its chat template), refused in one line when it
-    needs custom code or holds only pickled weights; None for a kerastrain checkpoint or none."""
-    if not config.train.init_from:
-        return None
-    from kerastrain.model.hf_import import is_pretrained_folder
-
-    if not is_pretrained_folder(config.train.init_from):
-        return None
-    refuse_unsafe_folder(config.train.init_from)
-    return config.train.init_from

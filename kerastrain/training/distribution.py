@@ -206,10 +206,16 @@ def measure_state_bytes(config: RunConfig) -> dict:
     train_step, _ = make_steps(model, optimizer, plan)
     rows = plan.global_batch if plan else config.train.batch_size
     x = np.zeros((rows, config.model.seq_len), "int32")
+    counts = np.full((rows,), config.model.seq_len, "int32")  # trained labels per row
     if plan:
+        import jax
+
+        from kerastrain.training.steps import row_sharding
+
         x = plan.place_batch(x)
+        counts = jax.make_array_from_process_local_data(row_sharding(plan), counts)
     state = initial_state(model, optimizer)
-    stats = train_step.lower(state, x, x).compile().memory_analysis()
+    stats = train_step.lower(state, x, x, counts).compile().memory_analysis()
     import jax
 
     return {"arguments": int(stats.argument_size_in_bytes),

@@ -73,41 +73,54 @@ def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
 
     ``progress(tokens)`` is called after every batch when given."""
     import jax
-    import keras
 
+    from kerastrain.data.chat_template import TEMPLATE_FILE
     from kerastrain.data.pipeline import StreamingTextPipeline
-    from kerastrain.data.preparation import resolve_source
+    from kerastrain.data.preparation import plan_data, resolve_source
     from kerastrain.data.sources import SourceRequest
     from kerastrain.model.loading import _find, load, read_model_config
+    from kerastrain.training.loss import chunked_eval_loss
 
     checkpoint = Path(request.checkpoint)
     run = run_config_of(checkpoint)
     data, split = _data_config(request, run)
+    output_dir, _ = _find(checkpoint)
+    if data.chat_template is None and (output_dir / TEMPLATE_FILE).is_file():
+        data = dataclasses.replace(data, chat_template=str(output_dir / TEMPLATE_FILE))
     model, tokenizer = load(checkpoint)
     source, location = resolve_source(data.dataset_id)
-    documents = source.open(SourceRequest(
-        location=location, split=split, dataset_config=data.dataset_config,
-        text_column=data.text_column, streaming=True, data_dir=data.data_dir,
-    ))
+
+    def open_split(records: bool):
+        return source.open(SourceRequest(
+            location=location, split=split, dataset_config=data.dataset_config,
+            text_column=data.text_column, streaming=True, data_dir=data.data_dir,
+            records=records))
+
+    documents = open_split(data.data_format != "text")
+    # The run's data format: chat data is scored on the tokens it trains (assistant turns).
+    plan = plan_data(RunConfig(data=data), documents, say=lambda _: None)
+    formatted = {}
+    if plan.packed or plan.format.name != "text":
+        formatted = dict(data_format=plan.format, format_context=plan.with_tokenizer(tokenizer),
+                         packed=plan.packed, overlong=data.overlong)
+    elif data.data_format != "text":
+        documents = open_split(False)
     batch_size = request.batch_size or (run.train.batch_size if run else 8)
     seq_len = read_model_config(*_find(checkpoint)).seq_len
     pipeline = StreamingTextPipeline(
         documents, tokenizer, seq_len=seq_len, batch_size=batch_size, shuffle_buffer_size=1,
-        max_documents=data.max_val_examples, epochs=1, drop_remainder=False,
+        max_documents=data.max_val_examples, epochs=1, drop_remainder=False, **formatted,
     )
 
-    def score(trainable, non_trainable, x, y):
-        logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-        logits = keras.ops.cast(logits, "float32")
-        losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        return keras.ops.sum(losses), losses.size
+    def score(trainable, non_trainable, x, y, segments):
+        return chunked_eval_loss(model, trainable, non_trainable, x, y, segment_ids=segments)
 
     score = jax.jit(score)
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
     total, tokens, batches = 0.0, 0, 0
     for batch in pipeline:
-        s, n = score(trainable, non_trainable, batch.inputs, batch.labels)
+        s, n = score(trainable, non_trainable, batch.inputs, batch.labels, batch.segments)
         total += float(s)
         tokens += int(n)
         batches += 1

@@ -181,7 +181,7 @@ def run_training(config: RunConfig, console) -> dict:
 
     # -- output directory, resume point, tokenizer ----------------------------------------------
     train_docs, val_docs, what = open_documents(config)
-    from kerastrain.model.folder_checks import init_from_folder
+    from kerastrain.model.hf_import import init_from_folder
 
     model_folder = init_from_folder(config)
     plan = plan_data(config, train_docs, model_folder, say)  # bad records fail here, in one line
