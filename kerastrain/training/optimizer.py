@@ -143,7 +143,7 @@ def muon(train: TrainConfig, model, *, learning_rate, **common):
     biases (:func:`muon_groups` says which is which).
 
     Keras' Muon takes one rate (the matrices') and ``adam_lr_ratio`` for the rest, and decays
-    every variable by ``weight_decay * rate`` with the matrices' rate: the AdamW decay is divided
+    every variable by ``weight_decay * rate`` with the matrices' rate: the AdamW decay is scaled
     by the ratio so that AdamW variables decay by ``--weight-decay * --learning-rate``. Keras'
     ``rms_rate`` (0.2, Moonlight) scales the orthogonal update to AdamW's RMS, so --muon-lr is on
     AdamW's scale, not modded-nanogpt's 0.02-0.05."""
@@ -152,7 +152,7 @@ def muon(train: TrainConfig, model, *, learning_rate, **common):
     ratio = train.learning_rate / train.muon_lr
     optimizer = keras.optimizers.Muon(
         learning_rate=scaled(learning_rate, 1 / ratio), adam_lr_ratio=ratio,
-        weight_decay=train.muon_weight_decay, adam_weight_decay=train.weight_decay / ratio,
+        weight_decay=train.muon_weight_decay, adam_weight_decay=train.weight_decay * ratio,
         adam_beta_1=train.adam_beta1, adam_beta_2=train.adam_beta2, epsilon=train.adam_epsilon,
         exclude_embeddings=True, exclude_layers=list(HEAD_PATTERNS), rms_rate=0.2, **common)
     optimizer.kerastrain_muon = True
