@@ -45,6 +45,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.training.samples",
     "kerastrain.training.tracking",
     "kerastrain.training.optimizer",
+    "kerastrain.training.schedules",
     "kerastrain.cli.storage_commands",
     "kerastrain.cli.export_command",
 )

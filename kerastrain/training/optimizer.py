@@ -1,5 +1,5 @@
-"""Built-in plugin: the AdamW optimizer and the warm-up + cosine schedule, and how a run picks its
-optimizer (``--optimizer``) and schedule (``--lr-schedule``) from the registered kinds.
+"""Built-in plugin: the AdamW and Muon optimizers and Keras' others by name, and how a run picks
+its optimizer (``--optimizer``) and schedule (``--lr-schedule``) from the registered kinds.
 
 Keras does the numerics (its optimizers, schedules, clipping and gradient accumulation); this
 module only hands them the run's options, with one correction: with
@@ -118,24 +118,6 @@ def adamw(train: TrainConfig, model, **common):
     return optimizer
 
 
-def warmup_cosine(train: TrainConfig, total_steps: int):
-    """Linear warm-up (at most half the run) to ``--learning-rate``, then cosine decay to a tenth
-    of it at the last update (Keras' ``CosineDecay``)."""
-    import keras
-
-    warmup = min(train.warmup_steps, total_steps // 2)
-    decay = max(1, total_steps - warmup)
-    if warmup == 0:
-        return keras.optimizers.schedules.CosineDecay(train.learning_rate, decay, alpha=0.1), 0
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=train.learning_rate / (warmup + 1),
-        decay_steps=decay,
-        alpha=0.1,
-        warmup_target=train.learning_rate,
-        warmup_steps=warmup,
-    ), warmup
-
-
 def muon(train: TrainConfig, model, *, learning_rate, **common):
     """Keras' Muon: Newton-Schulz orthogonalised momentum at ``--muon-lr`` / ``--muon-weight-decay``
     for the 2-D hidden weight matrices (LoRA's adapter matrices included), AdamW at
@@ -222,8 +204,3 @@ def register_optimizers(register):
     register("muon", muon)
     for class_name in KERAS_OPTIMIZERS:
         register(class_name.lower(), keras_optimizer(class_name))
-
-
-@hookimpl
-def register_lr_schedules(register):
-    register("cosine", warmup_cosine)
