@@ -130,7 +130,8 @@ class Trainer:
         self.mesh_plan = mesh_plan
         # In a multi-process run only process 0 writes metrics and checkpoints.
         self.primary = mesh_plan is None or mesh_plan.process_index == 0
-        self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan)
+        self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan,
+                                                     z_loss=self.cfg.train.z_loss)
         # The rates the optimizer applies, read from its own state before the update that uses
         # them (logged; never a recomputed schedule).
         self.read_rates = jax.jit(lambda opt_vars: applied_rates(optimizer, opt_vars))

@@ -71,38 +71,40 @@ def _chunks(h, labels, chunk: int):
     return flat_h.reshape(-1, chunk, h.shape[-1]), flat_y.reshape(-1, chunk)
 
 
-def _chunk_losses(h, kernel, y):
-    """Per-token cross-entropy of one chunk (0 where y < 0), and the softmax for the gradient."""
+def _chunk_losses(h, kernel, y, z_loss=0.0):
+    """Per-token cross-entropy of one chunk (0 where y < 0) plus ``z_loss * lse**2`` (the z-loss
+    on the log-partition, PaLM / OLMo), and the softmax for the gradient."""
     logits = jnp.dot(h.astype(jnp.float32), kernel.astype(jnp.float32))
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, jnp.maximum(y, 0)[:, None], axis=-1)[:, 0]
     valid = y >= 0
-    return jnp.where(valid, lse - picked, 0.0), logits, lse, valid
+    return jnp.where(valid, lse - picked + z_loss * lse * lse, 0.0), logits, lse, valid
 
 
-def chunked_loss_sum(h, kernel, labels, chunk: int):
-    """Sum of next-token cross-entropies over all tokens (no gradient)."""
+def chunked_loss_sum(h, kernel, labels, chunk: int, z_loss=0.0):
+    """Sum of next-token cross-entropies (plus the z-loss, if any) over all tokens (no
+    gradient)."""
     hs, ys = _chunks(h, labels, chunk)
 
     def body(total, xs):
-        losses, *_ = _chunk_losses(xs[0], kernel, xs[1])
+        losses, *_ = _chunk_losses(xs[0], kernel, xs[1], z_loss)
         return total + losses.sum(), None
 
     total, _ = jax.lax.scan(body, jnp.float32(0.0), (hs, ys))
     return total
 
 
-def _fused_fwd(h, kernel, labels, chunk):
+def _fused_fwd(h, kernel, labels, chunk, z_loss):
     hs, ys = _chunks(h, labels, chunk)
     k32 = kernel.astype(jnp.float32)
 
     def body(carry, xs):
         total, dk = carry
         hc, yc = xs
-        losses, logits, lse, valid = _chunk_losses(hc, k32, yc)
-        # d(sum of losses)/d logits = softmax - one_hot(label), zero on padding.
+        losses, logits, lse, valid = _chunk_losses(hc, k32, yc, z_loss)
+        # d(sum of losses)/d logits = (1 + 2 z lse) softmax - one_hot(label), zero on padding.
         # One fused elementwise pass (no one-hot array): XLA keeps a single chunk x vocab buffer.
-        probs = jnp.exp(logits - lse[:, None])
+        probs = jnp.exp(logits - lse[:, None]) * (1.0 + 2.0 * z_loss * lse[:, None])
         vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1)
         dlogits = jnp.where(vocab_ids == yc[:, None], probs - 1.0, probs)
         dlogits = jnp.where(valid[:, None], dlogits, 0.0)
@@ -116,36 +118,38 @@ def _fused_fwd(h, kernel, labels, chunk):
 
 
 @jax.custom_vjp
-def _fused_loss_sum(h, kernel, labels, chunk_array):
-    return chunked_loss_sum(h, kernel, labels, chunk_array.shape[0])
+def _fused_loss_sum(h, kernel, labels, chunk_array, z_loss):
+    return chunked_loss_sum(h, kernel, labels, chunk_array.shape[0], z_loss)
 
 
-def _fwd(h, kernel, labels, chunk_array):
-    total, residuals = _fused_fwd(h, kernel, labels, chunk_array.shape[0])
-    return total, (*residuals, chunk_array)
+def _fwd(h, kernel, labels, chunk_array, z_loss):
+    total, residuals = _fused_fwd(h, kernel, labels, chunk_array.shape[0], z_loss)
+    return total, (*residuals, chunk_array, z_loss)
 
 
 def _bwd(residuals, g):
-    dh, dk, labels, chunk_array = residuals
+    dh, dk, labels, chunk_array, z_loss = residuals
     zeros = np.zeros(labels.shape, dtype=jax.dtypes.float0)
-    return g * dh, g * dk, zeros, jnp.zeros_like(chunk_array)
+    return g * dh, g * dk, zeros, jnp.zeros_like(chunk_array), jnp.zeros_like(z_loss)
 
 
 _fused_loss_sum.defvjp(_fwd, _bwd)
 
 
-def fused_loss_sum(h, kernel, labels, chunk: int):
+def fused_loss_sum(h, kernel, labels, chunk: int, z_loss: float = 0.0):
     """Like :func:`chunked_loss_sum`, differentiable in ``h`` and ``kernel`` (see module doc)."""
     # The chunk size travels as an array's static shape: custom_vjp takes no Python ints here.
-    return _fused_loss_sum(h, kernel, labels, jnp.zeros((chunk,), jnp.float32))
+    return _fused_loss_sum(h, kernel, labels, jnp.zeros((chunk,), jnp.float32),
+                           jnp.float32(z_loss))
 
 
 def chunked_lm_loss(model, trainable, non_trainable, x, y, *, training: bool = True,
-                    chunk_tokens: int | None = None):
-    """(mean next-token cross-entropy, updated non-trainable values), chunked and fused."""
+                    chunk_tokens: int | None = None, z_loss: float = 0.0):
+    """(mean next-token cross-entropy plus ``z_loss`` times the mean squared log-partition,
+    updated non-trainable values), chunked and fused."""
     hidden, kernel, non_trainable = hidden_and_head(model, trainable, non_trainable, x, training)
     chunk = chunk_tokens or chunk_tokens_for(kernel.shape[-1], y.shape[0] * y.shape[1])
-    total = fused_loss_sum(hidden, kernel, y, chunk)
+    total = fused_loss_sum(hidden, kernel, y, chunk, z_loss)
     return total / (y.shape[0] * y.shape[1]), non_trainable
 
 

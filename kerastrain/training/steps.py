@@ -25,17 +25,19 @@ def initial_state(model, optimizer) -> tuple:
     )
 
 
-def make_steps(model, optimizer, mesh_plan=None):
+def make_steps(model, optimizer, mesh_plan=None, z_loss: float = 0.0):
     """Jitted (train_step, eval_step) over explicit state tuples.
 
     With a ``mesh_plan`` (``kerastrain.training.distribution``) the train step keeps every state
     array in the sharding it was created with and takes the batch split over the mesh's batch
-    axes: XLA's SPMD partitioner does the rest.
+    axes: XLA's SPMD partitioner does the rest. ``z_loss``: ``--z-loss`` (the train loss then
+    includes it; evaluation scores cross-entropy alone).
     """
 
     def loss_fn(trainable, non_trainable, x, y):
         # The output projection and cross-entropy run in chunks (never the whole batch's logits).
-        return chunked_lm_loss(model, trainable, non_trainable, x, y, training=True)
+        return chunked_lm_loss(model, trainable, non_trainable, x, y, training=True,
+                               z_loss=z_loss)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
