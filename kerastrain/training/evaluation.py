@@ -9,6 +9,7 @@ checkpoint is scored (its ``run_config.json``), which reproduces that run's ``va
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass
@@ -73,12 +74,12 @@ def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
 
     ``progress(tokens)`` is called after every batch when given."""
     import jax
-    import keras
 
     from kerastrain.data.pipeline import StreamingTextPipeline
     from kerastrain.data.preparation import resolve_source
     from kerastrain.data.sources import SourceRequest
     from kerastrain.model.loading import _find, load, read_model_config
+    from kerastrain.training.loss import chunked_eval_loss
 
     checkpoint = Path(request.checkpoint)
     run = run_config_of(checkpoint)
@@ -96,13 +97,9 @@ def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
         max_documents=data.max_val_examples, epochs=1, drop_remainder=False,
     )
 
-    def score(trainable, non_trainable, x, y):
-        logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
-        logits = keras.ops.cast(logits, "float32")
-        losses = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-        return keras.ops.sum(losses), losses.size
-
-    score = jax.jit(score)
+    # The in-run validation's very loss: output projection and cross-entropy in chunks, so eval
+    # never holds the whole batch's logits (training's memory, not more).
+    score = jax.jit(functools.partial(chunked_eval_loss, model))
     trainable = [v.value for v in model.trainable_variables]
     non_trainable = [v.value for v in model.non_trainable_variables]
     total, tokens, batches = 0.0, 0, 0
