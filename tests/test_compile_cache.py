@@ -3,8 +3,6 @@ by KERASTRAIN_COMPILE_CACHE; an unwritable folder is a one-line notice, never a 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import jax
 import pytest
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from kerastrain.cli.options import parse_run_args
 from kerastrain.training.optimizer import make_schedule
 from tests.helpers import TINY, invoke
