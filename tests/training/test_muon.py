@@ -119,3 +119,14 @@ def test_newton_schulz_on_fsdp_sharded_matrices_equals_one_device():
     result = json.loads(proc.stdout.split("RESULT", 1)[1])
     assert min(result["shards"]) == 2, result  # the matrices really were split over 2 devices
     assert result["worst"] < 1e-5, result  # relative to each variable's largest change
+
+
+def test_plan_says_which_variable_muon_updates():
+    from tests.helpers import invoke
+
+    result = invoke("plan", "--optimizer", "muon", "--vocab-size", "64", "--seq-len", "16",
+                    "--d-model", "32", "--num-layers", "1", "--num-heads", "2", "--d-ff", "64",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    groups = json.loads(result.output)["optimizer_groups"]
+    assert len(groups["muon"]) == 7 and "token_embedding/embeddings" in groups["adamw"]
