@@ -70,6 +70,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--learning-rate", type=float, default=3e-3, help="AdamW's (baseline)")
+    parser.add_argument("--recipe-learning-rate", type=float, default=None,
+                        help="AdamW's share of the Muon runs (default: --learning-rate)")
     parser.add_argument("--muon-lr", type=float, default=None, help="default: the option's")
     parser.add_argument("--z-loss", type=float, default=1e-4)
     parser.add_argument("--sweep", action="store_true")
@@ -94,10 +96,11 @@ def main() -> None:
     muon = ["--optimizer", "muon"] + (["--muon-lr", str(args.muon_lr)] if args.muon_lr else [])
     base = ["--learning-rate", str(lr)]
     baseline = run("baseline adamw+cosine", base)
-    run("muon", base + muon)
+    muon_base = ["--learning-rate", str(args.recipe_learning_rate or lr)]
+    run("muon", muon_base + muon)
     run("wsd", base + ["--lr-schedule", "wsd"])
     run("z-loss", base + ["--z-loss", str(args.z_loss)])
-    recipe = base + muon + ["--lr-schedule", "wsd", "--z-loss", str(args.z_loss)]
+    recipe = muon_base + muon + ["--lr-schedule", "wsd", "--z-loss", str(args.z_loss)]
     run("recipe", recipe)
     short = max(args.eval_every, int(round(0.65 * steps / args.eval_every)) * args.eval_every)
     run("recipe@0.65", recipe, budget=short)
