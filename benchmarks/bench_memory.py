@@ -6,7 +6,9 @@ batch; XLA's buffer-assignment peak, the process's peak RSS and seconds per step
     python benchmarks/bench_memory.py --preset nano --batch-size 32 --steps 3
 
 ``full`` is the loss before the chunked loss existed: ``model.stateless_call`` to float32 logits of
-the whole batch, then Keras' sparse categorical cross-entropy.
+the whole batch, then Keras' sparse categorical cross-entropy. ``eval`` is the scoring step of
+``kerastrain eval`` and the in-run validation at the same batch (``eval-full``: the full-logits
+scoring it replaced): its peak should stay near ``chunked`` training's.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("full", "chunked", "chunked+remat")
+VARIANTS = ("full", "chunked", "chunked+remat", "eval", "eval-full")
+# eval: what `kerastrain eval` and the in-run validation compile (the chunked loss, no gradient);
+# eval-full: eval as it was before (the whole batch's float32 logits).
 
 
 def child(args) -> None:
@@ -59,6 +63,9 @@ def child(args) -> None:
     state = initial_state(model, opt)
     rng = np.random.default_rng(0)
     x = rng.integers(0, args.vocab_size, (args.batch_size, cfg.model.seq_len)).astype("int32")
+    if args.variant.startswith("eval"):
+        eval_step(args, model, state, x)
+        return
     compiled = train_step.lower(state, x, x).compile()
     stats = compiled.memory_analysis()
     xla_peak = (stats.argument_size_in_bytes + stats.output_size_in_bytes
@@ -74,6 +81,40 @@ def child(args) -> None:
                       "temporaries_mib": stats.temp_size_in_bytes / 2**20,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "step_s": seconds, "loss": float(loss)}))
+
+
+def eval_step(args, model, state, x) -> None:
+    import functools
+
+    import jax
+    import keras
+
+    from kerastrain.training.loss import chunked_eval_loss
+
+    if args.variant == "eval":
+        score = jax.jit(functools.partial(chunked_eval_loss, model))
+    else:
+        def score(trainable, non_trainable, x, y):
+            logits, _ = model.stateless_call(trainable, non_trainable, x, training=False)
+            losses = keras.losses.sparse_categorical_crossentropy(
+                y, keras.ops.cast(logits, "float32"), from_logits=True)
+            return keras.ops.sum(losses), losses.size
+
+        score = jax.jit(score)
+    trainable, non_trainable, _ = state
+    stats = score.lower(trainable, non_trainable, x, x).compile().memory_analysis()
+    xla_peak = (stats.argument_size_in_bytes + stats.output_size_in_bytes
+                + stats.temp_size_in_bytes - stats.alias_size_in_bytes)
+    total, n = score(trainable, non_trainable, x, x)
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        total, n = score(trainable, non_trainable, x, x)
+    jax.block_until_ready(total)
+    print(json.dumps({"variant": args.variant, "xla_peak_mib": xla_peak / 2**20,
+                      "temporaries_mib": stats.temp_size_in_bytes / 2**20,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "step_s": (time.perf_counter() - start) / args.steps,
+                      "loss": float(total) / int(n)}))
 
 
 def main() -> None:

@@ -141,6 +141,19 @@ class TrainConfig(PluginValues):
                                group="Training", check=fraction)
     adam_epsilon: float = option(1e-8, "AdamW epsilon (Keras' default is 1e-7)", group="Training",
                                  check=positive)
+    muon_lr: float = option(0.02, "Muon's peak learning rate for the hidden weight matrices "
+                            "(--optimizer muon; the rest take --learning-rate)",
+                            group="Optimization", check=positive)
+    muon_weight_decay: float = option(0.01, "Muon's weight decay for the hidden weight matrices",
+                                      group="Optimization", check=not_negative)
+    decay_fraction: float = option(0.2, "Share of the run the wsd schedule spends decaying",
+                                   group="Optimization", check=fraction)
+    min_lr_ratio: float = option(0.1, "Learning rate at the end of the decay, as a share of the "
+                                 "peak (cosine, wsd, linear)", group="Optimization",
+                                 check=fraction)
+    z_loss: float = option(0.0, "Weight of the z-loss, (log of the softmax normaliser)^2 per "
+                           "token, added to the loss (0: off; PaLM and OLMo use 1e-4)",
+                           group="Optimization", check=not_negative)
     seed: int = option(42, "Random seed", group="Training")
     init_from: str | None = option(None, "Start from this checkpoint, or a downloaded Hugging Face "
                                    "/ keras-hub model folder (Llama, SmolLM, Mistral, Qwen 2/3, "

@@ -47,6 +47,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.training.samples",
     "kerastrain.training.tracking",
     "kerastrain.training.optimizer",
+    "kerastrain.training.schedules",
     "kerastrain.cli.storage_commands",
     "kerastrain.cli.export_command",
     "kerastrain.cli.chat_command",

@@ -6,5 +6,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The tests' compiled steps never go into the user's cache (kerastrain.compile_cache).
+os.environ.setdefault("KERASTRAIN_COMPILE_CACHE", os.path.join(
+    os.environ.get("TMPDIR", "/tmp"), f"kerastrain-test-jax-cache-{os.getuid()}"))
 
 pytest_plugins = ["tests.storage_servers"]

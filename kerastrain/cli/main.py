@@ -40,6 +40,9 @@ class PluginCommandsGroup(click.Group):
 @click.version_option(__version__, prog_name="kerastrain")
 def cli():
     """kerastrain: train GPT-style language models with Keras 3 on JAX, from raw text."""
+    from kerastrain.compile_cache import enable_compile_cache
+
+    enable_compile_cache()  # cheap: JAX is not imported for it
 
 
 def _run_command() -> click.Command:

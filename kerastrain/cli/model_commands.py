@@ -196,6 +196,11 @@ def _plan_command():
         result["global_batch"] = config.train.batch_size * num_devices
         if measure:
             result["measured"] = measure_training_memory(config)
+        from kerastrain.training.optimizer import describe_groups, planned_groups
+
+        groups = planned_groups(config)
+        if groups is not None:
+            result["optimizer_groups"] = groups
         if as_json:
             click.echo(json.dumps(result, indent=2))
             return
@@ -208,6 +213,8 @@ def _plan_command():
         click.echo(f"Batch {config.train.batch_size} per device on {num_devices} device(s): "
                    f"global batch {result['global_batch']}")
         click.echo("\n".join(breakdown_lines(plan_)))
+        if groups is not None:
+            click.echo(describe_groups(groups))
         if memory_gb is not None:
             fits = "fits" if plan_.total <= result["memory_bytes"] else "does NOT fit"
             click.echo(f"In {memory_gb:g} GiB: this batch {fits}; largest batch per device that fits: "

@@ -112,6 +112,8 @@ def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
         max_documents=data.max_val_examples, epochs=1, drop_remainder=False, **formatted,
     )
 
+    # The in-run validation's very loss: output projection and cross-entropy in chunks, so eval
+    # never holds the whole batch's logits (training's memory, not more).
     def score(trainable, non_trainable, x, y, segments):
         return chunked_eval_loss(model, trainable, non_trainable, x, y, segment_ids=segments)
 

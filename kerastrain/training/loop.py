@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from kerastrain.data.pipeline import PipelineState, Prefetcher
@@ -23,6 +24,7 @@ from kerastrain.errors import UserError
 from kerastrain.training.checkpoint import prune_step_checkpoints
 from kerastrain.training.flops import MfuMeter
 from kerastrain.training.metrics_log import MetricsLog
+from kerastrain.training.optimizer import applied_rates
 from kerastrain.training.sharded_checkpoint import Checkpointer
 from kerastrain.training.steps import initial_state, make_steps, row_sharding, update_counts
 
@@ -133,7 +135,12 @@ class Trainer:
         # In a multi-process run only process 0 writes metrics and checkpoints.
         self.primary = mesh_plan is None or mesh_plan.process_index == 0
         self.segmented = bool(getattr(train_pipeline, "packed", False))  # packed rows
-        self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan, self.segmented)
+        self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan, self.segmented,
+                                                     z_loss=self.cfg.train.z_loss)
+        # The rates the optimizer applies, read from its own state before the update that uses
+        # them (logged; never a recomputed schedule).
+        self.read_rates = jax.jit(lambda opt_vars: applied_rates(optimizer, opt_vars))
+        self._rates: dict = {}
         self.tokens_per_update = run.resolved.tokens_per_update
         self.mfu = MfuMeter(run.resolved.model)
         # Every run, one device or a mesh, checkpoints asynchronously through Orbax.
@@ -283,7 +290,11 @@ class Trainer:
         read later, so the device never waits for the host."""
         counts = update_counts(micro)
         losses = []
-        for batch in micro:
+        step = self.step + 1
+        logged = step % self.cfg.output.log_every == 0 or step == self.run.total_steps
+        for i, batch in enumerate(micro):
+            if logged and i == len(micro) - 1:  # the micro-step that applies the update
+                self._rates = self.read_rates(state[2])
             out, state = self.train_step(state, *self._place(batch, counts))
             losses.append(out)
         loss = losses[0] if len(losses) == 1 else sum(losses[1:], losses[0])
@@ -304,7 +315,7 @@ class Trainer:
         elapsed = max(now - start, 1e-9)
         logs = {
             "loss": float(np.mean(losses)),
-            "lr": float(self.schedule(self.step)),
+            **{name: float(rate) for name, rate in self._rates.items()},
             "epoch": position.epoch,
             "tokens_per_sec": len(losses) * self.tokens_per_update / elapsed,
             "step_ms": 1000 * elapsed / len(losses),

@@ -76,41 +76,43 @@ def _chunks(h, labels, chunk: int):
     return flat_h.reshape(-1, chunk, h.shape[-1]), flat_y.reshape(-1, chunk)
 
 
-def _chunk_losses(h, kernel, y, softcap=None):
-    """Per-token cross-entropy of one chunk (0 where y < 0), and the softmax for the gradient;
-    ``softcap``: the model's final-logit soft-cap (Gemma 2), applied as the model does."""
+def _chunk_losses(h, kernel, y, softcap=None, z_loss=0.0):
+    """Per-token cross-entropy of one chunk (0 where y < 0) plus ``z_loss * lse**2`` (the z-loss
+    on the log-partition, PaLM / OLMo), and the softmax for the gradient; ``softcap``: the
+    model's final-logit soft-cap (Gemma 2), applied as the model does."""
     logits = jnp.dot(h.astype(jnp.float32), kernel.astype(jnp.float32))
     if softcap is not None:
         logits = jnp.tanh(logits / softcap) * softcap
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, jnp.maximum(y, 0)[:, None], axis=-1)[:, 0]
     valid = y >= 0
-    return jnp.where(valid, lse - picked, 0.0), logits, lse, valid
+    return jnp.where(valid, lse - picked + z_loss * lse * lse, 0.0), logits, lse, valid
 
 
-def chunked_loss_sum(h, kernel, labels, chunk: int, softcap=None):
-    """Sum of next-token cross-entropies over all tokens (no gradient)."""
+def chunked_loss_sum(h, kernel, labels, chunk: int, softcap=None, z_loss=0.0):
+    """Sum of next-token cross-entropies (plus the z-loss, if any) over all trained tokens (no
+    gradient)."""
     hs, ys = _chunks(h, labels, chunk)
 
     def body(total, xs):
-        losses, *_ = _chunk_losses(xs[0], kernel, xs[1], softcap)
+        losses, *_ = _chunk_losses(xs[0], kernel, xs[1], softcap, z_loss)
         return total + losses.sum(), None
 
     total, _ = jax.lax.scan(body, jnp.float32(0.0), (hs, ys))
     return total
 
 
-def _fused_fwd(h, kernel, labels, chunk, softcap=None):
+def _fused_fwd(h, kernel, labels, chunk, softcap=None, z_loss=0.0):
     hs, ys = _chunks(h, labels, chunk)
     k32 = kernel.astype(jnp.float32)
 
     def body(carry, xs):
         total, dk = carry
         hc, yc = xs
-        losses, logits, lse, valid = _chunk_losses(hc, k32, yc, softcap)
-        # d(sum of losses)/d logits = softmax - one_hot(label), zero on padding.
+        losses, logits, lse, valid = _chunk_losses(hc, k32, yc, softcap, z_loss)
+        # d(sum of losses)/d logits = (1 + 2 z lse) softmax - one_hot(label), zero on padding.
         # One fused elementwise pass (no one-hot array): XLA keeps a single chunk x vocab buffer.
-        probs = jnp.exp(logits - lse[:, None])
+        probs = jnp.exp(logits - lse[:, None]) * (1.0 + 2.0 * z_loss * lse[:, None])
         vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1)
         dlogits = jnp.where(vocab_ids == yc[:, None], probs - 1.0, probs)
         dlogits = jnp.where(valid[:, None], dlogits, 0.0)
@@ -126,28 +128,29 @@ def _fused_fwd(h, kernel, labels, chunk, softcap=None):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _fused_loss_sum(h, kernel, labels, chunk_array, softcap):
-    return chunked_loss_sum(h, kernel, labels, chunk_array.shape[0], softcap)
+def _fused_loss_sum(h, kernel, labels, chunk_array, softcap, z_loss):
+    return chunked_loss_sum(h, kernel, labels, chunk_array.shape[0], softcap, z_loss)
 
 
-def _fwd(h, kernel, labels, chunk_array, softcap):
-    total, residuals = _fused_fwd(h, kernel, labels, chunk_array.shape[0], softcap)
-    return total, (*residuals, chunk_array)
+def _fwd(h, kernel, labels, chunk_array, softcap, z_loss):
+    total, residuals = _fused_fwd(h, kernel, labels, chunk_array.shape[0], softcap, z_loss)
+    return total, (*residuals, chunk_array, z_loss)
 
 
 def _bwd(softcap, residuals, g):
-    dh, dk, labels, chunk_array = residuals
+    dh, dk, labels, chunk_array, z_loss = residuals
     zeros = np.zeros(labels.shape, dtype=jax.dtypes.float0)
-    return g * dh, g * dk, zeros, jnp.zeros_like(chunk_array)
+    return g * dh, g * dk, zeros, jnp.zeros_like(chunk_array), jnp.zeros_like(z_loss)
 
 
 _fused_loss_sum.defvjp(_fwd, _bwd)
 
 
-def fused_loss_sum(h, kernel, labels, chunk: int, softcap=None):
+def fused_loss_sum(h, kernel, labels, chunk: int, softcap=None, z_loss: float = 0.0):
     """Like :func:`chunked_loss_sum`, differentiable in ``h`` and ``kernel`` (see module doc)."""
     # The chunk size travels as an array's static shape: custom_vjp takes no Python ints here.
-    return _fused_loss_sum(h, kernel, labels, jnp.zeros((chunk,), jnp.float32), softcap)
+    return _fused_loss_sum(h, kernel, labels, jnp.zeros((chunk,), jnp.float32), softcap,
+                           jnp.float32(z_loss))
 
 
 def trained_tokens(y):
@@ -156,14 +159,16 @@ def trained_tokens(y):
 
 
 def chunked_lm_loss(model, trainable, non_trainable, x, y, *, training: bool = True,
-                    chunk_tokens: int | None = None, segment_ids=None, normalizer=None):
-    """(sum of next-token cross-entropies / ``normalizer``, updated non-trainable values),
-    chunked and fused. ``normalizer`` defaults to this batch's trained tokens (the mean); the
-    training step passes the whole update's, so micro-batches add up to the update's mean."""
+                    chunk_tokens: int | None = None, segment_ids=None, normalizer=None,
+                    z_loss: float = 0.0):
+    """(sum of next-token cross-entropies, plus ``z_loss`` times the squared log-partitions, /
+    ``normalizer``; updated non-trainable values), chunked and fused. ``normalizer`` defaults to
+    this batch's trained tokens (the mean); the training step passes the whole update's, so
+    micro-batches add up to the update's mean."""
     hidden, kernel, non_trainable = hidden_and_head(model, trainable, non_trainable, x, training,
                                                     segment_ids)
     chunk = chunk_tokens or chunk_tokens_for(kernel.shape[-1], y.shape[0] * y.shape[1])
-    total = fused_loss_sum(hidden, kernel, y, chunk, model.config.final_softcap)
+    total = fused_loss_sum(hidden, kernel, y, chunk, model.config.final_softcap, z_loss)
     if normalizer is None:
         normalizer = jnp.maximum(trained_tokens(y), 1)
     return total / normalizer, non_trainable

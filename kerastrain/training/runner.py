@@ -11,7 +11,13 @@ from pathlib import Path
 
 from kerastrain.config import RunConfig
 from kerastrain.errors import CheckpointError, ConfigError
-from kerastrain.training.optimizer import check_kinds, make_optimizer, make_schedule
+from kerastrain.training.optimizer import (
+    check_kinds,
+    describe_groups,
+    make_optimizer,
+    make_schedule,
+    muon_groups,
+)
 from kerastrain.training.preflight import check_memory_fits, check_output_dir
 
 # What an output directory holds that --overwrite clears (the tokenizer is kept and reused).
@@ -336,6 +342,9 @@ def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan,
             apply_lora(model, config.model.lora_rank)
     with scope():
         optimizer = make_optimizer(config, schedule, model)
+    groups = muon_groups(optimizer, model.trainable_variables)
+    if groups is not None:
+        say(describe_groups(groups))
     return model, optimizer
 
 

@@ -26,7 +26,7 @@ def initial_state(model, optimizer) -> tuple:
     )
 
 
-def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False):
+def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False, z_loss: float = 0.0):
     """Jitted (train_step, eval_step) over explicit state tuples.
 
     ``train_step(state, x, y, counts[, segments])`` returns ``([loss part, trained tokens],
@@ -41,7 +41,8 @@ def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False):
 
     With a ``mesh_plan`` (``kerastrain.training.distribution``) the train step keeps every state
     array in the sharding it was created with and takes the batch split over the mesh's batch
-    axes: XLA's SPMD partitioner does the rest.
+    axes: XLA's SPMD partitioner does the rest. ``z_loss``: ``--z-loss`` (the train loss then
+    includes it; evaluation scores cross-entropy alone).
     """
     scale = optimizer.gradient_accumulation_steps or 1
 
@@ -53,7 +54,7 @@ def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False):
             total = jnp.maximum(jnp.sum(counts), 1).astype(jnp.float32)
         part, non_trainable = chunked_lm_loss(model, trainable, non_trainable, x, y,
                                               training=True, segment_ids=segments,
-                                              normalizer=total)
+                                              normalizer=total, z_loss=z_loss)
         return part * scale, (part, total, non_trainable)
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)

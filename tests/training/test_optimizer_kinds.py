@@ -61,3 +61,27 @@ def test_an_unknown_optimizer_is_one_line_before_any_work(tmp_path):
     assert result.exit_code == 2
     assert "unknown --optimizer 'adamww'; installed: adamw" in result.output
     assert not (out / "tokenizer.json").exists()
+
+
+def test_keras_optimizers_are_selectable_by_name_with_keras_defaults():
+    import keras
+
+    from kerastrain.cli.options import parse_run_args
+    from kerastrain.config import ModelConfig
+    from kerastrain.model.gpt import build_model
+    from kerastrain.plugins import optimizers
+    from kerastrain.training.optimizer import KERAS_OPTIMIZERS, make_optimizer
+
+    # Every optimizer class Keras exports, but the wrappers, AdamW and Muon (our own settings)
+    # and ScheduleFreeAdamW (made for no schedule).
+    shipped = {n for n in dir(keras.optimizers) if isinstance(getattr(keras.optimizers, n), type)
+               and issubclass(getattr(keras.optimizers, n), keras.optimizers.Optimizer)}
+    assert set(KERAS_OPTIMIZERS) == shipped - {"Optimizer", "AdamW", "Muon", "LossScaleOptimizer",
+                                               "MultiOptimizer", "ScheduleFreeAdamW"}
+    assert {n.lower() for n in KERAS_OPTIMIZERS} | {"adamw", "muon"} <= set(optimizers())
+    model = build_model(ModelConfig(vocab_size=64, seq_len=16, d_model=32, num_layers=1,
+                                    num_heads=2, d_ff=64))
+    opt = make_optimizer(parse_run_args(["--optimizer", "lion", "--grad-clip", "0.5"]), 1e-3,
+                         model)
+    assert type(opt) is keras.optimizers.Lion and opt.global_clipnorm == 0.5
+    assert opt.beta_1 == keras.optimizers.Lion().beta_1
