@@ -23,10 +23,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from kerastrain.data.sources import Documents
+from kerastrain.data.sources import Documents, positioned_documents
 from kerastrain.data.window_shuffle import WindowShuffleBuffer
 
 ENCODE_CHUNK_DOCS = 256  # documents per encode_batch call: large enough to amortize the call
@@ -38,6 +39,9 @@ class PipelineState:
 
     epoch: int = 0
     next_doc: int = 0  # documents of this epoch already taken from the source
+    # Where the source stands after those documents, for sources that can seek to it
+    # (``Documents.iter_positioned``: a shard and row, say); None: count ``next_doc`` from 0.
+    source_position: Any = None
     buffer: list[str] = field(default_factory=list)  # shuffle buffer contents
     rng: dict | None = None  # numpy bit-generator state of this epoch's shuffle
     tokens: list[int] = field(default_factory=list)  # packed tokens not yet emitted
@@ -102,7 +106,7 @@ class StreamingTextPipeline:
     # -- documents -----------------------------------------------------------------------------
     def _epoch_docs(self, state: PipelineState) -> Iterator[str]:
         """This epoch's documents in shuffled order, advancing ``state`` as they are taken."""
-        it = self.documents.iter_from(state.next_doc)
+        it = self._source_docs(state)
         if self.max_documents is not None:
             it = itertools.islice(it, max(0, self.max_documents - state.next_doc))
         rng = np.random.default_rng([self.seed, state.epoch])
@@ -113,10 +117,11 @@ class StreamingTextPipeline:
         while True:
             if not state.source_done:
                 while len(buffer) < size:
-                    doc = next(it, None)
-                    if doc is None:
+                    item = next(it, None)
+                    if item is None:
                         state.source_done = True
                         break
+                    doc, state.source_position = item
                     state.next_doc += 1
                     buffer.append(doc)
             if not buffer:
@@ -129,6 +134,17 @@ class StreamingTextPipeline:
                 doc = buffer.pop()
             state.rng = rng.bit_generator.state
             yield doc
+
+    def _source_docs(self, state: PipelineState) -> Iterator[tuple[Any, Any]]:
+        """``(document, source position after it)`` from where ``state`` stands. A source that
+        can seek (``iter_positioned``) resumes at its saved position without re-reading what
+        came before; any other resumes by index (``iter_from``) and has no position."""
+        seek = positioned_documents(self.documents)
+        if seek is None:
+            return ((doc, None) for doc in self.documents.iter_from(state.next_doc))
+        if state.source_position is None and state.next_doc:  # a state saved without positions
+            return itertools.islice(seek(None), state.next_doc, None)
+        return seek(state.source_position)
 
     # -- batches -------------------------------------------------------------------------------
     def restore(self, state: PipelineState) -> None:
@@ -174,6 +190,7 @@ class StreamingTextPipeline:
             # The epoch's last tokens carry over into the next epoch (one continuous stream).
             state.epoch += 1
             state.next_doc, state.buffer, state.rng, state.source_done = 0, [], None, False
+            state.source_position = None
         if shuffler is not None:  # the data ends: drain the window buffer
             tokens = self._fill(shuffler, tokens, None)
             while len(shuffler) >= self.batch_size:
@@ -226,7 +243,8 @@ class StreamingTextPipeline:
                       shuffler: WindowShuffleBuffer) -> Batch:
         state.batches += 1
         snapshot = PipelineState(
-            epoch=state.epoch, next_doc=state.next_doc, buffer=list(state.buffer), rng=state.rng,
+            epoch=state.epoch, next_doc=state.next_doc, source_position=state.source_position,
+            buffer=list(state.buffer), rng=state.rng,
             tokens=rest.tolist(), batches=state.batches, documents=state.documents,
             source_done=state.source_done,
             windows=shuffler.windows,  # never modified in place: sharing it is safe
@@ -240,6 +258,7 @@ class StreamingTextPipeline:
         snapshot = PipelineState(
             epoch=state.epoch,
             next_doc=state.next_doc,
+            source_position=state.source_position,
             buffer=list(state.buffer),
             rng=state.rng,
             tokens=tokens[rows * self.stride :].tolist(),
