@@ -41,6 +41,7 @@ def storage_options(url: str) -> dict[str, Any]:
     env = os.environ.get
     kind = protocol(url)
     if kind == "s3":
+        _require_aws_credentials(url)
         options: dict[str, Any] = {}
         endpoint = env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
         if endpoint:
@@ -77,6 +78,21 @@ def storage_options(url: str) -> dict[str, Any]:
             options["account_host"] = env("AZURE_STORAGE_BLOB_ENDPOINT")
         return options
     return {}
+
+
+def _require_aws_credentials(url: str) -> None:
+    """s3fs falls back to unsigned requests when boto finds no credentials, which turns a
+    forgotten variable into a confusing AccessDenied (or, on permissive servers, silent
+    anonymous reads). Fail first, with the same message as the kerastrain-s3 plugin."""
+    try:
+        import botocore.session
+    except ImportError:
+        return  # filesystem() names the missing package
+    if botocore.session.Session().get_credentials() is None:
+        raise DataError(
+            f"{url}: no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, "
+            f"AWS_PROFILE or run `aws configure`"
+        )
 
 
 def filesystem(url: str):
