@@ -128,3 +128,15 @@ def test_resume_of_a_multi_shard_bucket_stream_is_exact_and_reads_no_earlier_sha
     assert any("shard-002" in line for line in gets)
     print(f"requests for data files at the resume: {len(gets)}: "
           f"{sorted({line.split('/web/')[1].split()[0] for line in gets})}")
+
+
+def test_run_with_a_missing_bucket_exits_2_with_one_line_before_training(s3, tmp_path):
+    from tests.helpers import TINY, invoke
+
+    out = tmp_path / "out"
+    result = invoke("run", *TINY, "--output-dir", str(out), "--dataset-id",
+                    "s3://no-such-bucket-kt/web/*.parquet")
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if "no-such-bucket-kt" in line]
+    assert len(lines) == 1 and "does not exist" in lines[0], result.output
+    assert not (out / "metrics.jsonl").exists()
