@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import itertools
 import json
 import os
 import random
@@ -196,32 +198,47 @@ def bench_state_bytes(args, workdir: Path, docs: list[str], tokenizer_path: Path
     import gzip
 
     from kerastrain.config import DataConfig
-    from kerastrain.data.corpus import InMemoryDocuments
     from kerastrain.data.pipeline import StreamingTextPipeline
+    from kerastrain.data.reread import WINDOW_FACTOR
     from kerastrain.data.tokenizer import BPEKind
 
     defaults = DataConfig()
-    web, page = [], ""
-    for doc in docs * 3:  # pages of about 4 KB, as a web crawl's documents
-        page += doc + "\n"
-        if len(page) >= 4000:
-            web.append(page)
-            page = ""
+    class WebPages:
+        """Pages of about 4 KB, as a web crawl's; page i is a pure function of i."""
+
+        def __len__(self) -> int:
+            return 10**9
+
+        def iter_from(self, start: int):
+            for i in itertools.count(start):
+                rng, page = random.Random(i), ""
+                while len(page) < 4000:
+                    page += rng.choice(docs) + "\n"
+                yield page
+
+    # Past the re-read window (4 buffers), where the saved buffer is in its steady state.
+    target = (WINDOW_FACTOR + 1) * defaults.shuffle_buffer_size
     pipeline = StreamingTextPipeline(
-        InMemoryDocuments(web), BPEKind().load(tokenizer_path), seq_len=args.seq_len,
+        WebPages(), BPEKind().load(tokenizer_path), seq_len=args.seq_len,
         batch_size=args.batch_size, shuffle_buffer_size=defaults.shuffle_buffer_size,
-        window_shuffle_size=defaults.window_shuffle_size, epochs=None)
+        window_shuffle_size=defaults.window_shuffle_size, epochs=None, workers=args.workers)
     state = None
-    for i, batch in enumerate(pipeline):
+    started = time.perf_counter()
+    for batch in pipeline:
         state = batch.state
-        if i >= 50:
+        if state.next_doc >= target:
             break
+    texts = sum(doc is not None for doc in state.buffer)
+    print(f"state: pages of ~4 KB, {state.next_doc:,} taken from the source in "
+          f"{time.perf_counter() - started:.0f} s; shuffle buffer {defaults.shuffle_buffer_size}, "
+          f"window shuffle {defaults.window_shuffle_size}, {args.batch_size}x{args.seq_len}; "
+          f"{texts} of {len(state.buffer)} buffered documents saved as text, the rest by index")
     path = workdir / "pipeline_state.json.gz"
     state.save(path)
-    print(f"state: {len(web):,} documents of {sum(map(len, web)) / len(web):,.0f} chars on "
-          f"average; shuffle buffer {defaults.shuffle_buffer_size}, window shuffle "
-          f"{defaults.window_shuffle_size}, {args.batch_size}x{args.seq_len}")
     print(f"  saved state: {path.stat().st_size:,} bytes (gzipped JSON)")
+    whole = dataclasses.replace(state, buffer=list(pipeline.state.buffer), reread_from=None)
+    whole.save(path)
+    print(f"  the same with every buffered text saved: {path.stat().st_size:,} bytes")
     for name, value in state.__dict__.items():
         raw = json.dumps(value, default=lambda o: o.tolist()).encode()
         print(f"  {name:16s} {len(raw):>12,} bytes JSON, {len(gzip.compress(raw)):>12,} gzipped")

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from kerastrain.data.reread import WINDOW_FACTOR, RereadWindow
 from kerastrain.data.sources import Documents, positioned_documents
 from kerastrain.data.window_shuffle import WindowShuffleBuffer
 
@@ -42,7 +43,9 @@ class PipelineState:
     # Where the source stands after those documents, for sources that can seek to it
     # (``Documents.iter_positioned``: a shard and row, say); None: count ``next_doc`` from 0.
     source_position: Any = None
-    buffer: list[str] = field(default_factory=list)  # shuffle buffer contents
+    buffer: list = field(default_factory=list)  # shuffle buffer: records, None when re-read
+    buffer_index: list[int] = field(default_factory=list)  # each slot's document index (epoch)
+    reread_from: list | None = None  # [index, source position before it]: see data.reread
     rng: dict | None = None  # numpy bit-generator state of this epoch's shuffle
     tokens: list[int] = field(default_factory=list)  # packed tokens not yet emitted
     batches: int = 0  # batches emitted so far
@@ -101,6 +104,7 @@ class StreamingTextPipeline:
         self.window_shuffle_size = window_shuffle_size  # windows; 0 or 1: consecutive windows
         self.workers = workers  # threads tokenizing chunks of documents side by side
         self._pool = None
+        self._recent = RereadWindow(WINDOW_FACTOR * max(shuffle_buffer_size, 1))
         self.state = PipelineState()
 
     # -- documents -----------------------------------------------------------------------------
@@ -112,7 +116,11 @@ class StreamingTextPipeline:
         rng = np.random.default_rng([self.seed, state.epoch])
         if state.rng is not None:
             rng.bit_generator.state = state.rng
-        buffer = state.buffer
+        buffer, index = state.buffer, state.buffer_index
+        if len(index) != len(buffer):  # a state saved before indices were kept
+            index[:] = [-1] * len(buffer)
+        if state.next_doc == 0:
+            self._recent.reset()
         size = self.shuffle_buffer_size
         while True:
             if not state.source_done:
@@ -121,17 +129,22 @@ class StreamingTextPipeline:
                     if item is None:
                         state.source_done = True
                         break
+                    self._recent.taken(state.next_doc, state.source_position)
                     doc, state.source_position = item
-                    state.next_doc += 1
                     buffer.append(doc)
+                    index.append(state.next_doc)
+                    state.next_doc += 1
             if not buffer:
                 return
             if size <= 1:  # no shuffling: first in, first out
                 doc = buffer.pop(0)
+                index.pop(0)
             else:
                 j = int(rng.integers(len(buffer)))
                 buffer[j], buffer[-1] = buffer[-1], buffer[j]
+                index[j], index[-1] = index[-1], index[j]
                 doc = buffer.pop()
+                index.pop()
             state.rng = rng.bit_generator.state
             yield doc
 
@@ -148,7 +161,20 @@ class StreamingTextPipeline:
 
     # -- batches -------------------------------------------------------------------------------
     def restore(self, state: PipelineState) -> None:
+        """Continue from ``state``; the documents saved by index are read again first."""
+
+        def documents_from(first: int, position: Any):
+            return self._source_docs(PipelineState(next_doc=first, source_position=position))
+
+        self._recent.reset()
+        self._recent.refill(state, documents_from)
         self.state = state
+
+    def _saved_buffer(self, state: PipelineState) -> dict:
+        buffer, reread = self._recent.saved_buffer(state.buffer, state.buffer_index,
+                                                   state.next_doc)
+        return {"buffer": buffer, "buffer_index": list(state.buffer_index),
+                "reread_from": reread}
 
     def __iter__(self) -> Iterator[Batch]:
         state = self.state
@@ -190,7 +216,7 @@ class StreamingTextPipeline:
             # The epoch's last tokens carry over into the next epoch (one continuous stream).
             state.epoch += 1
             state.next_doc, state.buffer, state.rng, state.source_done = 0, [], None, False
-            state.source_position = None
+            state.source_position, state.buffer_index, state.reread_from = None, [], None
         if shuffler is not None:  # the data ends: drain the window buffer
             tokens = self._fill(shuffler, tokens, None)
             while len(shuffler) >= self.batch_size:
@@ -244,7 +270,7 @@ class StreamingTextPipeline:
         state.batches += 1
         snapshot = PipelineState(
             epoch=state.epoch, next_doc=state.next_doc, source_position=state.source_position,
-            buffer=list(state.buffer), rng=state.rng,
+            **self._saved_buffer(state), rng=state.rng,
             tokens=rest.tolist(), batches=state.batches, documents=state.documents,
             source_done=state.source_done,
             windows=shuffler.windows,  # never modified in place: sharing it is safe
@@ -259,7 +285,7 @@ class StreamingTextPipeline:
             epoch=state.epoch,
             next_doc=state.next_doc,
             source_position=state.source_position,
-            buffer=list(state.buffer),
+            **self._saved_buffer(state),
             rng=state.rng,
             tokens=tokens[rows * self.stride :].tolist(),
             batches=state.batches,
