@@ -32,6 +32,10 @@ from kerastrain.data.sources import Documents, positioned_documents
 from kerastrain.data.window_shuffle import WindowShuffleBuffer
 
 ENCODE_CHUNK_DOCS = 256  # documents per encode_batch call: large enough to amortize the call
+# ... or fewer, once a chunk holds this many characters: the tokens of a chunk not yet packed are
+# part of the saved state, and 256 web pages of 4 KB made ~450 KB of it (bench_pipeline.py
+# --state-bytes); 128K characters still amortize the call (~30 pages of 4 KB).
+ENCODE_CHUNK_CHARS = 1 << 17
 
 
 @dataclass
@@ -230,14 +234,24 @@ class StreamingTextPipeline:
             tokens = tokens[rows * self.stride :]
         state.tokens = tokens.tolist()
 
-    def _next_chunks(self, docs) -> list[list[str]]:
-        """Up to ``workers`` chunks of ``ENCODE_CHUNK_DOCS`` documents, in stream order."""
+    def _next_chunks(self, docs) -> list[list]:
+        """Up to ``workers`` chunks of documents, in stream order: ``ENCODE_CHUNK_DOCS`` each, or
+        fewer once a chunk holds ``ENCODE_CHUNK_CHARS`` characters. Chunk boundaries do not change
+        the token stream, only how far ahead it is read; an empty list: the epoch has ended."""
         chunks = []
         for _ in range(self.workers):
-            chunk = list(itertools.islice(docs, ENCODE_CHUNK_DOCS))
+            chunk, chars, ended = [], 0, False
+            while len(chunk) < ENCODE_CHUNK_DOCS and chars < ENCODE_CHUNK_CHARS:
+                doc = next(docs, None)
+                if doc is None:
+                    ended = True
+                    break
+                chunk.append(doc)
+                # A record (not text) counts as an average document.
+                chars += len(doc) if isinstance(doc, str) else ENCODE_CHUNK_CHARS // ENCODE_CHUNK_DOCS
             if chunk:
                 chunks.append(chunk)
-            if len(chunk) < ENCODE_CHUNK_DOCS:
+            if ended:
                 break
         return chunks
 
