@@ -228,7 +228,7 @@ def bench_state_bytes(args, workdir: Path, docs: list[str], tokenizer_path: Path
         state = batch.state
         if state.next_doc >= target:
             break
-    texts = sum(doc is not None for doc in state.buffer)
+    texts = sum(doc is not None for doc in state.saved()["buffer"])
     print(f"state: pages of ~4 KB, {state.next_doc:,} taken from the source in "
           f"{time.perf_counter() - started:.0f} s; shuffle buffer {defaults.shuffle_buffer_size}, "
           f"window shuffle {defaults.window_shuffle_size}, {args.batch_size}x{args.seq_len}; "
@@ -236,10 +236,10 @@ def bench_state_bytes(args, workdir: Path, docs: list[str], tokenizer_path: Path
     path = workdir / "pipeline_state.json.gz"
     state.save(path)
     print(f"  saved state: {path.stat().st_size:,} bytes (gzipped JSON)")
-    whole = dataclasses.replace(state, buffer=list(pipeline.state.buffer), reread_from=None)
+    whole = dataclasses.replace(state, reread_from=None)
     whole.save(path)
     print(f"  the same with every buffered text saved: {path.stat().st_size:,} bytes")
-    for name, value in state.__dict__.items():
+    for name, value in state.saved().items():
         raw = json.dumps(value, default=lambda o: o.tolist()).encode()
         print(f"  {name:16s} {len(raw):>12,} bytes JSON, {len(gzip.compress(raw)):>12,} gzipped")
 

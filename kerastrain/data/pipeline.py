@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from kerastrain.data.reread import WINDOW_FACTOR, RereadWindow
+from kerastrain.data.reread import WINDOW_FACTOR, RereadWindow, saved_buffer
 from kerastrain.data.sources import Documents, positioned_documents
 from kerastrain.data.window_shuffle import WindowShuffleBuffer
 
@@ -58,9 +58,14 @@ class PipelineState:
     windows: list = field(default_factory=list)  # window shuffle buffer (rows of seq_len + 1)
     window_rng: dict | None = None  # numpy bit-generator state of the window shuffle
 
+    def saved(self) -> dict:
+        """The state as a checkpoint holds it: recent buffered documents by index only."""
+        return {**self.__dict__,
+                "buffer": saved_buffer(self.buffer, self.buffer_index, self.reread_from)}
+
     def save(self, path: Path) -> None:
         with gzip.open(path, "wt", encoding="utf-8") as f:
-            json.dump(self.__dict__, f, default=lambda o: o.tolist())  # numpy arrays as lists
+            json.dump(self.saved(), f, default=lambda o: o.tolist())  # numpy arrays as lists
 
     @classmethod
     def load(cls, path: Path) -> PipelineState:
@@ -175,10 +180,8 @@ class StreamingTextPipeline:
         self.state = state
 
     def _saved_buffer(self, state: PipelineState) -> dict:
-        buffer, reread = self._recent.saved_buffer(state.buffer, state.buffer_index,
-                                                   state.next_doc)
-        return {"buffer": buffer, "buffer_index": list(state.buffer_index),
-                "reread_from": reread}
+        return {"buffer": list(state.buffer), "buffer_index": list(state.buffer_index),
+                "reread_from": self._recent.reread_from(state.next_doc)}
 
     def __iter__(self) -> Iterator[Batch]:
         state = self.state

@@ -5,7 +5,8 @@ pipeline state ~40 MB of text per process (``benchmarks/bench_pipeline.py --stat
 Instead, a buffered document that was taken from the source within the last ``window``
 documents is saved as ``None`` in ``PipelineState.buffer`` (its epoch index is in
 ``buffer_index``), together with where the source stood before document ``next_doc - window``
-(``reread_from``: that index and its source position). A resume reads those ``window``
+(``reread_from``: that index and its source position). Snapshots keep the texts (a copy of the buffer list); :func:`saved_buffer` drops them
+when the state is written. A resume reads those ``window``
 documents again in one sequential pass (seeking the source there first) and puts each back in
 its slot, so the buffer, and every batch after it, is exactly what it was.
 
@@ -22,6 +23,14 @@ import itertools
 from typing import Any
 
 WINDOW_FACTOR = 4  # re-read window, in shuffle buffers
+
+
+def saved_buffer(buffer: list, index: list[int], reread_from: list | None) -> list:
+    """``buffer`` as written to a checkpoint: the slots a resume re-reads as None."""
+    if reread_from is None or len(index) != len(buffer):
+        return buffer
+    first = reread_from[0]
+    return [doc if i < first else None for doc, i in zip(buffer, index, strict=True)]
 
 
 class RereadWindow:
@@ -47,14 +56,11 @@ class RereadWindow:
             return self._before[start - self._before[0][0]]
         return None
 
-    def saved_buffer(self, buffer: list, index: list[int], next_doc: int):
-        """``(buffer with re-readable slots as None, reread_from)`` for a state snapshot."""
+    def reread_from(self, next_doc: int) -> list | None:
+        """``[index, source position before it]`` where a resume's re-read begins, or None when
+        it is not known (then every text is saved)."""
         start = self._start(next_doc)
-        if start is None or len(index) != len(buffer):
-            return list(buffer), None
-        first = start[0]
-        return [doc if i < first else None for doc, i in zip(buffer, index, strict=True)], \
-            [first, start[1]]
+        return None if start is None else [start[0], start[1]]
 
     def refill(self, state, documents_from) -> None:
         """Put the re-read documents back in ``state.buffer``. ``documents_from(index,
