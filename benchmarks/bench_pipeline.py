@@ -3,11 +3,20 @@
 1. Throughput: tokens/s of the trained tokenizer's raw ``encode_batch`` against tokens/s of the
    whole ``StreamingTextPipeline`` (``hf`` source reading a local JSONL file, shuffle buffer,
    tokenization, packing, batching) on the same text in one run. Target: ratio >= 0.8.
-2. Memory: peak RSS of a subprocess that streams a small and a large generated corpus through
+2. Workers (``--compare-workers 1,2``): tokens/s of the pipeline alone (documents in memory,
+   shuffle, tokenize, pack, batch; no source reading, no training step) for each worker count,
+   run alternately in one process and best of ``--repeats`` each, so that other work on a shared
+   machine slows every count alike. Batches are checked equal across counts. Goal: 2 workers >=
+   1.7x one.
+3. State (``--state-bytes``): the bytes of the pipeline state a checkpoint saves per process
+   (gzipped JSON, ``PipelineState.save``) at the run defaults (shuffle buffer 10000 documents,
+   window shuffle 1024) on web-like documents of about 4 KB, and what each part weighs.
+4. Memory: peak RSS of a subprocess that streams a small and a large generated corpus through
    the ``hf`` source and the pipeline. Target: large within 10 % of small.
 
     uv run python benchmarks/bench_pipeline.py                    # 20 MB; 10 MB vs 1 GB
     uv run python benchmarks/bench_pipeline.py --memory-large-mb 100 --throughput-mb 5   # quick
+    uv run python benchmarks/bench_pipeline.py --compare-workers 1,2 --throughput-mb 10
 
 The corpus is ``pydoc_data.topics`` plus the standard library's docstrings (~2 MB of distinct
 text), one document each, repeated in a new shuffled order until the requested size is reached.
@@ -17,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import itertools
 import json
 import os
 import random
@@ -146,6 +157,93 @@ def bench_throughput(args, workdir: Path, docs: list[str], tokenizer_path: Path)
           f"{args.workers} worker(s), {os.cpu_count()} cores)")
 
 
+def bench_workers(args, workdir: Path, docs: list[str], tokenizer_path: Path) -> None:
+    import hashlib
+
+    from kerastrain.data.corpus import InMemoryDocuments
+    from kerastrain.data.tokenizer import BPEKind
+
+    corpus = workdir / "workers.jsonl"
+    write_corpus(docs, corpus, args.throughput_mb)
+    texts = [json.loads(line)["text"] for line in corpus.open(encoding="utf-8")]
+    documents = InMemoryDocuments(texts)
+    tokenizer = BPEKind().load(tokenizer_path)
+    counts = [int(c) for c in args.compare_workers.split(",")]
+    best = {c: float("inf") for c in counts}
+    digests: dict[int, str] = {}
+    tokens = 0
+    for _ in range(args.repeats):
+        for count in counts:
+            args.workers = count
+            digest = hashlib.sha1()
+            started = time.perf_counter()
+            batches = 0
+            for batch in _pipeline(documents, tokenizer, args):
+                digest.update(batch.inputs.tobytes())
+                batches += 1
+            best[count] = min(best[count], time.perf_counter() - started)
+            tokens = batches * args.batch_size * args.seq_len
+            digests[count] = digest.hexdigest()
+    same = len(set(digests.values())) == 1
+    print(f"workers: {len(texts):,} documents ({args.throughput_mb:g} MB), {tokens:,} tokens; "
+          f"best of {args.repeats}, counts alternated; {os.cpu_count()} cores; "
+          f"TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}")
+    for count in counts:
+        print(f"  {count} worker(s): {tokens / best[count]:,.0f} tokens/s "
+              f"({best[count]:.2f} s; {best[counts[0]] / best[count]:.2f}x {counts[0]})")
+    print(f"  batches identical across worker counts: {same}")
+
+
+def bench_state_bytes(args, workdir: Path, docs: list[str], tokenizer_path: Path) -> None:
+    import gzip
+
+    from kerastrain.config import DataConfig
+    from kerastrain.data.pipeline import StreamingTextPipeline
+    from kerastrain.data.reread import WINDOW_FACTOR
+    from kerastrain.data.tokenizer import BPEKind
+
+    defaults = DataConfig()
+    class WebPages:
+        """Pages of about 4 KB, as a web crawl's; page i is a pure function of i."""
+
+        def __len__(self) -> int:
+            return 10**9
+
+        def iter_from(self, start: int):
+            for i in itertools.count(start):
+                rng, page = random.Random(i), ""
+                while len(page) < 4000:
+                    page += rng.choice(docs) + "\n"
+                yield page
+
+    # Past the re-read window (4 buffers), where the saved buffer is in its steady state.
+    target = (WINDOW_FACTOR + 1) * defaults.shuffle_buffer_size
+    pipeline = StreamingTextPipeline(
+        WebPages(), BPEKind().load(tokenizer_path), seq_len=args.seq_len,
+        batch_size=args.batch_size, shuffle_buffer_size=defaults.shuffle_buffer_size,
+        window_shuffle_size=defaults.window_shuffle_size, epochs=None, workers=args.workers)
+    state = None
+    started = time.perf_counter()
+    for batch in pipeline:
+        state = batch.state
+        if state.next_doc >= target:
+            break
+    texts = sum(doc is not None for doc in state.saved()["buffer"])
+    print(f"state: pages of ~4 KB, {state.next_doc:,} taken from the source in "
+          f"{time.perf_counter() - started:.0f} s; shuffle buffer {defaults.shuffle_buffer_size}, "
+          f"window shuffle {defaults.window_shuffle_size}, {args.batch_size}x{args.seq_len}; "
+          f"{texts} of {len(state.buffer)} buffered documents saved as text, the rest by index")
+    path = workdir / "pipeline_state.json.gz"
+    state.save(path)
+    print(f"  saved state: {path.stat().st_size:,} bytes (gzipped JSON)")
+    whole = dataclasses.replace(state, reread_from=None)
+    whole.save(path)
+    print(f"  the same with every buffered text saved: {path.stat().st_size:,} bytes")
+    for name, value in state.saved().items():
+        raw = json.dumps(value, default=lambda o: o.tolist()).encode()
+        print(f"  {name:16s} {len(raw):>12,} bytes JSON, {len(gzip.compress(raw)):>12,} gzipped")
+
+
 def memory_child(corpus: str, tokenizer_path: str, args) -> None:
     """Stream ``corpus`` through the hf source and the pipeline; print peak RSS as JSON."""
     import psutil
@@ -197,6 +295,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shuffle-buffer", type=int, default=10000)
     parser.add_argument("--workers", type=int, default=1, help="tokenizer threads in the pipeline")
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs (best kept)")
+    parser.add_argument("--compare-workers", metavar="N,M",
+                        help="only the worker comparison, for these worker counts")
+    parser.add_argument("--state-bytes", action="store_true",
+                        help="only the size of a checkpoint's pipeline state")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument(
@@ -217,6 +319,12 @@ def main(argv: list[str] | None = None) -> None:
         train_tokenizer(docs, args.vocab_size, tokenizer_path)
         print(f"tokenizer: byte-level BPE {args.vocab_size} trained on "
               f"{sum(map(len, docs)) / 1e6:.1f}M chars in {time.perf_counter() - started:.1f} s")  # fmt: skip
+        if args.state_bytes:
+            bench_state_bytes(args, workdir, docs, tokenizer_path)
+            return
+        if args.compare_workers:
+            bench_workers(args, workdir, docs, tokenizer_path)
+            return
         if not args.skip_throughput:
             bench_throughput(args, workdir, docs, tokenizer_path)
         if not args.skip_memory:

@@ -23,13 +23,19 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from kerastrain.data.sources import Documents
+from kerastrain.data.reread import WINDOW_FACTOR, RereadWindow, saved_buffer
+from kerastrain.data.sources import Documents, positioned_documents
 from kerastrain.data.window_shuffle import WindowShuffleBuffer
 
 ENCODE_CHUNK_DOCS = 256  # documents per encode_batch call: large enough to amortize the call
+# ... or fewer, once a chunk holds this many characters: the tokens of a chunk not yet packed are
+# part of the saved state, and 256 web pages of 4 KB made ~450 KB of it (bench_pipeline.py
+# --state-bytes); 128K characters still amortize the call (~30 pages of 4 KB).
+ENCODE_CHUNK_CHARS = 1 << 17
 
 
 @dataclass
@@ -38,7 +44,12 @@ class PipelineState:
 
     epoch: int = 0
     next_doc: int = 0  # documents of this epoch already taken from the source
-    buffer: list[str] = field(default_factory=list)  # shuffle buffer contents
+    # Where the source stands after those documents, for sources that can seek to it
+    # (``Documents.iter_positioned``: a shard and row, say); None: count ``next_doc`` from 0.
+    source_position: Any = None
+    buffer: list = field(default_factory=list)  # shuffle buffer: records, None when re-read
+    buffer_index: list[int] = field(default_factory=list)  # each slot's document index (epoch)
+    reread_from: list | None = None  # [index, source position before it]: see data.reread
     rng: dict | None = None  # numpy bit-generator state of this epoch's shuffle
     tokens: list[int] = field(default_factory=list)  # packed tokens not yet emitted
     batches: int = 0  # batches emitted so far
@@ -49,9 +60,14 @@ class PipelineState:
     packer: dict | None = None  # packed examples: the row being filled and the overlong counts
     rows: list = field(default_factory=list)  # packed rows not yet emitted ((3, seq_len) each)
 
+    def saved(self) -> dict:
+        """The state as a checkpoint holds it: recent buffered documents by index only."""
+        return {**self.__dict__,
+                "buffer": saved_buffer(self.buffer, self.buffer_index, self.reread_from)}
+
     def save(self, path: Path) -> None:
         with gzip.open(path, "wt", encoding="utf-8") as f:
-            json.dump(self.__dict__, f, default=lambda o: o.tolist())  # numpy arrays as lists
+            json.dump(self.saved(), f, default=lambda o: o.tolist())  # numpy arrays as lists
 
     @classmethod
     def load(cls, path: Path) -> PipelineState:
@@ -105,6 +121,7 @@ class StreamingTextPipeline:
         self.window_shuffle_size = window_shuffle_size  # windows; 0 or 1: consecutive windows
         self.workers = workers  # threads tokenizing chunks of documents side by side
         self._pool = None
+        self._recent = RereadWindow(WINDOW_FACTOR * max(shuffle_buffer_size, 1))
         self.state = PipelineState()
         # A data format turns records into examples (kerastrain.data.formats); without one,
         # documents are plain text. Packed: examples in rows with segment ids (packing.py).
@@ -114,37 +131,69 @@ class StreamingTextPipeline:
     # -- documents -----------------------------------------------------------------------------
     def _epoch_docs(self, state: PipelineState) -> Iterator[str]:
         """This epoch's documents in shuffled order, advancing ``state`` as they are taken."""
-        it = self.documents.iter_from(state.next_doc)
+        it = self._source_docs(state)
         if self.max_documents is not None:
             it = itertools.islice(it, max(0, self.max_documents - state.next_doc))
         rng = np.random.default_rng([self.seed, state.epoch])
         if state.rng is not None:
             rng.bit_generator.state = state.rng
-        buffer = state.buffer
+        buffer, index = state.buffer, state.buffer_index
+        if len(index) != len(buffer):  # a state saved before indices were kept
+            index[:] = [-1] * len(buffer)
+        if state.next_doc == 0:
+            self._recent.reset()
         size = self.shuffle_buffer_size
         while True:
             if not state.source_done:
                 while len(buffer) < size:
-                    doc = next(it, None)
-                    if doc is None:
+                    item = next(it, None)
+                    if item is None:
                         state.source_done = True
                         break
-                    state.next_doc += 1
+                    self._recent.taken(state.next_doc, state.source_position)
+                    doc, state.source_position = item
                     buffer.append(doc)
+                    index.append(state.next_doc)
+                    state.next_doc += 1
             if not buffer:
                 return
             if size <= 1:  # no shuffling: first in, first out
                 doc = buffer.pop(0)
+                index.pop(0)
             else:
                 j = int(rng.integers(len(buffer)))
                 buffer[j], buffer[-1] = buffer[-1], buffer[j]
+                index[j], index[-1] = index[-1], index[j]
                 doc = buffer.pop()
+                index.pop()
             state.rng = rng.bit_generator.state
             yield doc
 
+    def _source_docs(self, state: PipelineState) -> Iterator[tuple[Any, Any]]:
+        """``(document, source position after it)`` from where ``state`` stands. A source that
+        can seek (``iter_positioned``) resumes at its saved position without re-reading what
+        came before; any other resumes by index (``iter_from``) and has no position."""
+        seek = positioned_documents(self.documents)
+        if seek is None:
+            return ((doc, None) for doc in self.documents.iter_from(state.next_doc))
+        if state.source_position is None and state.next_doc:  # a state saved without positions
+            return itertools.islice(seek(None), state.next_doc, None)
+        return seek(state.source_position)
+
     # -- batches -------------------------------------------------------------------------------
     def restore(self, state: PipelineState) -> None:
+        """Continue from ``state``; the documents saved by index are read again first."""
+
+        def documents_from(first: int, position: Any):
+            return self._source_docs(PipelineState(next_doc=first, source_position=position))
+
+        self._recent.reset()
+        self._recent.refill(state, documents_from)
         self.state = state
+
+    def _saved_buffer(self, state: PipelineState) -> dict:
+        return {"buffer": list(state.buffer), "buffer_index": list(state.buffer_index),
+                "reread_from": self._recent.reread_from(state.next_doc)}
 
     def __iter__(self) -> Iterator[Batch]:
         if self.packed:
@@ -189,6 +238,7 @@ class StreamingTextPipeline:
             # The epoch's last tokens carry over into the next epoch (one continuous stream).
             state.epoch += 1
             state.next_doc, state.buffer, state.rng, state.source_done = 0, [], None, False
+            state.source_position, state.buffer_index, state.reread_from = None, [], None
         if shuffler is not None:  # the data ends: drain the window buffer
             tokens = self._fill(shuffler, tokens, None)
             while len(shuffler) >= self.batch_size:
@@ -202,14 +252,24 @@ class StreamingTextPipeline:
             tokens = tokens[rows * self.stride :]
         state.tokens = tokens.tolist()
 
-    def _next_chunks(self, docs) -> list[list[str]]:
-        """Up to ``workers`` chunks of ``ENCODE_CHUNK_DOCS`` documents, in stream order."""
+    def _next_chunks(self, docs) -> list[list]:
+        """Up to ``workers`` chunks of documents, in stream order: ``ENCODE_CHUNK_DOCS`` each, or
+        fewer once a chunk holds ``ENCODE_CHUNK_CHARS`` characters. Chunk boundaries do not change
+        the token stream, only how far ahead it is read; an empty list: the epoch has ended."""
         chunks = []
         for _ in range(self.workers):
-            chunk = list(itertools.islice(docs, ENCODE_CHUNK_DOCS))
+            chunk, chars, ended = [], 0, False
+            while len(chunk) < ENCODE_CHUNK_DOCS and chars < ENCODE_CHUNK_CHARS:
+                doc = next(docs, None)
+                if doc is None:
+                    ended = True
+                    break
+                chunk.append(doc)
+                # A record (not text) counts as an average document.
+                chars += len(doc) if isinstance(doc, str) else ENCODE_CHUNK_CHARS // ENCODE_CHUNK_DOCS
             if chunk:
                 chunks.append(chunk)
-            if len(chunk) < ENCODE_CHUNK_DOCS:
+            if ended:
                 break
         return chunks
 
@@ -297,7 +357,8 @@ class StreamingTextPipeline:
                       shuffler: WindowShuffleBuffer) -> Batch:
         state.batches += 1
         snapshot = PipelineState(
-            epoch=state.epoch, next_doc=state.next_doc, buffer=list(state.buffer), rng=state.rng,
+            epoch=state.epoch, next_doc=state.next_doc, source_position=state.source_position,
+            **self._saved_buffer(state), rng=state.rng,
             tokens=rest.tolist(), batches=state.batches, documents=state.documents,
             source_done=state.source_done,
             windows=shuffler.windows,  # never modified in place: sharing it is safe
@@ -311,7 +372,8 @@ class StreamingTextPipeline:
         snapshot = PipelineState(
             epoch=state.epoch,
             next_doc=state.next_doc,
-            buffer=list(state.buffer),
+            source_position=state.source_position,
+            **self._saved_buffer(state),
             rng=state.rng,
             tokens=tokens[rows * self.stride :].tolist(),
             batches=state.batches,

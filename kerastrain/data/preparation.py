@@ -20,7 +20,9 @@ def resolve_source(dataset_id: str | None):
     sources = data_sources()
     name, location = parse_dataset_id(dataset_id, set(sources))
     head, sep, _ = (dataset_id or "").partition(":")
-    if sep and name == FALLBACK_SOURCE and head.isidentifier() and not Path(dataset_id).exists():
+    url = (dataset_id or "")[len(head) + 1 :].startswith("//")  # s3://, gs://, https://...
+    if (sep and name == FALLBACK_SOURCE and head.isidentifier() and not url
+            and not Path(dataset_id).exists()):
         raise DataError(
             f"no data source named {head!r} is installed (installed: "
             f"{', '.join(sorted(sources))}); install its plugin, or pass an existing path"

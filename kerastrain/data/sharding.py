@@ -40,3 +40,26 @@ class ProcessShare:
         if self.limit is not None:
             source = itertools.islice(source, max(0, self.limit - first))
         return itertools.islice(source, 0, None, self.count)
+
+    @property
+    def iter_positioned(self):
+        """This share's ``(document, position)`` pairs, when the documents can seek (else None).
+
+        A position is ``[inner position, index of the next document of the whole stream]``."""
+        seek = getattr(self.documents, "iter_positioned", None)
+        if seek is None:
+            return None
+
+        def share(position):
+            if position is None:
+                inner, first = seek(None), 0
+                skip = self.index
+            else:
+                inner, first = seek(position[0]), position[1]
+                skip = self.count - 1  # the other shares' documents before our next one
+            if self.limit is not None:
+                inner = itertools.islice(inner, max(0, self.limit - first))
+            for k, (doc, pos) in enumerate(itertools.islice(inner, skip, None, self.count)):
+                yield doc, [pos, first + skip + k * self.count + 1]
+
+        return share

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import codecs
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 DEFAULT_SOURCE = "builtin"
 FALLBACK_SOURCE = "hf"
@@ -55,6 +55,19 @@ class Documents(Protocol):
     def __len__(self) -> int:
         """Number of documents; raise ``TypeError`` when unknown (a stream)."""
         ...
+
+
+def positioned_documents(documents) -> Callable[[Any], Iterator[tuple[Any, Any]]] | None:
+    """``documents.iter_positioned`` when the source offers it, else None.
+
+    ``iter_positioned(position)`` is an optional part of :class:`Documents` for sources that can
+    seek: it yields ``(document, position after it)``, where a position is any JSON value (a
+    shard and a row, say), and ``iter_positioned(p)`` continues right after the document whose
+    position was ``p`` (``None``: from the first document) without reading what came before.
+    The pipeline saves the position in its checkpointed state, so a resume costs the same at
+    any point of the stream.
+    """
+    return getattr(documents, "iter_positioned", None)
 
 
 @runtime_checkable

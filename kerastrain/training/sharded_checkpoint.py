@@ -62,7 +62,7 @@ STATES_DIR = "pipeline_states"
 
 def _encode(state: PipelineState) -> bytes:
     # numpy arrays (the window shuffle buffer) as lists, as PipelineState.save writes them
-    return gzip.compress(json.dumps(state.__dict__, default=lambda o: o.tolist()).encode())
+    return gzip.compress(json.dumps(state.saved(), default=lambda o: o.tolist()).encode())
 
 
 def _decode(blob: bytes) -> PipelineState:

@@ -2,6 +2,8 @@
 
 ``SourceRequest.location`` is resolved in this order:
 
+0. a URL (``s3://``, ``gs://``, ``az://``, ``https://``): the data files it names (a file, a glob
+   or a prefix), listed through fsspec (:mod:`kerastrain_hf.remote`), one split ``train``;
 1. a glob (``*``, ``?``, ``[``): the files it matches (sorted), one split ``train``;
 2. an existing folder saved with ``save_to_disk``: loaded memory-mapped (``load_from_disk``);
 3. another existing folder: ``load_dataset(folder)``, which finds splits and configs the way the
@@ -22,13 +24,23 @@ import json
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from kerastrain.errors import DataError
 from kerastrain.sources import Documents, SourceRequest
 from kerastrain_hf.documents import DecodeCounter, MapDocuments, StreamDocuments
+from kerastrain_hf.hub import (  # noqa: F401  (probe_hub, _NOTICED: used through this module)
+    _NOTICED,
+    LOCAL_HINT,
+    HubUnreachable,
+    cached_snapshot,
+    hub_snapshot,
+    probe_hub,
+)
+from kerastrain_hf.remote import is_url, list_files
+from kerastrain_hf.remote import storage_options as url_storage_options
+from kerastrain_hf.shards import ShardStream
 
 BUILDERS = {"txt": "text", "text": "text", "json": "json", "jsonl": "json", "parquet": "parquet",
             "csv": "csv"}  # fmt: skip
@@ -39,11 +51,6 @@ TEXT_ENCODED = {"text", "json", "csv"}  # builders that decode bytes and take ``
 CHUNK_BYTES = 1 << 20
 COMPRESSION = {"gz", "bz2", "xz", "zst", "zip", "lz4"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-PROBE_TIMEOUT_S = 3.0
-LOCAL_HINT = (
-    "to train on local files pass --dataset-id path/to/*.jsonl (or .txt/.parquet/.csv files, a "
-    "glob or a folder)"
-)
 # Map-style preparation is cached under a key that includes ``encoding_errors``: a fixed handler
 # name keeps that key stable from run to run.
 _MAP_COUNTER: DecodeCounter | None = None
@@ -54,7 +61,7 @@ log = logging.getLogger("kerastrain.hf")
 class Location:
     """What ``SourceRequest.location`` names."""
 
-    kind: str  # "files", "saved", "folder" or "hub"
+    kind: str  # "files", "saved", "folder", "hub" or "remote" (files named by URLs)
     path: str
     files: list[str] = field(default_factory=list)
 
@@ -83,6 +90,8 @@ def resolve(location: str) -> Location:
     """Tell what ``location`` names; a missing path or an empty glob is a :class:`DataError`."""
     if not location:
         raise DataError("the hf source needs --dataset-id (a hub id, a folder, files or a glob)")
+    if is_url(location):
+        return Location("remote", location, list_files(location, lambda f: _extension(f) in BUILDERS))
     path = os.path.expanduser(location)
     if _has_glob(path):
         files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
@@ -179,85 +188,20 @@ def translate(exc: BaseException, request: SourceRequest) -> DataError:
     return DataError(f"could not read {where} (split {request.split!r}): {first}")
 
 
-def probe_hub(repo_id: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Fail fast, with one line, when the hub cannot be reached or has no such dataset.
-
-    Skipped under ``HF_HUB_OFFLINE=1``, where ``datasets`` reads its local cache at once.
-    """
-    import urllib.error
-    import urllib.request
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:
-        return
-    url = f"{constants.ENDPOINT}/api/datasets/{repo_id}"
-    started = time.monotonic()
-    try:
-        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout)
-    except urllib.error.HTTPError as exc:
-        hub_code = exc.headers.get("X-Error-Code") if exc.headers else None
-        if exc.code == 404 and hub_code == "RepoNotFound":
-            raise DataError(
-                f"dataset {repo_id} was not found on the Hugging Face Hub; {LOCAL_HINT}"
-            ) from None
-        if exc.code in (401, 403):
-            return  # private, gated, or missing for an anonymous request: ``datasets`` uses the
-            # user's token and reports what it finds
-        # Any other answer (5xx, or a 404 without the hub's error header, as a sandbox proxy
-        # gives) means the hub itself did not answer.
-        raise HubUnreachable(
-            f"could not reach the Hugging Face Hub at {constants.ENDPOINT} for {repo_id} "
-            f"(HTTP {exc.code} without the hub's headers) and the local cache has no copy of it; "
-            f"{LOCAL_HINT}"
-        ) from None
-    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections
-        reason = getattr(exc, "reason", exc)
-        waited = time.monotonic() - started
-        raise HubUnreachable(
-            f"could not reach the Hugging Face Hub at {constants.ENDPOINT} for {repo_id} "
-            f"({reason}; {waited:.1f}s) and the local cache has no copy of it; {LOCAL_HINT}"
-        ) from None
-
-
-class HubUnreachable(DataError):
-    """The hub did not answer (as opposed to answering that the dataset does not exist)."""
-
-
-def cached_snapshot(repo_id: str) -> str | None:
-    """The newest local snapshot of a hub dataset in the Hugging Face cache (``HF_HOME``,
-    ``HF_HUB_CACHE``), as ``hf download --repo-type dataset`` or an earlier download leaves it."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return snapshot_download(repo_id, repo_type="dataset", local_files_only=True)
-    except Exception:  # not cached (LocalEntryNotFoundError) or an unusable cache entry
-        return None
-
-
-_NOTICED: set[str] = set()
+def translate_file(exc: BaseException, label: str, file: str) -> DataError:
+    """One line for an exception raised while reading one data file of a stream."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    cause = exc.__cause__ or exc.__context__
+    if type(exc).__name__ == "DatasetGenerationError" and cause is not None and str(cause).strip():
+        message = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
+    return DataError(f"could not read {file} of {label}: {message}")
 
 
 def hub_or_cache(location: Location) -> Location:
     """``location`` when the hub answers; its cached snapshot, read as a local folder with a
     one-line notice, when the hub cannot be reached and the dataset is in the local cache."""
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE:  # datasets itself only finds copies it prepared, not snapshots
-        snapshot = cached_snapshot(location.path)
-        return Location("folder", snapshot) if snapshot else location
-    try:
-        probe_hub(location.path)
-        return location
-    except HubUnreachable:
-        snapshot = cached_snapshot(location.path)
-        if snapshot is None:
-            raise
-        if location.path not in _NOTICED:  # once per dataset, not once per split
-            _NOTICED.add(location.path)
-            log.warning(f"{location.path}: the Hugging Face Hub cannot be reached; using the "
-                        f"local cache ({snapshot})")
-        return Location("folder", snapshot)
+    snapshot = hub_snapshot(location.path)
+    return Location("folder", snapshot) if snapshot else location
 
 
 def _saved_splits(path: str) -> list[str]:
@@ -325,7 +269,7 @@ class HFSource:
 
     def splits(self, request: SourceRequest) -> list[str] | None:
         location = resolve(request.location)
-        if location.kind == "files":
+        if location.kind in ("files", "remote"):
             return ["train"]
         if location.kind == "saved":
             return _saved_splits(location.path)
@@ -361,14 +305,17 @@ class HFSource:
         global _MAP_COUNTER
         kwargs: dict[str, Any] = {"split": request.split, "streaming": request.streaming}
         builder = None
-        if location.kind == "files":
+        if location.kind in ("files", "remote"):
             builder = _builder_for(location.files, request.location)
             if request.split != "train":
                 raise DataError(
                     f"{request.location} has no split {request.split!r}; files and globs form "
                     f"one split: train"
                 )
-            _check_nonempty_files(location.files, request.location)
+            if location.kind == "files":
+                _check_nonempty_files(location.files, request.location)
+            else:
+                kwargs["storage_options"] = url_storage_options(location.files[0])
             args: tuple = (builder,)
             kwargs["data_files"] = location.files
             kwargs["split"] = "train"
@@ -386,6 +333,8 @@ class HFSource:
             kwargs["encoding_errors"] = prepare.name
         if builder in ("text", "json"):
             kwargs["chunksize"] = CHUNK_BYTES
+        if request.streaming and location.kind in ("files", "remote"):
+            return self._open_shards(location, request, builder, counter, kwargs)
         before = prepare.count
         try:
             dataset = datasets.load_dataset(*args, **kwargs)
@@ -409,6 +358,21 @@ class HFSource:
         docs.prepared_errors = prepare.count - before
         docs.report(docs.prepared_errors)
         return self._nonempty(docs, request)
+
+    @staticmethod
+    def _open_shards(location: Location, request: SourceRequest, builder: str,
+                     counter: DecodeCounter, kwargs: dict[str, Any]) -> ShardStream:
+        """Data files streamed one at a time, resumable by position (:mod:`kerastrain_hf.shards`)."""
+        load = {k: v for k, v in kwargs.items() if k in ("encoding_errors", "chunksize")}
+        stream = ShardStream(location.files, builder, request.text_column, request.location,
+                             counter, load)
+        if stream.is_empty():
+            raise DataError(
+                f"{request.location}: split {request.split!r} has no text in column "
+                f"{request.text_column!r}"
+            )
+        counter.count = 0  # bytes replaced by the check above are counted again when read
+        return stream
 
     @staticmethod
     def _nonempty(docs: MapDocuments, request: SourceRequest) -> MapDocuments:
