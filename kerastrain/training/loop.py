@@ -19,7 +19,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from kerastrain.data.pipeline import PipelineState, Prefetcher
+from kerastrain.data.pipeline import PipelineState
+from kerastrain.data.prefetch import Prefetcher
 from kerastrain.errors import UserError
 from kerastrain.training.checkpoint import prune_step_checkpoints
 from kerastrain.training.flops import MfuMeter

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from kerastrain.data.corpus import InMemoryDocuments
-from kerastrain.data.pipeline import PipelineState, Prefetcher, StreamingTextPipeline
+from kerastrain.data.pipeline import PipelineState, StreamingTextPipeline
+from kerastrain.data.prefetch import Prefetcher
 from kerastrain.data.tokenizer import ByteTokenizer
 
 DOCS = InMemoryDocuments([f"document {i} " + "word " * (i % 23) for i in range(300)])

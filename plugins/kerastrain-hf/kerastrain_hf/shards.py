@@ -30,11 +30,11 @@ from kerastrain_hf.documents import (
 class ShardStream:
     """Documents of ``files`` (local paths or URLs) of one builder, streamed with positions."""
 
-    def __init__(self, files: list[str], builder: str, column: str, label: str,
+    def __init__(self, files: list[str], builder: str, column: str | None, label: str,
                  counter: DecodeCounter, load_kwargs: dict[str, Any] | None = None) -> None:
         self.files = list(files)
         self.builder = builder
-        self.column = column
+        self.column = column  # None: whole records (dicts), for a data format to read
         self.label = label
         self.counter = counter
         self.load_kwargs = dict(load_kwargs or {})
@@ -62,7 +62,7 @@ class ShardStream:
 
         with self._open(file) as f:
             parquet = pq.ParquetFile(f)
-            if self.column not in parquet.schema_arrow.names:
+            if self.column is not None and self.column not in parquet.schema_arrow.names:
                 raise DataError(
                     f"{self.label} has no column {self.column!r} in {file}; columns: "
                     f"{', '.join(parquet.schema_arrow.names)} (choose one with --text-column)"
@@ -74,7 +74,8 @@ class ShardStream:
                 group += 1
             if group == groups:
                 return
-            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=[self.column],
+            columns = None if self.column is None else [self.column]
+            for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=columns,
                                               row_groups=range(group, groups)):
                 yield pa.Table.from_batches([batch]), first
                 first += batch.num_rows
@@ -92,13 +93,16 @@ class ShardStream:
         try:
             dataset = datasets.load_dataset(self.builder, data_files=[file], split="train",
                                             streaming=True, **kwargs)
-            if self.column not in (dataset.column_names or [self.column]):
+            if self.column is not None and self.column not in (dataset.column_names
+                                                               or [self.column]):
                 raise DataError(
                     f"{self.label} has no column {self.column!r} in {file}; columns: "
                     f"{', '.join(dataset.column_names)} (choose one with --text-column)"
                 )
             first = 0
-            for table in dataset.select_columns([self.column]).with_format("arrow").iter(
+            if self.column is not None:
+                dataset = dataset.select_columns([self.column])
+            for table in dataset.with_format("arrow").iter(
                 batch_size=BATCH_ROWS
             ):
                 yield table, first
@@ -126,6 +130,10 @@ class ShardStream:
                 for table, first in self._tables(self.files[s], start):
                     skip = max(0, start - first)
                     if skip >= table.num_rows:
+                        continue
+                    if self.column is None:  # whole records: the data format checks them
+                        for r, record in enumerate(table.slice(skip).to_pylist()):
+                            yield record, [s, first + skip + 1 + r]
                         continue
                     values = table.column(self.column).slice(skip)
                     check_text_type(values.type, self.column)

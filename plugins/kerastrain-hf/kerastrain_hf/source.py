@@ -364,9 +364,11 @@ class HFSource:
                      counter: DecodeCounter, kwargs: dict[str, Any]) -> ShardStream:
         """Data files streamed one at a time, resumable by position (:mod:`kerastrain_hf.shards`)."""
         load = {k: v for k, v in kwargs.items() if k in ("encoding_errors", "chunksize")}
-        stream = ShardStream(location.files, builder, request.text_column, request.location,
-                             counter, load)
+        column = None if request.records else request.text_column
+        stream = ShardStream(location.files, builder, column, request.location, counter, load)
         if stream.is_empty():
+            if request.records:
+                raise DataError(f"{request.location}: split {request.split!r} is empty")
             raise DataError(
                 f"{request.location}: split {request.split!r} has no text in column "
                 f"{request.text_column!r}"
