@@ -1,6 +1,7 @@
 """Instruction fine-tuning: a small model learns a task whose answers can be checked exactly.
 
-The task: "Reverse: w1 w2 w3 w4" -> "w4 w3 w2 w1", the words drawn from the embedded corpus's
+The task (``--task``): "Reverse: w1 w2 w3 w4" -> "w4 w3 w2 w1", or "Repeat: ..." -> the same
+words, the words drawn from the embedded corpus's
 most frequent words (no answer is written by hand: each is the prompt's words reversed). Held-out
 prompts use word sequences never trained on. Conversations go through the chat format (built-in
 ChatML template, markers as special tokens) and are scored by exact match of the greedy reply,
@@ -56,12 +57,19 @@ def conversations(words: list[str], n: int, seed: int, exclude: set | None = Non
     return out
 
 
-def record(words: tuple) -> dict:
-    return {"messages": [{"role": "user", "content": "Reverse: " + " ".join(words)},
-                         {"role": "assistant", "content": " ".join(reversed(words))}]}
+TASKS = {  # instruction -> the exact answer, computed from the prompt's words
+    "reverse": ("Reverse:", lambda words: " ".join(reversed(words))),
+    "repeat": ("Repeat:", lambda words: " ".join(words)),
+}
 
 
-def accuracy(path: Path, held_out: list[tuple], initial: bool = False,
+def record(words: tuple, task: str) -> dict:
+    instruction, answer = TASKS[task]
+    return {"messages": [{"role": "user", "content": f"{instruction} {' '.join(words)}"},
+                         {"role": "assistant", "content": answer(words)}]}
+
+
+def accuracy(path: Path, held_out: list[tuple], task: str, initial: bool = False,
              max_new_tokens: int = 24) -> float:
     """Exact-match accuracy of the run's final model (or, ``initial``, of the weights it started
     from: the same seed and configuration, untrained)."""
@@ -81,8 +89,9 @@ def accuracy(path: Path, held_out: list[tuple], initial: bool = False,
     right = 0
     for words in held_out:
         chat.reset()
-        reply = "".join(chat.reply("Reverse: " + " ".join(words)))
-        right += reply.strip() == " ".join(reversed(words))
+        conversation = record(words, task)["messages"]
+        reply = "".join(chat.reply(conversation[0]["content"]))
+        right += reply.strip() == conversation[1]["content"]
     return right / len(held_out)
 
 
@@ -93,6 +102,7 @@ def metrics(out: Path, kind: str = "train") -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", choices=sorted(TASKS), default="reverse")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--train-examples", type=int, default=4000)
     parser.add_argument("--held-out", type=int, default=100)
@@ -108,7 +118,7 @@ def main() -> None:
     held_out = conversations(words, args.held_out, seed=1, exclude=set(train))
     root = Path(tempfile.mkdtemp(prefix="bench_sft_"))
     data = root / "train.jsonl"
-    data.write_text("".join(json.dumps(record(w)) + "\n" for w in train))
+    data.write_text("".join(json.dumps(record(w, args.task)) + "\n" for w in train))
     common = ["--dataset-id", str(data), "--d-model", str(args.d_model), "--num-layers",
               str(args.num_layers), "--num-heads", "4", "--d-ff", str(4 * args.d_model),
               "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size),
@@ -118,7 +128,7 @@ def main() -> None:
               "--seed", "0"]
     variants = {"assistant-only": [], "train-on-prompt": ["--train-on-prompt"],
                 "no-packing": ["--no-packing"]}
-    print(f"task: reverse 3-5 of the corpus's {args.words} commonest words; "
+    print(f"task: {args.task} 3-5 of the corpus's {args.words} commonest words; "
           f"{len(train)} training conversations, {len(held_out)} held out; "
           f"d_model {args.d_model}, {args.num_layers} layers, batch {args.batch_size} x "
           f"{args.seq_len}, {args.steps} updates")
@@ -135,8 +145,9 @@ def main() -> None:
         steady = log[1:] or log  # the first record includes the compile
         trained_per_sec = sum(r["trained_tokens"] / (r["step_ms"] / 1000) for r in steady
                               ) / len(steady)
-        before = accuracy(out, held_out, initial=True) if name == "assistant-only" else None
-        after = accuracy(out, held_out)
+        before = (accuracy(out, held_out, args.task, initial=True) if name == "assistant-only"
+                  else None)
+        after = accuracy(out, held_out, args.task)
         rows.append((name, before, after, summary["last_loss"], summary["tokens_per_sec"],
                      trained_per_sec, seconds))
     print(f"{'variant':<16} {'before':>7} {'after':>7} {'last loss':>9} {'positions/s':>11} "
