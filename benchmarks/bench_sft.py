@@ -16,7 +16,8 @@ Side by side, one run each, same model, data, steps and seed:
 
 Accuracy is measured on the initial weights (before) and the final ones (after).
 
-    python benchmarks/bench_sft.py --steps 300
+    python benchmarks/bench_sft.py --task repeat --steps 1000 --learning-rate 3e-3 \
+        --throughput-steps 200
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ def main() -> None:
     parser.add_argument("--num-layers", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--throughput-steps", type=int, default=None,
+                        help="Updates of the no-packing run (it reports tokens/s only)")
     args = parser.parse_args()
 
     words = corpus_words(args.words)
@@ -122,10 +126,11 @@ def main() -> None:
     common = ["--dataset-id", str(data), "--d-model", str(args.d_model), "--num-layers",
               str(args.num_layers), "--num-heads", "4", "--d-ff", str(4 * args.d_model),
               "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size),
-              "--max-steps", str(args.steps), "--learning-rate", "2e-3", "--warmup-steps",
+              "--learning-rate", str(args.learning_rate), "--warmup-steps",
               str(max(1, args.steps // 20)), "--vocab-size", "1024", "--eval-every", "100000",
-              "--log-every", "10", "--save-every", str(args.steps), "--dropout-rate", "0",
+              "--log-every", "10", "--dropout-rate", "0",
               "--seed", "0"]
+    steps = {"no-packing": args.throughput_steps or args.steps}
     variants = {"assistant-only": [], "train-on-prompt": ["--train-on-prompt"],
                 "no-packing": ["--no-packing"]}
     print(f"task: {args.task} 3-5 of the corpus's {args.words} commonest words; "
@@ -137,7 +142,9 @@ def main() -> None:
         out = root / name
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "kerastrain", "run", "--output-dir",
-                               str(out), *common, *extra], capture_output=True, text=True)
+                               str(out), *common, *extra, "--max-steps",
+                               str(steps.get(name, args.steps)), "--save-every",
+                               str(steps.get(name, args.steps))], capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if done.returncode != 0:
             sys.exit(f"{name}: kerastrain run failed:\n{done.stderr[-3000:]}")
@@ -147,14 +154,15 @@ def main() -> None:
                               ) / len(steady)
         before = (accuracy(out, held_out, args.task, initial=True) if name == "assistant-only"
                   else None)
-        after = accuracy(out, held_out, args.task)
+        after = accuracy(out, held_out, args.task) if name not in steps else None
         rows.append((name, before, after, summary["last_loss"], summary["tokens_per_sec"],
                      trained_per_sec, seconds))
     print(f"{'variant':<16} {'before':>7} {'after':>7} {'last loss':>9} {'positions/s':>11} "
           f"{'trained tok/s':>13} {'run s':>6}")
     for name, before, after, loss, tps, trained, seconds in rows:
         b = "-" if before is None else f"{before:.1%}"
-        print(f"{name:<16} {b:>7} {after:>7.1%} {loss:>9.3f} {tps:>11.0f} {trained:>13.0f} "
+        a = "-" if after is None else f"{after:.1%}"
+        print(f"{name:<16} {b:>7} {a:>7} {loss:>9.3f} {tps:>11.0f} {trained:>13.0f} "
               f"{seconds:>6.0f}")
     print("(last loss: train-on-prompt averages over every token, the others over assistant "
           "tokens only; positions/s counts padding)")
