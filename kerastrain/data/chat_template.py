@@ -130,6 +130,27 @@ class ChatTemplate:
                 spans.append((len(before), len(after)))
         return text, spans
 
+    def turn_end_ids(self, tokenizer) -> tuple[int, ...]:
+        """Ids that end an assistant turn: the special token the template writes right after an
+        assistant message's content (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>`` ...), and
+        EOS. Found by rendering a probe conversation and tokenizing what follows the reply, so it
+        holds for any template rather than a table of known ones (generation stops there; export
+        writes them as ``generation_config.json``'s ``eos_token_id``)."""
+        probe = "kerastrain probe reply"
+        text = self.render([{"role": "user", "content": "hi"},
+                            {"role": "assistant", "content": probe}])
+        ids: list[int] = []
+        after = text[text.rfind(probe) + len(probe):].strip() if probe in text else ""
+        if after:
+            first = tokenizer.encode_batch([after])[0][:1]
+            hf = getattr(tokenizer, "hf", None)  # added tokens are the markers; text is not
+            if first and hf is not None and first[0] in hf.get_added_tokens_decoder():
+                ids += first
+        eos = getattr(tokenizer, "eos_id", None)
+        if eos is not None and eos not in ids:
+            ids.append(eos)
+        return tuple(ids)
+
     def to_bytes(self) -> bytes:
         return (json.dumps({"chat_template": self.source, **self.variables}, indent=1,
                            ensure_ascii=False) + "\n").encode("utf-8")

@@ -14,28 +14,6 @@ from kerastrain.errors import ConfigError
 from kerastrain.model.streaming import StreamingDecoder, stream_text
 
 
-def turn_end_ids(template, tokenizer) -> tuple[int, ...]:
-    """Ids that end an assistant turn: the special token the template writes right after an
-    assistant message's content (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>`` ...), and EOS.
-
-    Found by rendering a probe conversation and tokenizing what follows the reply's text, so it
-    holds for any template rather than a table of known ones."""
-    probe = "kerastrain probe reply"
-    text = template.render([{"role": "user", "content": "hi"},
-                            {"role": "assistant", "content": probe}])
-    ids: list[int] = []
-    after = text[text.rfind(probe) + len(probe):].strip() if probe in text else ""
-    if after:
-        first = tokenizer.encode_batch([after])[0][:1]
-        hf = getattr(tokenizer, "hf", None)  # added tokens are the markers; plain text is not
-        if first and hf is not None and first[0] in hf.get_added_tokens_decoder():
-            ids += first
-    eos = getattr(tokenizer, "eos_id", None)
-    if eos is not None and eos not in ids:
-        ids.append(eos)
-    return tuple(ids)
-
-
 class Conversation:
     """The history of one chat; :meth:`reply` streams the model's answer and keeps it."""
 
@@ -49,7 +27,7 @@ class Conversation:
         self.decoder = StreamingDecoder(model, sampler)
         self.max_new_tokens = max_new_tokens
         self.system = system
-        self.stops = turn_end_ids(template, tokenizer)
+        self.stops = template.turn_end_ids(tokenizer)
         self.reset()
 
     def reset(self) -> None:

@@ -71,8 +71,10 @@ def write_hf_tokenizer(tokenizer, target: Path, seq_len: int, template=None) -> 
     (target / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
 
-def _patch_hf_config(target: Path, architecture: str, cfg, eos_id: int) -> None:
-    """keras-hub's exporter writes GPT-2's ids (50256) and activation; set ours."""
+def _patch_hf_config(target: Path, architecture: str, cfg, eos_id: int,
+                     stop_ids: tuple[int, ...] = ()) -> None:
+    """keras-hub's exporter writes GPT-2's ids (50256) and activation; set ours. ``stop_ids``:
+    the ids that end a chat model's turn (generation stops at any of them)."""
     path = target / "config.json"
     config = json.loads(path.read_text())
     config.update(bos_token_id=eos_id, eos_token_id=eos_id, torch_dtype="float32")
@@ -84,7 +86,9 @@ def _patch_hf_config(target: Path, architecture: str, cfg, eos_id: int) -> None:
         config["activation_function"] = "gelu_new" if cfg.activation == "gelu_tanh" else "gelu"
         config["n_inner"] = cfg.d_ff
     path.write_text(json.dumps(config, indent=2) + "\n")
-    generation = {"bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id,
+    stops = [eos_id, *(i for i in stop_ids if i != eos_id)]
+    generation = {"bos_token_id": eos_id, "eos_token_id": stops if len(stops) > 1 else eos_id,
+                  "pad_token_id": eos_id,
                   "max_length": cfg.seq_len}
     (target / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
@@ -145,6 +149,7 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     model, tokenizer = load(source)
     template = chat_template_of(source)
+    stops = template.turn_end_ids(tokenizer) if template is not None else ()
     architecture = export_architecture(model.config)  # refuse before anything is written
     _hf_tokenizer(tokenizer)
     preprocessor = None
@@ -157,8 +162,8 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
                               "with --format hf only")
         _prepare_target(target, overwrite)
         architecture.write_hf(model, target, tokenizer.eos_id)
-        _patch_hf_config(target, architecture.name, model.config, tokenizer.eos_id)
-        write_hf_tokenizer(tokenizer, target, model.config.seq_len)
+        _patch_hf_config(target, architecture.name, model.config, tokenizer.eos_id, stops)
+        write_hf_tokenizer(tokenizer, target, model.config.seq_len, template)
         return {"format": fmt, "architecture": architecture.name, "to": str(target),
                 "files": sorted(p.name for p in target.iterdir())}
     _prepare_target(target, overwrite)
@@ -166,7 +171,7 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
     architecture = architecture.name
     if fmt == "hf":
         _causal_lm(backbone).export_to_transformers(str(target))
-        _patch_hf_config(target, architecture, model.config, tokenizer.eos_id)
+        _patch_hf_config(target, architecture, model.config, tokenizer.eos_id, stops)
         write_hf_tokenizer(tokenizer, target, model.config.seq_len, template)
     else:
         _causal_lm(backbone, preprocessor).save_to_preset(str(target))

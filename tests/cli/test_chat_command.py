@@ -106,3 +106,7 @@ def test_export_writes_the_template_that_renders_the_trained_ids(chat_run, tmp_p
     context = FormatContext(tokenizer=tokenizer, template=chat_template_of(chat_run))
     trained = ChatFormat().encode([{"messages": messages}], context)[0]
     assert ids == trained.ids and any(trained.mask) and not all(trained.mask)
+    # transformers and vLLM stop a reply at the turn's end marker, not only at EOS.
+    generation = json.loads((target / "generation_config.json").read_text())
+    im_end = tokenizer.encode_batch(["<|im_end|>"])[0]
+    assert generation["eos_token_id"] == [tokenizer.eos_id, *im_end]
