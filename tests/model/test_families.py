@@ -198,3 +198,26 @@ def test_a_smollm2_folder_loads_as_the_llama_it_is(tmp_path):
     assert (pretrained.config.rope_theta, pretrained.config.norm_epsilon) == (1e5, 1e-5)
     ids = _ids(pretrained.config.vocab_size)
     np.testing.assert_allclose(np.asarray(ours(ids)), reference_logits(folder, ids), atol=1e-4)
+
+
+def test_a_qwen_folder_fine_tuned_on_chat_exports_its_own_template(tmp_path):
+    """The folder's chat_template trains the chat data and comes back in the exported folder."""
+    from kerastrain.data.chat_template import CHATML
+
+    folder = write_folder(tmp_path, "qwen2")
+    template = CHATML.replace("<|im_start|>", "<|start|>")  # the folder's own, not our ChatML
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": [
+        {"role": "user", "content": t[:6]}, {"role": "assistant", "content": t[6:12]}]}) + "\n"
+        for t in TEXTS))
+    run = tmp_path / "run"
+    result = invoke("run", "--seq-len", "64", "--batch-size", "2", "--warmup-steps", "1",
+                    "--max-val-examples", "2", "--dataset-id", str(chats), "--output-dir",
+                    str(run), "--init-from", str(folder), "--use-lora", "--lora-rank", "2",
+                    "--max-steps", "2")
+    assert result.exit_code == 0, result.output
+    assert f"chat template: {folder}" in " ".join(result.output.split())
+    target = tmp_path / "exported"
+    assert invoke("export", str(run), "--to", str(target)).exit_code == 0
+    assert json.loads((target / "tokenizer_config.json").read_text())["chat_template"] == template
