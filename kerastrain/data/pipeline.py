@@ -166,6 +166,13 @@ class StreamingTextPipeline:
             state.rng = rng.bit_generator.state
             yield doc
 
+    @staticmethod
+    def _next_epoch(state: PipelineState) -> None:
+        """The next epoch starts at the source's first document (its position too)."""
+        state.epoch += 1
+        state.next_doc, state.buffer, state.rng, state.source_done = 0, [], None, False
+        state.source_position, state.buffer_index, state.reread_from = None, [], None
+
     def _source_docs(self, state: PipelineState) -> Iterator[tuple[Any, Any]]:
         """``(document, source position after it)`` from where ``state`` stands. A source that
         can seek (``iter_positioned``) resumes at its saved position without re-reading what
@@ -233,9 +240,7 @@ class StreamingTextPipeline:
                     yield self._emit(state, tokens, self.batch_size)
                     tokens = tokens[self.batch_size * self.stride :]
             # The epoch's last tokens carry over into the next epoch (one continuous stream).
-            state.epoch += 1
-            state.next_doc, state.buffer, state.rng, state.source_done = 0, [], None, False
-            state.source_position, state.buffer_index, state.reread_from = None, [], None
+            self._next_epoch(state)
         if shuffler is not None:  # the data ends: drain the window buffer
             tokens = self._fill(shuffler, tokens, None)
             while len(shuffler) >= self.batch_size:
@@ -320,8 +325,12 @@ class StreamingTextPipeline:
                 yield self._emit_rows(state, rows[: self.batch_size], rows[self.batch_size:],
                                       packer)
                 rows = rows[self.batch_size:]
-            state.epoch += 1
-            state.next_doc, state.buffer, state.rng, state.source_done = 0, [], None, False
+            if whole_epoch and not read:  # nothing at all: never loop over empty epochs
+                from kerastrain.errors import DataError
+
+                raise DataError("the data source yielded no example in a whole epoch; check "
+                                "--dataset-id and --max-train-examples")
+            self._next_epoch(state)
         last = packer.flush()
         rows += [last] if last is not None else []
         while rows and (len(rows) >= self.batch_size or not self.drop_remainder):
