@@ -297,13 +297,3 @@ def choose_format(name: str, first_record, context: FormatContext):
     raise DataError(f"no installed data format reads the first record (columns found: "
                     f"{_columns_of(first_record)}); formats: "
                     + "; ".join(f"{f.name} needs {f.columns}" for f in formats.values()))
-
-
-def encode_conversation(template, tokenizer, messages: list[dict], train_on_prompt: bool = False
-                        ) -> tuple[list[int], list[bool] | None]:
-    """(ids, loss mask) of one conversation ``[{role, content}, ...]``: what training on it with
-    ``template`` uses (the mask marks the assistant turns; None with ``train_on_prompt``)."""
-    context = FormatContext(tokenizer=tokenizer, template=template,
-                            train_on_prompt=train_on_prompt)
-    (example,) = ChatFormat().encode([{"messages": messages}], context)
-    return example.ids, example.mask

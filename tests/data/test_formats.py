@@ -154,11 +154,3 @@ def test_a_model_folders_template_and_its_special_tokens(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="has no chat_template"):
         load_chat_template(model_folder=tmp_path)
-
-
-def test_encode_conversation_is_what_the_chat_format_trains_on():
-    from kerastrain.data.formats import encode_conversation
-
-    (example,) = choose_format("chat", CHAT, _context()).encode([CHAT], _context())
-    ids, mask = encode_conversation(ChatTemplate(CHATML), ByteTokenizer(), CHAT["messages"])
-    assert (ids, mask) == (example.ids, example.mask)
