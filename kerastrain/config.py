@@ -50,9 +50,24 @@ class PluginValues:
 
 @dataclass(frozen=True)
 class DataConfig(PluginValues):
-    dataset_id: str | None = option(None, "Dataset: hub id, local path/glob, hf:ID, tfds:NAME, or "
-                                    "a plugin's NAME:...", group="Dataset",
-                                    shown_default="the embedded corpus")
+    dataset_id: list[str] = option(help="Dataset: hub id, local path/glob, bucket URL (s3://, "
+                                   "gs://, az://, https://), hf:ID, tfds:NAME, or a plugin's "
+                                   "NAME:...; repeat it to mix datasets (--mixture-weights)",
+                                   group="Dataset", default_factory=list,
+                                   shown_default="the embedded corpus")
+    mixture_weights: list[float] = option(help="Weights of the repeated --dataset-id, e.g. "
+                                          "0.7,0.3 (default: equal)", group="Dataset",
+                                          default_factory=list, metavar="W,W,...")
+    datasets: list[dict] = option(help="One dataset of a mixture with its own settings: "
+                                  "id=...,weight=...,text_column=...,split=...,config=...,"
+                                  "format=...,name=... (or a JSON object); repeatable; a "
+                                  "[[dataset]] table each in a config file", group="Dataset",
+                                  default_factory=list, flags=("--dataset",), keys=("dataset",),
+                                  metavar="KEY=VALUE,...")
+    mixture_exhausted: str = option("end-epoch", "When one dataset of a mixture runs out: end "
+                                    "the epoch (all start again), restart that one, or drop it "
+                                    "(the others share its weight)", group="Dataset",
+                                    choices=("end-epoch", "restart", "drop"))
     text_column: str = option("text", "Column holding the text", group="Dataset")
     dataset_config: str | None = option(None, "Dataset configuration/subset", group="Dataset")
     split: str = option("train", "Training split", group="Dataset")
@@ -268,6 +283,9 @@ class RunConfig:
             raise ConfigError("--min-vocab-size is larger than --max-vocab-size")
         if tok.vocab_size is not None and tok.auto_vocab_size:
             raise ConfigError("--vocab-size and --auto-vocab-size contradict each other; pass one")
+        from kerastrain.mixture_config import datasets_of
+
+        datasets_of(d)  # the datasets and weights agree (one-line errors)
         if self.cloud.provider and not self.cloud.bucket:
             raise ConfigError("--cloud-provider needs --cloud-bucket (the bucket or container)")
 
@@ -299,12 +317,16 @@ class RunConfig:
         """The inverse of :meth:`to_dict` (redacted secrets are left unset). ``resolve_preset``:
         a preset name -> its model fields (:func:`kerastrain.model.presets.resolve_preset`), for
         the model fields that are not options (without it they take their defaults)."""
-        options = {(d.section, d.name) for d in declared_fields(RunConfig) if d.section}
+        declared = {(d.section, d.name): d for d in declared_fields(RunConfig) if d.section}
         values: dict[str, dict] = {}
         for name, cls_ in SECTIONS.items():
             own = {f.name for f in dataclasses.fields(cls_)}
             values[name] = {k: v for k, v in (data.get(name) or {}).items() if v != REDACTED
-                            and ((name, k) in options or (k not in own and name != "model"))}
+                            and ((name, k) in declared or (k not in own and name != "model"))}
+            for k, v in values[name].items():  # an older run's one value of a list option
+                if (name, k) in declared and declared[name, k].base_type is list and not \
+                        isinstance(v, list):
+                    values[name][k] = [] if v is None else [v]
         preset = data.get("preset")
         return build_run_config(values, preset,
                                 resolve_preset(preset) if preset and resolve_preset else None)

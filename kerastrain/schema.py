@@ -16,6 +16,7 @@ live in their section's ``extra``.
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -105,6 +106,15 @@ class Declared:
         return typing.get_origin(t) or t
 
     @property
+    def item_type(self) -> Any:
+        """``float`` for ``list[float]`` (the items of a list option; ``str`` when untyped)."""
+        t = self.type
+        if isinstance(t, types.UnionType) or typing.get_origin(t) is typing.Union:
+            t = next(a for a in typing.get_args(t) if a is not type(None))
+        args = typing.get_args(t)
+        return (typing.get_origin(args[0]) or args[0]) if args else str
+
+    @property
     def shown_default(self) -> Any:
         return self.default if self.spec.shown_default is UNSET else self.spec.shown_default
 
@@ -118,6 +128,9 @@ class Declared:
         """A stored value as click takes it (``--cloud-option`` pairs as KEY=VALUE strings)."""
         if self.base_type is dict:
             return [f"{k}={v}" for k, v in (value or {}).items()]
+        if self.base_type is list:  # one value for a list (an older run's single dataset id)
+            items = [] if value is None else [value] if isinstance(value, str | dict) else value
+            return [json.dumps(v) if isinstance(v, dict) else str(v) for v in items]
         return value
 
     def from_click_value(self, value: Any) -> Any:
@@ -125,8 +138,32 @@ class Declared:
         if self.base_type is dict:
             return parse_pairs(self.flag, value or ())
         if self.base_type is list:
-            return list(value or ())
+            return [item for v in (value or ()) for item in self.list_items(v)]
         return Secret(value) if self.spec.secret and value else value
+
+
+    def list_items(self, value: Any) -> list:
+        """One click value of a list option as its items: ``0.7,0.3`` for a list of numbers,
+        ``KEY=VALUE,...`` or a JSON object for a list of tables (``[[dataset]]``)."""
+        if not isinstance(value, str):
+            return [value]
+        item = self.item_type
+        if item in (int, float):
+            try:
+                return [item(v) for v in value.split(",") if v.strip()]
+            except ValueError:
+                raise ConfigError(f"{self.flag} {value!r}: give numbers, e.g. 0.7,0.3") from None
+        if item is dict:
+            if value.lstrip().startswith("{"):
+                try:
+                    table = json.loads(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{self.flag} {value!r} is not a JSON object: {exc}") from None
+                if not isinstance(table, dict):
+                    raise ConfigError(f"{self.flag} {value!r} is not a JSON object")
+                return [table]
+            return [parse_pairs(self.flag, value.split(","))]
+        return [value]
 
 
 def parse_pairs(flag: str, pairs) -> dict[str, str]:

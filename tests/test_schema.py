@@ -28,8 +28,9 @@ def _other_value(d: Declared):
         return (default or 0) + 3
     if base is float:
         return (default or 0.0) + 0.125
-    if base is list:
-        return ["first", "second"]
+    if base is list:  # a list of numbers, of tables ([[dataset]]) or of strings
+        return {float: [0.5, 0.25], dict: [{"id": "first", "weight": 2.0}]}.get(
+            d.item_type, ["first", "second"])
     if base is dict:
         return {"key": "value", "other": "x=y"}
     if d.spec.choices:
@@ -49,7 +50,7 @@ def _argv(values: dict[str, object]) -> list[str]:
                 argv.append(off)
         elif d.base_type is list:
             for item in value:
-                argv += [on, item]
+                argv += [on, json.dumps(item) if isinstance(item, dict) else str(item)]
         elif d.base_type is dict:
             for k, v in value.items():
                 argv += [on, f"{k}={v}"]

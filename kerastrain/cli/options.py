@@ -35,7 +35,8 @@ def click_kwargs(d: Declared, *, default_none: bool = False) -> dict:
         kwargs["type"] = base
     if default_none or spec.cli_default_none or base in (list, dict):
         kwargs["default"] = None
-        shown = None if base in (list, dict) else d.shown_default
+        shown = d.shown_default if d.spec.shown_default is not UNSET or base not in (
+            list, dict) else None
         if shown is not None and base is not bool and not default_none:
             help_text += f" [default: {'on' if shown is True else shown}]"
     else:

@@ -10,7 +10,7 @@ seeks every source (a sharded stream to its shard) and continues the same choice
 
 When a source runs out, ``on_exhausted`` says what happens:
 
-* ``stop``: the mixture ends (the epoch ends; the next epoch starts every source again);
+* ``end-epoch``: the mixture ends (the epoch ends; the next epoch starts every source again);
 * ``restart``: that source starts again from its first document (its weight stays);
 * ``drop``: it leaves the mixture and the others share its weight; the mixture ends when none is
   left.
@@ -22,6 +22,7 @@ not our ``Documents`` position; this works for every source, TFDS and plugins in
 from __future__ import annotations
 
 import copy
+import dataclasses
 import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 from kerastrain.data.sources import positioned_documents
 from kerastrain.errors import DataError
 
-EXHAUSTED = ("stop", "restart", "drop")
+EXHAUSTED = ("end-epoch", "restart", "drop")
 _MASK = (1 << 64) - 1
 
 
@@ -45,7 +46,8 @@ class MixtureDocuments:
     """Documents drawn from ``sources`` in proportion to ``weights`` (see the module docstring)."""
 
     def __init__(self, sources: Sequence[Any], weights: Sequence[float], *, seed: int = 0,
-                 on_exhausted: str = "stop", names: Sequence[str] | None = None) -> None:
+                 on_exhausted: str = "end-epoch", names: Sequence[str] | None = None,
+                 tags: Sequence[int] | None = None) -> None:
         if len(sources) != len(weights) or not sources:
             raise DataError(f"a mixture needs one weight per dataset: {len(sources)} dataset(s), "
                             f"{len(weights)} weight(s)")
@@ -58,6 +60,9 @@ class MixtureDocuments:
         self.seed = seed
         self.on_exhausted = on_exhausted
         self.names = list(names) if names else [f"source {i}" for i in range(len(sources))]
+        # With tags, each document comes as ``[tag, document]`` (tag: its source's number, the
+        # ``tags[i]`` of source i), so a data format and the token counts know its source.
+        self.tags = list(tags) if tags is not None else None
 
     def __len__(self) -> int:
         raise TypeError("a mixture's number of documents depends on its draws: unknown")
@@ -99,7 +104,7 @@ class MixtureDocuments:
                 streams[i] = self._open(i, state["sub"][i])
             item = next(streams[i], None)
             if item is None:
-                if self.on_exhausted == "stop":
+                if self.on_exhausted == "end-epoch":
                     return
                 if self.on_exhausted == "drop":
                     state["done"][i] = True
@@ -116,6 +121,8 @@ class MixtureDocuments:
             doc, state["sub"][i] = item
             state["n"] += 1
             state["taken"][i] += 1
+            if self.tags is not None:
+                doc = [self.tags[i], doc]
             yield doc, {"n": state["n"], "sub": list(state["sub"]), "taken": list(state["taken"]),
                         "laps": list(state["laps"]), "done": list(state["done"])}
 
@@ -128,3 +135,38 @@ class MixtureDocuments:
         taken = (position or self.start())["taken"]
         total = sum(taken) or 1
         return {name: count / total for name, count in zip(self.names, taken, strict=True)}
+
+
+class MixedFormat:
+    """The data format of a mixture: each tagged document ``[tag, record]`` goes through its own
+    dataset's format and context (a chat dataset beside plain text, a column per dataset)."""
+
+    name = "mixture"
+    description = "The formats of a mixture's datasets, each its own"
+    columns = "the columns of each dataset's format"
+
+    def __init__(self, formats: Sequence[Any], contexts: Sequence[Any]) -> None:
+        self.formats, self.contexts = list(formats), list(contexts)
+        self.packed = any(f.packed for f in self.formats)
+        self.needs_template = any(f.needs_template for f in self.formats)
+
+    def matches(self, record, context) -> bool:
+        return isinstance(record, list) and len(record) == 2
+
+    def _context(self, tag: int, context):
+        return dataclasses.replace(self.contexts[tag], tokenizer=getattr(context, "tokenizer", None))
+
+    def text(self, record, context) -> str:
+        tag, doc = record
+        return self.formats[tag].text(doc, self._context(tag, context))
+
+    def encode(self, records: list, context) -> list:
+        """Each dataset's records through its format, in one call per dataset; in order."""
+        out: list = [None] * len(records)
+        for tag in sorted({t for t, _ in records}):
+            where = [k for k, (t, _) in enumerate(records) if t == tag]
+            encoded = self.formats[tag].encode([records[k][1] for k in where],
+                                               self._context(tag, context))
+            for k, example in zip(where, encoded, strict=True):
+                out[k] = example
+        return out

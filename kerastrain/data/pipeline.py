@@ -56,6 +56,22 @@ class PipelineState:
     window_rng: dict | None = None  # numpy bit-generator state of the window shuffle
     packer: dict | None = None  # packed examples: the row being filled and the overlong counts
     rows: list = field(default_factory=list)  # packed rows not yet emitted ((3, seq_len) each)
+    # A mixture's [documents, tokens] read from each dataset, by name (data.mixture).
+    sources: dict = field(default_factory=dict)
+
+    def source_logs(self) -> dict:
+        """The tokens read from each dataset of a mixture so far, for the metrics."""
+        return {f"tokens_from_{name}": n for name, (_, n) in self.sources.items()}
+
+    def source_shares(self) -> dict:
+        """The realised share of each dataset of a mixture, of documents (what the weights
+        set) and of tokens, for the summary."""
+        if not self.sources:
+            return {}
+        docs, tokens = (sum(c[k] for c in self.sources.values()) or 1 for k in (0, 1))
+        return {"mixture_shares": {name: {"documents": round(d / docs, 4),
+                                          "tokens": round(n / tokens, 4)}
+                                   for name, (d, n) in self.sources.items()}}
 
     def saved(self) -> dict:
         """The state as a checkpoint holds it: recent buffered documents by index only."""
@@ -103,6 +119,7 @@ class StreamingTextPipeline:
         packed: bool = False,
         overlong: str = "truncate",
         packing: bool = True,
+        source_names: list[str] | None = None,
     ):
         self.documents = documents
         self.tokenizer = tokenizer
@@ -124,6 +141,8 @@ class StreamingTextPipeline:
         # documents are plain text. Packed: examples in rows with segment ids (packing.py).
         self.data_format, self.format_context = data_format, format_context
         self.packed, self.overlong, self.packing = packed, overlong, packing
+        # A mixture's documents come tagged ``[dataset number, record]`` (data.mixture).
+        self.source_names = source_names
 
     # -- documents -----------------------------------------------------------------------------
     def _epoch_docs(self, state: PipelineState) -> Iterator[str]:
@@ -225,6 +244,7 @@ class StreamingTextPipeline:
                         exhausted = True
                         break
                     for chunk, encoded in zip(chunks, self._encode(chunks), strict=True):
+                        self._count_sources(state, chunk, encoded)
                         for ids in encoded:
                             ids = ids.ids if self.data_format is not None else [*ids, eos]
                             pieces.append(np.asarray(ids, dtype=np.int32))
@@ -254,6 +274,13 @@ class StreamingTextPipeline:
             tokens = tokens[rows * self.stride :]
         state.tokens = tokens.tolist()
 
+    def _count_sources(self, state: PipelineState, chunk: list, encoded: list) -> None:
+        if self.source_names:
+            for (tag, _), example in zip(chunk, encoded, strict=True):
+                counts = state.sources.setdefault(self.source_names[tag], [0, 0])
+                counts[0] += 1
+                counts[1] += len(example.ids)
+
     def _next_chunks(self, docs) -> list[list]:
         """Up to ``workers`` chunks of documents, in stream order: ``ENCODE_CHUNK_DOCS`` each, or
         fewer once a chunk holds ``ENCODE_CHUNK_CHARS`` characters. Chunk boundaries do not change
@@ -267,8 +294,9 @@ class StreamingTextPipeline:
                     ended = True
                     break
                 chunk.append(doc)
+                text = doc[1] if self.source_names else doc  # a mixture's: [tag, document]
                 # A record (not text) counts as an average document.
-                chars += len(doc) if isinstance(doc, str) else ENCODE_CHUNK_CHARS // ENCODE_CHUNK_DOCS
+                chars += len(text) if isinstance(text, str) else ENCODE_CHUNK_CHARS // ENCODE_CHUNK_DOCS
             if chunk:
                 chunks.append(chunk)
             if ended:
@@ -309,6 +337,7 @@ class StreamingTextPipeline:
                     if not chunks:
                         break
                     for chunk, examples in zip(chunks, self._encode(chunks), strict=True):
+                        self._count_sources(state, chunk, examples)
                         for example in examples:
                             rows += packer.add(example)
                         state.documents += len(chunk)
@@ -338,13 +367,18 @@ class StreamingTextPipeline:
             rows = rows[self.batch_size:]
         state.rows, state.packer = [r.tolist() for r in rows], packer.state()
 
+    def _snapshot(self, state: PipelineState, **parts) -> PipelineState:
+        """The position after a batch, as :meth:`restore` takes it (``parts``: the tokens, rows or
+        windows still waiting)."""
+        return PipelineState(
+            epoch=state.epoch, next_doc=state.next_doc, source_position=state.source_position,
+            **self._saved_buffer(state), rng=state.rng, batches=state.batches,
+            documents=state.documents, source_done=state.source_done,
+            sources={n: list(c) for n, c in state.sources.items()}, **parts)
+
     def _emit_rows(self, state: PipelineState, rows: list, rest: list, packer) -> Batch:
         state.batches += 1
-        snapshot = PipelineState(
-            epoch=state.epoch, next_doc=state.next_doc, buffer=list(state.buffer), rng=state.rng,
-            batches=state.batches, documents=state.documents, source_done=state.source_done,
-            packer=packer.state(), rows=[r.tolist() for r in rest],
-        )
+        snapshot = self._snapshot(state, packer=packer.state(), rows=[r.tolist() for r in rest])
         stacked = np.stack(rows)
         return Batch(stacked[:, 0], stacked[:, 1], snapshot, segments=stacked[:, 2])
 
@@ -362,28 +396,13 @@ class StreamingTextPipeline:
     def _emit_windows(self, state: PipelineState, windows: np.ndarray, rest: np.ndarray,
                       shuffler: WindowShuffleBuffer) -> Batch:
         state.batches += 1
-        snapshot = PipelineState(
-            epoch=state.epoch, next_doc=state.next_doc, source_position=state.source_position,
-            **self._saved_buffer(state), rng=state.rng,
-            tokens=rest.tolist(), batches=state.batches, documents=state.documents,
-            source_done=state.source_done,
-            windows=shuffler.windows,  # never modified in place: sharing it is safe
-            window_rng=shuffler.rng_state(),
-        )
+        snapshot = self._snapshot(state, tokens=rest.tolist(),
+                                  windows=shuffler.windows,  # never modified in place: shared
+                                  window_rng=shuffler.rng_state())
         return Batch(windows[:, :-1], windows[:, 1:], snapshot)
 
     def _emit(self, state: PipelineState, tokens: np.ndarray, rows: int) -> Batch:
         windows = self._windows(tokens, rows)
         state.batches += 1
-        snapshot = PipelineState(
-            epoch=state.epoch,
-            next_doc=state.next_doc,
-            source_position=state.source_position,
-            **self._saved_buffer(state),
-            rng=state.rng,
-            tokens=tokens[rows * self.stride :].tolist(),
-            batches=state.batches,
-            documents=state.documents,
-            source_done=state.source_done,
-        )
+        snapshot = self._snapshot(state, tokens=tokens[rows * self.stride :].tolist())
         return Batch(windows[:, :-1], windows[:, 1:], snapshot)

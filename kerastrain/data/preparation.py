@@ -98,7 +98,7 @@ def open_documents(config: RunConfig, records: bool | None = None
     Returns (train, validation or None, a one-line description of the data).
     """
     d = config.data
-    source, location = resolve_source(d.dataset_id)
+    source, location = resolve_source(d.dataset_id[0] if d.dataset_id else None)
     if records is None:
         records = d.data_format != "text"
 
@@ -122,6 +122,61 @@ def open_documents(config: RunConfig, records: bool | None = None
     if source.name == "builtin":
         what = "the embedded default corpus (CPython documentation, offline, no download)"
     return train, val, what
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The run's data, opened and checked: one dataset or a mixture (its datasets tagged)."""
+
+    train: Documents
+    val: Documents | None
+    what: str  # a one-line description
+    plan: DataPlan
+    names: list[str] | None = None  # a mixture's dataset names, by tag (None: one dataset)
+
+
+def _open_one(config: RunConfig, model_folder: str | None, say) -> TrainingData:
+    train, val, what = open_documents(config)
+    plan = plan_data(config, train, model_folder, say)  # bad records fail here, in one line
+    if plan.format.name == "text" and config.data.data_format != "text":
+        first = next(iter(train.iter_from(0)), None)
+        if isinstance(first, dict):  # plain text after all: read the text column as before
+            train, val, what = open_documents(config, records=False)
+    return TrainingData(train, val, what, plan)
+
+
+def open_data(config: RunConfig, model_folder: str | None = None, say=print) -> TrainingData:
+    """Open the run's dataset, or each dataset of its mixture (:mod:`kerastrain.mixture_config`)
+    with its own settings, and check their first records (bad data fails here, in one line)."""
+    from kerastrain.mixture_config import datasets_of
+
+    specs = datasets_of(config.data)
+    if len(specs) == 1 and not config.data.datasets:
+        return _open_one(config, model_folder, say)
+    from kerastrain.data.formats import FormatContext
+    from kerastrain.data.mixture import MixedFormat, MixtureDocuments
+
+    parts = [_open_one(config.replace(data=spec.data_config(config.data)), model_folder,
+                       lambda msg, name=spec.name: say(f"{name}: {msg}")) for spec in specs]
+    names, weights = [s.name for s in specs], [s.weight for s in specs]
+    seed, exhausted = config.train.seed, config.data.mixture_exhausted
+    train = MixtureDocuments([p.train for p in parts], weights, seed=seed, names=names,
+                             on_exhausted=exhausted, tags=range(len(parts)))
+    held = [k for k, p in enumerate(parts) if p.val is not None]
+    # Validation reads every dataset's held-out split whole (dropped as each runs out).
+    val = MixtureDocuments([parts[k].val for k in held], [weights[k] for k in held], seed=seed,
+                           names=[names[k] for k in held], on_exhausted="drop",
+                           tags=held) if held else None
+    fmt = MixedFormat([p.plan.format for p in parts], [p.plan.context for p in parts])
+    template = next((p.plan.context.template for p in parts if p.plan.context.template), None)
+    d = config.data
+    context = FormatContext(template=template, text_column=d.text_column,
+                            train_on_prompt=d.train_on_prompt)
+    plan = DataPlan(fmt, context, any(p.plan.packed for p in parts))
+    total = sum(weights)
+    what = f"a mixture of {len(parts)} datasets ({exhausted} when one runs out): " + "; ".join(
+        f"{n} {w / total:.0%} = {p.what}" for n, w, p in zip(names, weights, parts, strict=True))
+    return TrainingData(train, val, what, plan, names)
 
 
 def sample_texts(documents: Documents, count: int) -> list[str]:

@@ -49,20 +49,27 @@ def _data_config(request: EvalRequest, run: RunConfig | None) -> tuple[object, s
     """(DataConfig for the split to score, the split's name)."""
     from kerastrain.config import DataConfig
 
-    if request.dataset_id is None:
+    ids = [request.dataset_id] if isinstance(request.dataset_id, str) else list(
+        request.dataset_id or ())
+    if len(ids) > 1:
+        raise ConfigError("eval scores one dataset at a time: pass one --dataset-id")
+    if not ids:
         if run is None:
             raise ConfigError(f"{request.checkpoint} has no run_config.json to find its run's "
                               "validation data; pass --dataset-id (and --split)")
         data = run.data
+        if len(data.dataset_id) > 1 or data.datasets:
+            raise ConfigError("the run trained on a mixture of datasets; pass --dataset-id (and "
+                              "--split) to score one of them")
         split = request.split or data.val_split
-        if split is None and data.dataset_id is None:
+        if split is None and not data.dataset_id:
             split = "validation"  # the embedded corpus always has its held-out split
         if split is None:
             raise ConfigError("the run that made this checkpoint had no validation split; pass "
                               "--split (e.g. --split train) or --dataset-id")
         return dataclasses.replace(
             data, max_val_examples=request.max_examples or data.max_val_examples), split
-    data = DataConfig(dataset_id=request.dataset_id, dataset_config=request.dataset_config,
+    data = DataConfig(dataset_id=ids, dataset_config=request.dataset_config,
                       text_column=request.text_column or "text", data_dir=request.data_dir,
                       max_val_examples=request.max_examples)
     return data, request.split or "validation"
@@ -88,7 +95,7 @@ def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
     if data.chat_template is None and (output_dir / TEMPLATE_FILE).is_file():
         data = dataclasses.replace(data, chat_template=str(output_dir / TEMPLATE_FILE))
     model, tokenizer = load(checkpoint)
-    source, location = resolve_source(data.dataset_id)
+    source, location = resolve_source(data.dataset_id[0] if data.dataset_id else None)
 
     def open_split(records: bool):
         return source.open(SourceRequest(
@@ -134,7 +141,7 @@ def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
     loss = total / tokens
     return {
         "checkpoint": str(checkpoint),
-        "dataset": data.dataset_id or "builtin",
+        "dataset": data.dataset_id[0] if data.dataset_id else "builtin",
         "split": split,
         "loss": loss,
         "perplexity": math.exp(min(loss, 50.0)),

@@ -255,7 +255,8 @@ class Trainer:
                 signal.signal(s, handler)
         summary = {"steps": self.step, "reason": reason, "first_loss": losses.first,
                    "first_step_seconds": self.first_step_seconds, "last_loss": losses.last,
-                   "data_wait_seconds": batches.wait_seconds, **self._throughput()}
+                   "data_wait_seconds": batches.wait_seconds, **self._throughput(),
+                   **position.source_shares()}
         if position.packer:  # examples longer than --seq-len (--overlong), up to this update
             summary.update(overlong_truncated=position.packer["truncated"],
                            overlong_dropped=position.packer["dropped"])
@@ -323,6 +324,7 @@ class Trainer:
             "data_wait_share": (batches.wait_seconds - waited) / elapsed,
             "tokens_seen": self.step * self.tokens_per_update,
             "trained_tokens": float(np.mean(tokens)),  # per update: what the loss averages
+            **position.source_logs(),  # a mixture's tokens from each dataset
         }
         logs["mfu"] = self.mfu(logs["tokens_per_sec"])
         metrics.write("train", self.step, logs)

@@ -159,7 +159,7 @@ def run_training(config: RunConfig, console) -> dict:
 
     The stages: processes and mesh; output directory and resume point; tokenizer; what the run
     resolves (model shape, vocabulary, steps); model, optimizer and restored state; data; loop."""
-    from kerastrain.data.preparation import check_vocab, open_documents, plan_data, tokenizer_path
+    from kerastrain.data.preparation import check_vocab, open_data, tokenizer_path
     from kerastrain.plugins import get_plugin_manager
     from kerastrain.training.distribution import make_mesh_plan
     from kerastrain.training.processes import SilentHooks, initialize_processes
@@ -186,16 +186,12 @@ def run_training(config: RunConfig, console) -> dict:
     check_kinds(config)
 
     # -- output directory, resume point, tokenizer ----------------------------------------------
-    train_docs, val_docs, what = open_documents(config)
     from kerastrain.model.hf_import import init_from_folder
 
     model_folder = init_from_folder(config)
-    plan = plan_data(config, train_docs, model_folder, say)  # bad records fail here, in one line
-    if plan.format.name == "text" and config.data.data_format != "text":
-        first = next(iter(train_docs.iter_from(0)), None)
-        if isinstance(first, dict):  # plain text after all: read the text column as before
-            train_docs, val_docs, what = open_documents(config, records=False)
-    say(f"Data: {what}")
+    data = open_data(config, model_folder, say)  # bad records fail here, in one line
+    train_docs, val_docs, plan = data.train, data.val, data.plan
+    say(f"Data: {data.what}")
     resume = find_resume_point(config, output_dir, say)
     previous = checkpoint_request(resume)
     if resume is not None and config.train.init_from:
@@ -270,7 +266,7 @@ def run_training(config: RunConfig, console) -> dict:
 
     # -- data and loop --------------------------------------------------------------------------
     train_pipeline, val_batches = _pipelines(config, resolved, train_docs, val_docs, tokenizer,
-                                             mesh_plan, processes, plan)
+                                             mesh_plan, processes, plan, data.names)
     train_pipeline.restore(pipeline_state)
     from kerastrain.training.loop import Trainer, TrainingRun
 
@@ -349,7 +345,7 @@ def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan,
 
 
 def _pipelines(config: RunConfig, resolved, train_docs, val_docs, tokenizer, mesh_plan,
-               processes: int, plan=None):
+               processes: int, plan=None, source_names=None):
     """The training pipeline and a factory of validation passes (None without validation data)."""
     from kerastrain.data.pipeline import StreamingTextPipeline
 
@@ -371,7 +367,8 @@ def _pipelines(config: RunConfig, resolved, train_docs, val_docs, tokenizer, mes
         batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride,
         shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
         max_documents=max_docs, epochs=epochs,
-        window_shuffle_size=d.window_shuffle_size, workers=d.data_workers, **formatted,
+        window_shuffle_size=d.window_shuffle_size, workers=d.data_workers,
+        source_names=source_names, **formatted,
     )
     if val_docs is None:
         return train_pipeline, None

@@ -71,7 +71,7 @@ def test_a_config_file_sets_options_and_the_command_line_overrides_it(tmp_path, 
     assert config.preset == "nano" and config.train.batch_size == 16
     assert config.train.learning_rate == 1e-3 and config.train.gradient_accumulation_steps == 2
     assert config.output.output_dir == "from_file" and config.output.save_every == 7
-    assert config.data.dataset_id == "data/*.txt" and config.data.streaming is False
+    assert config.data.dataset_id == ["data/*.txt"] and config.data.streaming is False
     assert config.model.use_rope is False and config.model.num_layers == 4  # nano's
     config, result = _configured("--batch-size", "8", "--config", str(path), "--streaming",
                                  "--d-model", "64", "--num-heads", "2")
@@ -147,6 +147,6 @@ def test_the_readme_example_config_file_is_valid(tmp_path):
     path.write_text(block)
     config, result = _configured("--config", str(path))
     assert result.exit_code == 0, result.output
-    assert config.data.dataset_id == "roneneldan/TinyStories" and config.preset == "nano"
+    assert config.data.dataset_id == ["roneneldan/TinyStories"] and config.preset == "nano"
     assert config.tokenizer.auto_vocab_size and config.output.trackers == ["mlflow"]
     assert config.output.sample_every == 250 and config.train.batch_size == 64

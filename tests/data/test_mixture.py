@@ -15,7 +15,7 @@ WEB = InMemoryDocuments([f"web {i} " + "w " * (i % 9) for i in range(400)])
 CODE = InMemoryDocuments([f"code {i} " + "c " * (i % 5) for i in range(60)])
 
 
-def mix(on_exhausted="stop", seed=7):
+def mix(on_exhausted="end-epoch", seed=7):
     return MixtureDocuments([WEB, CODE], [3.0, 1.0], seed=seed, on_exhausted=on_exhausted,
                             names=["web", "code"])
 
@@ -30,7 +30,7 @@ def test_shares_follow_the_weights_and_the_draws_are_a_function_of_the_seed():
     assert [d for d in docs if d.startswith("web")][:300] == list(WEB.iter_from(0))[:300]
 
 
-@pytest.mark.parametrize("mode", ["stop", "restart", "drop"])
+@pytest.mark.parametrize("mode", ["end-epoch", "restart", "drop"])
 def test_resume_from_any_position_continues_the_same_draws(mode):
     m = mix(mode)
     full = list(itertools.islice(m.iter_positioned(None), 600))
@@ -40,7 +40,7 @@ def test_resume_from_any_position_continues_the_same_draws(mode):
 
 
 def test_exhaustion_stop_restart_drop():
-    stop = list(mix("stop").iter_positioned(None))
+    stop = list(mix("end-epoch").iter_positioned(None))
     # Every code document was drawn, then a draw of code found none: the mixture ended there.
     assert stop[-1][1]["taken"] == [len(stop) - len(CODE), len(CODE)]
     assert len(stop) < len(WEB) + len(CODE)
