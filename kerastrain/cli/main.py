@@ -91,6 +91,10 @@ def run(config):
             console.print(f"Examples longer than --seq-len: {summary['overlong_truncated']} "
                           f"truncated, {summary['overlong_dropped']} dropped (--overlong)",
                           highlight=False)
+        if summary.get("mixture_shares"):
+            console.print("Mixture, realised shares of documents (tokens): " + ", ".join(
+                f"{name} {s['documents']:.1%} ({s['tokens']:.1%})"
+                for name, s in summary["mixture_shares"].items()), highlight=False)
     if summary.get("not_uploaded"):
         from kerastrain.errors import EXIT_NOT_UPLOADED
 

@@ -65,6 +65,7 @@ def test_a_mixture_kill_9_then_resume_matches_uninterrupted(tmp_path):
     assert set(shares) == {"web", "chat"}
     assert shares["web"]["documents"] + shares["chat"]["documents"] == pytest.approx(1, abs=1e-3)
     assert abs(shares["web"]["documents"] - 0.75) < 0.1  # the weights set documents' shares
+    assert "Mixture, realised shares of documents (tokens): web " in said
     b = tmp_path / "b"
     env = dict(os.environ, PYTHONPATH=TOY, KERASTRAIN_TOY_STEP_DELAY="0.3")
     proc = subprocess.Popen([sys.executable, "-m", "kerastrain", "run", "--output-dir", str(b),
