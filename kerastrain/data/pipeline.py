@@ -276,6 +276,8 @@ class StreamingTextPipeline:
 
     def _count_sources(self, state: PipelineState, chunk: list, encoded: list) -> None:
         if self.source_names:
+            if not state.sources:  # in the mixture's order
+                state.sources.update({name: [0, 0] for name in self.source_names})
             for (tag, _), example in zip(chunk, encoded, strict=True):
                 counts = state.sources.setdefault(self.source_names[tag], [0, 0])
                 counts[0] += 1
