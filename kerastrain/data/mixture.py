@@ -67,6 +67,21 @@ class MixtureDocuments:
     def __len__(self) -> int:
         raise TypeError("a mixture's number of documents depends on its draws: unknown")
 
+    def expected_length(self) -> int | None:
+        """About how many documents an epoch draws (for the step estimate): until the first
+        dataset runs out (``end-epoch``), or all of them (``drop``); None when it never ends
+        (``restart``) or a dataset's size is unknown (a stream)."""
+        try:
+            sizes = [len(s) for s in self.sources]
+        except TypeError:
+            return None
+        if self.on_exhausted == "drop":
+            return sum(sizes)
+        if self.on_exhausted != "end-epoch":
+            return None
+        total = sum(self.weights)
+        return int(min(n * total / w for n, w in zip(sizes, self.weights, strict=True)))
+
     def start(self) -> dict:
         k = len(self.sources)
         return {"n": 0, "sub": [None] * k, "taken": [0] * k, "laps": [0] * k,

@@ -33,8 +33,8 @@ def estimate_total_steps(config: RunConfig, train_docs, tokenizer,
         return t.max_steps, f"{t.max_steps} steps (--max-steps)"
     try:
         n_docs = len(train_docs)
-    except TypeError:
-        n_docs = None
+    except TypeError:  # a stream; a mixture of sized datasets can tell about how long
+        n_docs = getattr(train_docs, "expected_length", lambda: None)()
     if config.data.max_train_examples:
         n_docs = min(n_docs or config.data.max_train_examples, config.data.max_train_examples)
     if n_docs is None:
@@ -47,8 +47,8 @@ def estimate_total_steps(config: RunConfig, train_docs, tokenizer,
         lengths = [len(ids) + 1 for ids in tokenizer.encode_batch(
             sample if plan is None else [plan.format.text(r, plan.context) for r in sample])]
     else:  # packed examples: each takes at most its length of a row
-        lengths = [min(len(e.ids), config.model.seq_len + 1) for e in
-                   plan.format.encode(sample, plan.with_tokenizer(tokenizer))]
+        lengths = [min(len(e.ids), config.model.seq_len + 1) if e.whole else len(e.ids)
+                   for e in plan.format.encode(sample, plan.with_tokenizer(tokenizer))]
     tokens_per_doc = sum(lengths) / max(1, len(sample))
     stride = config.data.stride or config.model.seq_len
     per_update = t.batch_size * devices * stride * t.gradient_accumulation_steps

@@ -81,3 +81,10 @@ def test_a_pipeline_over_a_mixture_resumes_exactly_and_for_any_worker_count(tmp_
         resumed = pipeline()
         resumed.restore(PipelineState.load(tmp_path / "state.json.gz"))
         assert [_digest(b) for b in resumed] == [_digest(b) for b in full[k + 1:]]
+
+
+def test_the_expected_length_of_an_epoch_is_close_to_what_it_draws():
+    for mode in ("end-epoch", "drop"):
+        drawn = sum(1 for _ in mix(mode).iter_from(0))
+        assert abs(mix(mode).expected_length() - drawn) <= 0.1 * drawn, mode
+    assert mix("restart").expected_length() is None
