@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p, names, _ = pipeline()
     total = sum(weights)
-    print(f"weights (documents): " + ", ".join(f"{n} {w / total:.3f}" for n, w in
+    print("weights (documents): " + ", ".join(f"{n} {w / total:.3f}" for n, w in
                                               zip(names, weights, strict=True)))
     print(f"{'batches':>8}  " + "  ".join(f"{n + ' docs':>10} {n + ' tokens':>11}"
                                          for n in names))

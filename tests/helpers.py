@@ -33,3 +33,31 @@ def invoke(*args: str, input: str | None = None):
     from kerastrain.cli import cli
 
     return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+TOY_PLUGIN = str(Path(__file__).parent / "toy_plugin")
+
+
+def kill_9_at_step(output_dir: Path, args: list[str], step: int, delay: str = "0.3") -> int:
+    """Start ``kerastrain run --output-dir OUTPUT_DIR ARGS`` (the toy plugin slows each step by
+    ``delay`` seconds), kill it with SIGKILL once ``step`` is logged; returns the last step it
+    logged."""
+    import json
+    import signal
+    import time
+
+    def logged() -> list[int]:
+        path = output_dir / "metrics.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(x)["step"] for x in lines if '"kind": "train"' in x]
+
+    env = dict(os.environ, PYTHONPATH=TOY_PLUGIN, KERASTRAIN_TOY_STEP_DELAY=delay)
+    proc = subprocess.Popen([sys.executable, "-m", "kerastrain", "run", "--output-dir",
+                             str(output_dir), *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(s >= step for s in logged()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    return max(logged())

@@ -5,20 +5,13 @@ nothing written."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import TINY, invoke
+from tests.helpers import TINY, invoke, kill_9_at_step
 from tests.training.test_training import _metrics, _weights
-
-TOY = str(Path(__file__).parent.parent / "toy_plugin")
 
 
 def _chat_file(path: Path, n: int = 120) -> Path:
@@ -44,17 +37,7 @@ def test_chat_kill_9_then_resume_matches_uninterrupted(tmp_path):
     train = _metrics(a)
     assert all(0 < r["trained_tokens"] < 4 * 128 * 2 / 3 for r in train)  # prompts are not trained
     b = tmp_path / "b"
-    env = dict(os.environ, PYTHONPATH=TOY, KERASTRAIN_TOY_STEP_DELAY="0.3")
-    proc = subprocess.Popen([sys.executable, "-m", "kerastrain", "run", "--output-dir", str(b),
-                             *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if (b / "metrics.jsonl").exists() and any(r["step"] >= 5 for r in _metrics(b)):
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    killed_at = max(r["step"] for r in _metrics(b))
+    killed_at = kill_9_at_step(b, args, 5)
     assert 5 <= killed_at < 8, killed_at
     resumed = invoke("run", "--output-dir", str(b), *args)
     assert resumed.exit_code == 0, resumed.output

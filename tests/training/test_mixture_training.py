@@ -5,18 +5,13 @@ metrics log each dataset's tokens and the summary gives the realised shares."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import TINY, invoke
-from tests.training.test_chat_training import TOY, _chat_file
+from tests.helpers import TINY, invoke, kill_9_at_step
+from tests.training.test_chat_training import _chat_file
 from tests.training.test_training import _metrics, _weights
 
 
@@ -67,17 +62,7 @@ def test_a_mixture_kill_9_then_resume_matches_uninterrupted(tmp_path):
     assert abs(shares["web"]["documents"] - 0.75) < 0.1  # the weights set documents' shares
     assert "Mixture, realised shares of documents (tokens): web " in said
     b = tmp_path / "b"
-    env = dict(os.environ, PYTHONPATH=TOY, KERASTRAIN_TOY_STEP_DELAY="0.3")
-    proc = subprocess.Popen([sys.executable, "-m", "kerastrain", "run", "--output-dir", str(b),
-                             *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if (b / "metrics.jsonl").exists() and any(r["step"] >= 5 for r in _metrics(b)):
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    killed_at = max(r["step"] for r in _metrics(b))
+    killed_at = kill_9_at_step(b, args, 5)
     assert 5 <= killed_at < 8, killed_at
     resumed = invoke("run", "--output-dir", str(b), *args)
     assert resumed.exit_code == 0, resumed.output
@@ -109,7 +94,7 @@ def test_each_exhaustion_mode_ends_restarts_or_drops_the_short_dataset(tmp_path)
         run: RunConfig = build_run_config(values, None)
         data = open_data(run, say=lambda _: None)
         assert data.names == ["web", "chat"]
-        drawn = [t for _, (t, _) in zip(range(2000), data.train.iter_from(0))]
+        drawn = [t for _, (t, _) in zip(range(2000), data.train.iter_from(0), strict=False)]
         counts[mode] = (len(drawn), drawn.count(0), drawn.count(1))
         assert data.val is None  # files have one split: no held-out data to mix
     # end-epoch: it ends when chat's 80 conversations are spent; restart never ends; drop reads

@@ -1,19 +1,12 @@
 """The training loop: accumulation, kill -9 resume, non-finite loss, keep-last, plot."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import TINY, invoke, kerastrain
-
-TOY = str(Path(__file__).parent.parent / "toy_plugin")
+from tests.helpers import TINY, invoke, kerastrain, kill_9_at_step
 
 
 def _metrics(out: Path, kind="train") -> list[dict]:
@@ -72,18 +65,7 @@ def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(tmp_path):
     a = tmp_path / "a"
     assert kerastrain("run", "--output-dir", str(a), *args).returncode == 0
     b = tmp_path / "b"
-    env = dict(os.environ, PYTHONPATH=TOY, KERASTRAIN_TOY_STEP_DELAY="0.15")
-    proc = subprocess.Popen([sys.executable, "-m", "kerastrain", "run", "--output-dir", str(b),
-                             *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if (b / "metrics.jsonl").exists() and any(
-                r["step"] >= 24 for r in _metrics(b)):
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    killed_at = max(r["step"] for r in _metrics(b))
+    killed_at = kill_9_at_step(b, args, 24, delay="0.15")
     assert 24 <= killed_at < 30, killed_at  # between the checkpoints at 20 and 30
     assert not (b / "checkpoint_step_30").exists() and not (b / "final_checkpoint").exists()
     resumed = kerastrain("run", "--output-dir", str(b), *args)
