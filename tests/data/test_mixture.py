@@ -88,3 +88,18 @@ def test_the_expected_length_of_an_epoch_is_close_to_what_it_draws():
         drawn = sum(1 for _ in mix(mode).iter_from(0))
         assert abs(mix(mode).expected_length() - drawn) <= 0.1 * drawn, mode
     assert mix("restart").expected_length() is None
+
+
+def test_processes_share_a_tagged_mixture_and_each_share_resumes_from_its_position():
+    from kerastrain.data.sharding import ProcessShare
+
+    tagged = MixtureDocuments([WEB, CODE], [3.0, 1.0], seed=7, on_exhausted="drop",
+                              names=["web", "code"], tags=[0, 1])
+    whole = list(tagged.iter_from(0))
+    assert all(tag == (0 if doc.startswith("web") else 1) for tag, doc in whole)
+    shares = [list(ProcessShare(tagged, i, 2).iter_positioned(None)) for i in range(2)]
+    assert [d for d, _ in shares[0]] == whole[0::2] and [d for d, _ in shares[1]] == whole[1::2]
+    for share, items in enumerate(shares):
+        cut = len(items) // 3
+        rest = list(ProcessShare(tagged, share, 2).iter_positioned(items[cut][1]))
+        assert rest == items[cut + 1:]
