@@ -344,6 +344,9 @@ class StreamingTextPipeline:
             epoch=state.epoch, next_doc=state.next_doc, buffer=list(state.buffer), rng=state.rng,
             batches=state.batches, documents=state.documents, source_done=state.source_done,
             packer=packer.state(), rows=[r.tolist() for r in rest],
+            # the source's position after next_doc: a resume seeks there instead of counting
+            # next_doc documents from the first one (every earlier shard read again)
+            source_position=state.source_position, buffer_index=list(state.buffer_index),
         )
         stacked = np.stack(rows)
         return Batch(stacked[:, 0], stacked[:, 1], snapshot, segments=stacked[:, 2])
