@@ -4,17 +4,21 @@ Both read the text column as Arrow batches rather than row dicts: skipping to a 
 costs a vectorised count per batch (measured 4x faster than ``IterableDataset.skip``, which builds
 a Python dict per skipped row). A document is a non-null, non-empty value of the text column, and
 document indices count only those, so ``iter_from(n)`` resumes after the n-th document yielded.
+Streams also resume by position (``iter_positioned``, :mod:`kerastrain_hf.stream_position`),
+without reading the shards before it.
 """
 
 from __future__ import annotations
 
 import abc
+import itertools
 import logging
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kerastrain.errors import DataError
 from kerastrain.sources import DecodeErrorCounter as DecodeCounter
+from kerastrain_hf.stream_position import positioned_records, positioned_tables
 
 log = logging.getLogger("kerastrain.hf")
 
@@ -118,13 +122,33 @@ class _ArrowDocuments(abc.ABC):
 
 
 class StreamDocuments(_ArrowDocuments):
-    """Documents of an ``IterableDataset``: re-read from the start on each ``iter_from``."""
+    """Documents of an ``IterableDataset``: ``iter_from`` re-reads from the start, while
+    ``iter_positioned`` resumes at a saved position (see :mod:`kerastrain_hf.stream_position`)."""
 
     def __len__(self) -> int:
         raise TypeError(f"{self.label} is streamed: its number of documents is unknown")
 
     def _tables_from(self, start: int) -> tuple[Iterable[Any], int]:
-        return self._dataset.iter(batch_size=BATCH_ROWS), start
+        tables = positioned_tables(self._dataset, None, BATCH_ROWS)
+        return (table for table, _, _ in tables), start
+
+    def iter_positioned(self, position: list | None) -> Iterator[tuple[str, list]]:
+        """``(document, position after it)`` from ``position`` (None: the first document) on."""
+        before = self.counter.count
+        finished = False
+        try:
+            for table, at, skip in positioned_tables(self._dataset, position, BATCH_ROWS):
+                values = table.column(self.column)
+                check_text_type(values.type, self.column)
+                mask = _kept(values)
+                if skip >= _count(mask):
+                    continue
+                texts = _to_text(values.filter(mask).slice(skip), self.counter)
+                for taken, text in enumerate(texts, skip + 1):
+                    yield text, [*at, taken]
+            finished = True
+        finally:
+            self.report(self.counter.count - before, whole=finished and position is None)
 
     def is_empty(self) -> bool:
         """Whether the stream has no document (reads up to the first one; reports nothing)."""
@@ -180,12 +204,22 @@ class RecordDocuments:
             raise TypeError(f"{self.label} is streamed: its number of documents is unknown")
         return len(self._dataset)
 
+    @property
+    def iter_positioned(self):
+        """A stream's ``(record, position after it)`` pairs (see
+        :mod:`kerastrain_hf.stream_position`); None for a map-style dataset, whose
+        ``iter_from`` already jumps straight to its index."""
+        if hasattr(self._dataset, "__len__"):
+            return None
+        return lambda position: positioned_records(self._dataset, position, BATCH_ROWS)
+
     def iter_from(self, start: int) -> Iterator[dict]:
         """Yield the records from index ``start`` on (the same ones on every call)."""
         if start < 0:
             raise ValueError(f"start must be >= 0, got {start}")
-        if not hasattr(self._dataset, "__len__"):  # a stream: skip from its start
-            yield from self._dataset.skip(start)
+        if not hasattr(self._dataset, "__len__"):  # a stream: count from its start
+            records = itertools.islice(self.iter_positioned(None), start, None)
+            yield from (record for record, _ in records)
             return
         for lo in range(start, len(self._dataset), BATCH_ROWS):
             block = self._dataset[lo : lo + BATCH_ROWS]
