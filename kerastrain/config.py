@@ -68,6 +68,11 @@ class DataConfig(PluginValues):
                                     "the epoch (all start again), restart that one, or drop it "
                                     "(the others share its weight)", group="Dataset",
                                     choices=("end-epoch", "restart", "drop"))
+    data_options: dict[str, str] = option(
+        help="A storage setting for data in a bucket, handed to fsspec over what the "
+        "environment gives (endpoint_url=..., anon=true, client_kwargs.region_name=...; "
+        "repeatable; credentials among them are never written to disk)", group="Dataset",
+        default_factory=dict, flags=("--data-option",), metavar="KEY=VALUE")
     text_column: str = option("text", "Column holding the text", group="Dataset")
     dataset_config: str | None = option(None, "Dataset configuration/subset", group="Dataset")
     split: str = option("train", "Training split", group="Dataset")
@@ -323,10 +328,12 @@ class RunConfig:
             own = {f.name for f in dataclasses.fields(cls_)}
             values[name] = {k: v for k, v in (data.get(name) or {}).items() if v != REDACTED
                             and ((name, k) in declared or (k not in own and name != "model"))}
-            for k, v in values[name].items():  # an older run's one value of a list option
+            for k, v in values[name].items():
                 if (name, k) in declared and declared[name, k].base_type is list and not \
-                        isinstance(v, list):
+                        isinstance(v, list):  # an older run's one value of a list option
                     values[name][k] = [] if v is None else [v]
+                if isinstance(v, dict):  # KEY=VALUE settings: redacted credentials left unset
+                    values[name][k] = {n: x for n, x in v.items() if x != REDACTED}
         preset = data.get("preset")
         return build_run_config(values, preset,
                                 resolve_preset(preset) if preset and resolve_preset else None)

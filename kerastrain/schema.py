@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -26,6 +27,8 @@ from typing import Any
 from kerastrain.errors import ConfigError
 
 REDACTED = "<redacted>"
+# The keys of KEY=VALUE settings (--cloud-option, --data-option) whose values are credentials.
+SECRET_KEY = re.compile(r"key|secret|token|password|credential|connection_string|sas", re.I)
 UNSET = type("Unset", (), {"__repr__": lambda self: "UNSET"})()  # "no shown default declared"
 
 
@@ -135,8 +138,9 @@ class Declared:
 
     def from_click_value(self, value: Any) -> Any:
         """click's value as stored (tuples as lists, KEY=VALUE pairs as a dict)."""
-        if self.base_type is dict:
-            return parse_pairs(self.flag, value or ())
+        if self.base_type is dict:  # settings that are credentials are never written
+            return {k: Secret(v) if SECRET_KEY.search(k) and v != REDACTED else v
+                    for k, v in parse_pairs(self.flag, value or ()).items() if v != REDACTED}
         if self.base_type is list:
             return [item for v in (value or ()) for item in self.list_items(v)]
         return Secret(value) if self.spec.secret and value else value
@@ -206,6 +210,11 @@ class Secret(str):
 
 def redacted(data: dict) -> dict:
     """``data`` (a RunConfig as a dict, by section) with every :class:`Secret` replaced."""
-    return {k: ({n: REDACTED if isinstance(v, Secret) else v for n, v in section.items()}
-                if isinstance(section, dict) else section) for k, section in data.items()}
+    def hide(v):
+        if isinstance(v, dict):  # KEY=VALUE settings
+            return {n: hide(x) for n, x in v.items()}
+        return REDACTED if isinstance(v, Secret) else v
+
+    return {k: ({n: hide(v) for n, v in section.items()} if isinstance(section, dict)
+                else section) for k, section in data.items()}
 

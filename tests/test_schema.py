@@ -32,7 +32,7 @@ def _other_value(d: Declared):
         return {float: [0.5, 0.25], dict: [{"id": "first", "weight": 2.0}]}.get(
             d.item_type, ["first", "second"])
     if base is dict:
-        return {"key": "value", "other": "x=y"}
+        return {"endpoint": "value", "other": "x=y"}  # (credential keys are redacted)
     if d.spec.choices:
         return next(c for c in d.spec.choices if c != default)
     return f"{d.name}-value"

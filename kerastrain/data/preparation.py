@@ -111,6 +111,7 @@ def open_documents(config: RunConfig, records: bool | None = None
             streaming=d.streaming,
             data_dir=d.data_dir,
             records=records,
+            storage_options=dict(d.data_options),
         )
 
     train = source.open(request(d.split))

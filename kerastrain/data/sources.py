@@ -16,7 +16,7 @@ from __future__ import annotations
 import codecs
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 DEFAULT_SOURCE = "builtin"
@@ -37,6 +37,8 @@ class SourceRequest:
     # formats that read several columns (chat, prompt-completion). A source that cannot yields
     # strings, which the text format reads.
     records: bool = False
+    # Storage settings for data in a bucket (``--data-option KEY=VALUE``; fsspec's options).
+    storage_options: dict = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -140,3 +140,38 @@ def test_run_with_a_missing_bucket_exits_2_with_one_line_before_training(s3, tmp
     lines = [line for line in result.output.strip().splitlines() if "no-such-bucket-kt" in line]
     assert len(lines) == 1 and "does not exist" in lines[0], result.output
     assert not (out / "metrics.jsonl").exists()
+
+
+def test_data_options_alone_reach_a_bucket_and_its_credentials_are_never_written(
+        s3, tmp_path, monkeypatch):
+    """Endpoint, region and keys as --data-option settings, none in the environment: the run
+    reads the bucket, and run_config.json holds no credential; a re-run from run_config.json
+    without them is a one-line error, not an anonymous read."""
+    from tests.helpers import TINY, invoke
+
+    bucket = s3.make_bucket()
+    for s in range(2):
+        _put(s3, bucket, f"web/shard-{s:03d}.parquet", _parquet(DOCS[s]))
+    env = s3.env()
+    for name in env:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    options = ["--data-option", f"endpoint_url={s3.url}",
+               "--data-option", "client_kwargs.region_name=us-east-1",
+               "--data-option", f"key={env['AWS_ACCESS_KEY_ID']}",
+               "--data-option", f"secret={env['AWS_SECRET_ACCESS_KEY']}"]
+    out = tmp_path / "out"
+    result = invoke("run", *TINY, "--output-dir", str(out), "--max-steps", "2",
+                    "--dataset-id", f"s3://{bucket}/web/*.parquet", *options)
+    assert result.exit_code == 0, result.output
+    saved = (out / "run_config.json").read_text()
+    assert env["AWS_SECRET_ACCESS_KEY"] not in saved and env["AWS_ACCESS_KEY_ID"] not in saved
+    assert json.loads(saved)["data"]["data_options"] == {
+        "endpoint_url": s3.url, "client_kwargs.region_name": "us-east-1",
+        "key": "<redacted>", "secret": "<redacted>"}
+    again = invoke("run", "--config", str(out / "run_config.json"), "--output-dir",
+                   str(tmp_path / "again"))
+    assert again.exit_code == 2, again.output
+    lines = [x for x in again.output.splitlines() if x.startswith("Error:")]
+    assert len(lines) == 1 and "no AWS credentials found" in lines[0], again.output

@@ -36,12 +36,43 @@ def protocol(url: str) -> str:
     return url.split("://", 1)[0].lower()
 
 
-def storage_options(url: str) -> dict[str, Any]:
-    """fsspec options for ``url``'s protocol, from the environment (see the module docstring)."""
+def _setting(value: str) -> Any:
+    """A ``--data-option`` value: JSON's true/false/numbers/null as such, anything else text."""
+    import json
+
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    return parsed if isinstance(parsed, bool | int | float) or parsed is None else value
+
+
+def storage_options(url: str, settings: dict[str, str] | None = None) -> dict[str, Any]:
+    """fsspec options for ``url``'s protocol: the environment's (see the module docstring), with
+    ``settings`` (``--data-option KEY=VALUE``; ``a.b=...`` sets ``{"a": {"b": ...}}``) over them."""
+    settings = settings or {}
+    options = _from_environment(url, settings)
+    for key, value in settings.items():
+        *parents, last = key.split(".")
+        where = options
+        for part in parents:
+            where = where.setdefault(part, {})
+        where[last] = _setting(value)
+    return options
+
+
+# Settings that bring their own credentials: the environment's are not required then.
+OWN_CREDENTIALS = {"key", "secret", "token", "anon", "profile", "connection_string",
+                   "account_name", "account_key", "sas_token"}
+
+
+def _from_environment(url: str, settings: dict[str, str]) -> dict[str, Any]:
     env = os.environ.get
     kind = protocol(url)
+    own = bool(OWN_CREDENTIALS & set(settings))
     if kind == "s3":
-        _require_aws_credentials(url)
+        if not own:
+            _require_aws_credentials(url)
         options: dict[str, Any] = {}
         endpoint = env("AWS_ENDPOINT_URL_S3") or env("AWS_ENDPOINT_URL")
         if endpoint:
@@ -62,6 +93,8 @@ def storage_options(url: str) -> dict[str, Any]:
         if env("AZURE_STORAGE_CONNECTION_STRING"):
             return {"connection_string": env("AZURE_STORAGE_CONNECTION_STRING")}
         account = env("AZURE_STORAGE_ACCOUNT")
+        if not account and own:
+            return {}
         if not account:
             raise DataError(
                 f"{url}: Azure needs AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT "
@@ -95,12 +128,13 @@ def _require_aws_credentials(url: str) -> None:
         )
 
 
-def filesystem(url: str):
-    """The fsspec file system for ``url`` and the path inside it."""
+def filesystem(url: str, settings: dict[str, str] | None = None):
+    """The fsspec file system for ``url`` and the path inside it (``settings``: see
+    :func:`storage_options`)."""
     try:
         from fsspec.core import url_to_fs
 
-        return url_to_fs(url, **storage_options(url))
+        return url_to_fs(url, **storage_options(url, settings))
     except ImportError as exc:
         package = PACKAGES.get(protocol(url), "fsspec")
         raise DataError(
@@ -132,9 +166,9 @@ def _translate(exc: BaseException, url: str) -> DataError:
     return DataError(f"{url}: could not list the data files ({name}: {message})")
 
 
-def list_files(url: str, is_data: Any) -> list[str]:
+def list_files(url: str, is_data: Any, settings: dict[str, str] | None = None) -> list[str]:
     """The data files ``url`` names (a file, a glob, or a folder-like prefix), sorted, as URLs."""
-    fs, path = filesystem(url)
+    fs, path = filesystem(url, settings)
     scheme = protocol(url)
     try:
         if scheme in ("http", "https") and not _has_glob(path):

@@ -31,13 +31,15 @@ class ShardStream:
     """Documents of ``files`` (local paths or URLs) of one builder, streamed with positions."""
 
     def __init__(self, files: list[str], builder: str, column: str | None, label: str,
-                 counter: DecodeCounter, load_kwargs: dict[str, Any] | None = None) -> None:
+                 counter: DecodeCounter, load_kwargs: dict[str, Any] | None = None,
+                 settings: dict[str, str] | None = None) -> None:
         self.files = list(files)
         self.builder = builder
         self.column = column  # None: whole records (dicts), for a data format to read
         self.label = label
         self.counter = counter
         self.load_kwargs = dict(load_kwargs or {})
+        self.settings = dict(settings or {})  # --data-option, for files in a bucket
         self._reported = False
 
     @property
@@ -52,7 +54,7 @@ class ShardStream:
         if "://" in file:
             from kerastrain_hf.remote import filesystem
 
-            fs, path = filesystem(file)
+            fs, path = filesystem(file, self.settings)
             return fs.open(path, "rb")
         return open(file, "rb")
 
@@ -89,7 +91,7 @@ class ShardStream:
         if "://" in file:
             from kerastrain_hf.remote import storage_options
 
-            kwargs["storage_options"] = storage_options(file)
+            kwargs["storage_options"] = storage_options(file, self.settings)
         try:
             dataset = datasets.load_dataset(self.builder, data_files=[file], split="train",
                                             streaming=True, **kwargs)

@@ -86,12 +86,14 @@ def _looks_like_path(location: str) -> bool:
     )
 
 
-def resolve(location: str) -> Location:
-    """Tell what ``location`` names; a missing path or an empty glob is a :class:`DataError`."""
+def resolve(location: str, settings: dict[str, str] | None = None) -> Location:
+    """Tell what ``location`` names; a missing path or an empty glob is a :class:`DataError`.
+    ``settings``: ``--data-option`` storage settings, for a URL."""
     if not location:
         raise DataError("the hf source needs --dataset-id (a hub id, a folder, files or a glob)")
     if is_url(location):
-        return Location("remote", location, list_files(location, lambda f: _extension(f) in BUILDERS))
+        return Location("remote", location, list_files(
+            location, lambda f: _extension(f) in BUILDERS, settings))
     path = os.path.expanduser(location)
     if _has_glob(path):
         files = sorted(f for f in glob.glob(path, recursive=True) if os.path.isfile(f))
@@ -260,7 +262,7 @@ class HFSource:
     description = "Hugging Face hub datasets and local .txt/.json/.jsonl/.parquet/.csv files"
 
     def open(self, request: SourceRequest) -> Documents:
-        location = resolve(request.location)
+        location = resolve(request.location, request.storage_options)
         if location.kind == "saved":
             return self._open_saved(location, request)
         if location.kind == "hub":
@@ -268,7 +270,7 @@ class HFSource:
         return self._open_loaded(location, request)
 
     def splits(self, request: SourceRequest) -> list[str] | None:
-        location = resolve(request.location)
+        location = resolve(request.location, request.storage_options)
         if location.kind in ("files", "remote"):
             return ["train"]
         if location.kind == "saved":
@@ -315,7 +317,8 @@ class HFSource:
             if location.kind == "files":
                 _check_nonempty_files(location.files, request.location)
             else:
-                kwargs["storage_options"] = url_storage_options(location.files[0])
+                kwargs["storage_options"] = url_storage_options(location.files[0],
+                                                                 request.storage_options)
             args: tuple = (builder,)
             kwargs["data_files"] = location.files
             kwargs["split"] = "train"
@@ -365,7 +368,8 @@ class HFSource:
         """Data files streamed one at a time, resumable by position (:mod:`kerastrain_hf.shards`)."""
         load = {k: v for k, v in kwargs.items() if k in ("encoding_errors", "chunksize")}
         column = None if request.records else request.text_column
-        stream = ShardStream(location.files, builder, column, request.location, counter, load)
+        stream = ShardStream(location.files, builder, column, request.location, counter, load,
+                             request.storage_options)
         if stream.is_empty():
             if request.records:
                 raise DataError(f"{request.location}: split {request.split!r} is empty")
