@@ -62,7 +62,8 @@ class DataConfig(PluginValues):
                                   "id=...,weight=...,text_column=...,split=...,config=...,"
                                   "format=...,name=... (or a JSON object); repeatable; a "
                                   "[[dataset]] table each in a config file", group="Dataset",
-                                  default_factory=list, flags=("--dataset",), keys=("dataset",),
+                                  default_factory=list, flags=("--dataset",),
+                                  keys=("dataset", "datasets"),
                                   metavar="KEY=VALUE,...")
     mixture_exhausted: str = option("end-epoch", "When one dataset of a mixture runs out: end "
                                     "the epoch (all start again), restart that one, or drop it "
