@@ -6,8 +6,9 @@
 2. Workers (``--compare-workers 1,2``): tokens/s of the pipeline alone (documents in memory,
    shuffle, tokenize, pack, batch; no source reading, no training step) for each worker count,
    run alternately in one process and best of ``--repeats`` each, so that other work on a shared
-   machine slows every count alike. Batches are checked equal across counts. Goal: 2 workers >=
-   1.7x one.
+   machine slows every count alike; timed from the pipeline's creation (the worker processes'
+   start-up included) and from its first batch on. Batches and saved states are checked equal
+   across counts. Goal: 2 workers >= 1.7x one.
 3. State (``--state-bytes``): the bytes of the pipeline state a checkpoint saves per process
    (gzipped JSON, ``PipelineState.save``) at the run defaults (shuffle buffer 10000 documents,
    window shuffle 1024) on web-like documents of about 4 KB, and what each part weighs.
@@ -169,29 +170,80 @@ def bench_workers(args, workdir: Path, docs: list[str], tokenizer_path: Path) ->
     documents = InMemoryDocuments(texts)
     tokenizer = BPEKind().load(tokenizer_path)
     counts = [int(c) for c in args.compare_workers.split(",")]
-    best = {c: float("inf") for c in counts}
+    best = {c: float("inf") for c in counts}  # from the pipeline's creation (workers start)
+    steady = {c: float("inf") for c in counts}  # from its first batch on
     digests: dict[int, str] = {}
+    ceiling = {c: float("inf") for c in counts}  # the machine's: no pipeline, no messages
     tokens = 0
     for _ in range(args.repeats):
         for count in counts:
             args.workers = count
-            digest = hashlib.sha1()
+            digest, states = hashlib.sha1(), []
             started = time.perf_counter()
+            pipeline = _pipeline(documents, tokenizer, args)
             batches = 0
-            for batch in _pipeline(documents, tokenizer, args):
+            for batch in pipeline:
+                if batches == 0:
+                    first = time.perf_counter()
                 digest.update(batch.inputs.tobytes())
                 batches += 1
-            best[count] = min(best[count], time.perf_counter() - started)
+                if batches % 50 == 0:
+                    states.append(batch.state)  # compared after the clock stops
+            ended = time.perf_counter()
+            pipeline.close()  # the worker processes exit
+            best[count] = min(best[count], ended - started)
+            steady[count] = min(steady[count], ended - first)
             tokens = batches * args.batch_size * args.seq_len
+            for state in states + [batch.state]:
+                digest.update(json.dumps(state.saved(), default=lambda o: o.tolist()).encode())
             digests[count] = digest.hexdigest()
+        for count in counts:
+            ceiling[count] = min(ceiling[count], parallel_encode(tokenizer_path, texts, count))
     same = len(set(digests.values())) == 1
     print(f"workers: {len(texts):,} documents ({args.throughput_mb:g} MB), {tokens:,} tokens; "
           f"best of {args.repeats}, counts alternated; {os.cpu_count()} cores; "
           f"TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}")
+    base = counts[0]
     for count in counts:
-        print(f"  {count} worker(s): {tokens / best[count]:,.0f} tokens/s "
-              f"({best[count]:.2f} s; {best[counts[0]] / best[count]:.2f}x {counts[0]})")
-    print(f"  batches identical across worker counts: {same}")
+        print(f"  {count} worker(s): {tokens / best[count]:,.0f} tokens/s ({best[count]:.2f} s; "
+              f"{best[base] / best[count]:.2f}x {base}); after the first batch "
+              f"{tokens / steady[count]:,.0f} tokens/s ({steady[base] / steady[count]:.2f}x {base})")
+    print(f"  batches and saved states (every 50th and the last) identical across worker counts: "
+          f"{same}")
+    print("  the machine's ceiling, encode_batch alone on the same documents split among "
+          "independent processes: " + ", ".join(
+              f"{count}: {ceiling[base] / ceiling[count]:.2f}x {base}" for count in counts))
+
+
+PARALLEL_ENCODE = """
+import json, sys, time
+from tokenizers import Tokenizer
+tokenizer = Tokenizer.from_file(sys.argv[1])
+texts = json.load(open(sys.argv[2], encoding="utf-8"))[int(sys.argv[3])::int(sys.argv[4])]
+sys.stdin.readline()  # every process loaded: start together
+started = time.time()
+for lo in range(0, len(texts), 256):
+    tokenizer.encode_batch(texts[lo : lo + 256], add_special_tokens=False)
+print(started, time.time())
+"""
+
+
+def parallel_encode(tokenizer_path: Path, texts: list[str], count: int) -> float:
+    """Seconds for ``count`` independent processes to encode a share of ``texts`` each, side by
+    side: how far this machine's cores scale with no pipeline and no messages between them."""
+    path = tokenizer_path.with_name("ceiling.json")
+    if not path.exists():
+        path.write_text(json.dumps(texts), encoding="utf-8")
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    procs = [subprocess.Popen([sys.executable, "-c", PARALLEL_ENCODE, str(tokenizer_path),
+                               str(path), str(i), str(count)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env) for i in range(count)]
+    time.sleep(1.0 + 0.5 * count)  # loading the texts and the tokenizer is not timed
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    spans = [[float(t) for t in proc.communicate()[0].split()] for proc in procs]
+    return max(end for _, end in spans) - min(start for start, _ in spans)
 
 
 def bench_state_bytes(args, workdir: Path, docs: list[str], tokenizer_path: Path) -> None:
@@ -293,7 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seq-len", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--shuffle-buffer", type=int, default=10000)
-    parser.add_argument("--workers", type=int, default=1, help="tokenizer threads in the pipeline")
+    parser.add_argument("--workers", type=int, default=1, help="tokenizer processes in the pipeline")
     parser.add_argument("--repeats", type=int, default=3, help="throughput runs (best kept)")
     parser.add_argument("--compare-workers", metavar="N,M",
                         help="only the worker comparison, for these worker counts")

@@ -133,8 +133,12 @@ class StreamingTextPipeline:
         self.epochs = epochs
         self.drop_remainder = drop_remainder
         self.window_shuffle_size = window_shuffle_size  # windows; 0 or 1: consecutive windows
-        self.workers = workers  # threads tokenizing chunks of documents side by side
+        self.workers = workers  # processes tokenizing each chunk side by side (tokenize_workers)
         self._pool = None
+        if workers > 1:  # started now, so that they start up while the shuffle buffer fills
+            from kerastrain.data.tokenize_workers import TokenizeWorkers
+
+            self._pool = TokenizeWorkers(workers, tokenizer, data_format, format_context)
         self._recent = RereadWindow(WINDOW_FACTOR * max(shuffle_buffer_size, 1))
         self.state = PipelineState()
         # A data format turns records into examples (kerastrain.data.formats); without one,
@@ -223,7 +227,6 @@ class StreamingTextPipeline:
             yield from self._iter_packed()
             return
         state = self.state
-        eos = self.tokenizer.eos_id
         need = (self.batch_size - 1) * self.stride + self.window  # tokens for one full batch
         shuffler = None
         if self.window_shuffle_size > 1:
@@ -245,9 +248,10 @@ class StreamingTextPipeline:
                         break
                     for chunk, encoded in zip(chunks, self._encode(chunks), strict=True):
                         self._count_sources(state, chunk, encoded)
-                        for ids in encoded:
-                            ids = ids.ids if self.data_format is not None else [*ids, eos]
-                            pieces.append(np.asarray(ids, dtype=np.int32))
+                        for ids in encoded:  # plain text: one array, EOS after each document
+                            ids = np.asarray(ids.ids if self.data_format is not None else ids,
+                                             dtype=np.int32)
+                            pieces.append(ids)
                             have += len(ids)
                         state.documents += len(chunk)
                 tokens = np.concatenate(pieces) if len(pieces) > 1 else tokens
@@ -284,43 +288,40 @@ class StreamingTextPipeline:
                 counts[1] += len(example.ids)
 
     def _next_chunks(self, docs) -> list[list]:
-        """Up to ``workers`` chunks of documents, in stream order: ``ENCODE_CHUNK_DOCS`` each, or
-        fewer once a chunk holds ``ENCODE_CHUNK_CHARS`` characters. Chunk boundaries do not change
-        the token stream, only how far ahead it is read; an empty list: the epoch has ended."""
-        chunks = []
-        for _ in range(self.workers):
-            chunk, chars, ended = [], 0, False
-            while len(chunk) < ENCODE_CHUNK_DOCS and chars < ENCODE_CHUNK_CHARS:
-                doc = next(docs, None)
-                if doc is None:
-                    ended = True
-                    break
-                chunk.append(doc)
-                text = doc[1] if self.source_names else doc  # a mixture's: [tag, document]
-                # A record (not text) counts as an average document.
-                chars += len(text) if isinstance(text, str) else ENCODE_CHUNK_CHARS // ENCODE_CHUNK_DOCS
-            if chunk:
-                chunks.append(chunk)
-            if ended:
+        """The next chunk of documents (as a list of one): ``ENCODE_CHUNK_DOCS``, or fewer once it
+        holds ``ENCODE_CHUNK_CHARS`` characters. The same for any number of workers (they split a
+        chunk), so the stream is read as far ahead and the saved state is the same; an empty
+        list: the epoch has ended."""
+        chunk, chars = [], 0
+        while len(chunk) < ENCODE_CHUNK_DOCS and chars < ENCODE_CHUNK_CHARS:
+            doc = next(docs, None)
+            if doc is None:
                 break
-        return chunks
+            chunk.append(doc)
+            text = doc[1] if self.source_names else doc  # a mixture's: [tag, document]
+            # A record (not text) counts as an average document.
+            chars += len(text) if isinstance(text, str) else ENCODE_CHUNK_CHARS // ENCODE_CHUNK_DOCS
+        return [chunk] if chunk else []
 
     def _encode(self, chunks: list[list[str]]):
-        """Token ids of each chunk, in order. With ``workers`` > 1, threads encode the chunks side
-        by side: HF tokenizers release the GIL in ``encode_batch``. Every document read is
-        tokenized before the next batch is emitted, so the saved state and the batches do not
-        depend on the number of workers (tested)."""
-        encode = self.tokenizer.encode_batch
-        if self.data_format is not None:  # Examples (the text format's ids end with EOS)
-            def encode(chunk):
-                return self.data_format.encode(chunk, self.format_context)
-        if self.workers <= 1 or len(chunks) == 1:
-            return [encode(chunk) for chunk in chunks]
-        if self._pool is None:
-            from concurrent.futures import ThreadPoolExecutor
+        """Each chunk encoded, in order: plain text as ``[int32 array]`` with EOS after each
+        document, a data format's Examples (the text format's ids end with EOS). With ``workers``
+        > 1, processes encode parts of each chunk side by side (:mod:`.tokenize_workers`); the
+        stream is read and tokenized as with one, so batches and saved states do not depend on
+        the number of workers (tested)."""
+        if self._pool is not None:
+            return self._pool.encode(chunks)
+        from kerastrain.data.tokenize_workers import encode_part, join
 
-            self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="kerastrain-tokenize")
-        return list(self._pool.map(encode, chunks))
+        setup = (self.tokenizer, self.data_format, self.format_context)
+        return [join([encode_part(chunk, *setup)], self.data_format) for chunk in chunks]
+
+    def close(self) -> None:
+        """Stop the tokenizer workers (also done when the pipeline is garbage-collected); what is
+        read after this is encoded in this process, with the same result."""
+        if self._pool is not None:
+            self._pool, pool = None, self._pool
+            pool.close()
 
     def _iter_packed(self) -> Iterator[Batch]:
         """Examples packed into rows with segment ids (:mod:`kerastrain.data.packing`)."""
