@@ -36,11 +36,18 @@ def bpe():
 
 
 @pytest.fixture(autouse=True)
-def small_chunks(monkeypatch):
+def spawned(monkeypatch):
+    """The child processes started since the test began (a pytest-xdist worker may hold a
+    storage server started by another test); at the end, none may be left."""
     monkeypatch.setattr(pipeline_module, "ENCODE_CHUNK_DOCS", 37)  # many chunks, many pieces
-    yield
+    before = {c.pid for c in psutil.Process().children()}
+
+    def new_children() -> list:
+        return [c for c in psutil.Process().children() if c.pid not in before]
+
+    yield new_children
     gc.collect()
-    assert psutil.Process().children() == []  # every test's workers are gone
+    assert new_children() == []  # every test's workers are gone
 
 
 def text_pipeline(tokenizer, workers, **kw):
@@ -106,11 +113,11 @@ def test_a_bad_record_in_a_worker_raises_the_error_one_worker_raises():
                                       "system, tool, user")
 
 
-def test_a_worker_killed_mid_run_is_a_one_line_error(bpe):
+def test_a_worker_killed_mid_run_is_a_one_line_error(bpe, spawned):
     pipeline = text_pipeline(bpe, 2)
     batches = iter(pipeline)
     next(batches)
-    (worker,) = psutil.Process().children()
+    (worker,) = spawned()
     worker.send_signal(signal.SIGKILL)  # not reaped here: the pipeline reads its exit code
     with pytest.raises(DataError, match=r"^a tokenizer worker \(--data-workers\) exited with code "
                                         r"-9$"):
@@ -118,13 +125,14 @@ def test_a_worker_killed_mid_run_is_a_one_line_error(bpe):
     pipeline.close()
 
 
-def test_workers_exit_when_the_pipeline_is_dropped_or_its_process_is_killed(bpe, tmp_path):
+def test_workers_exit_when_the_pipeline_is_dropped_or_its_process_is_killed(bpe, tmp_path,
+                                                                           spawned):
     pipeline = text_pipeline(bpe, 3)
     next(iter(pipeline))
-    assert len(psutil.Process().children()) == 2
+    assert len(spawned()) == 2
     del pipeline  # not closed: garbage collection ends the workers (the fixture checks)
     gc.collect()
-    assert psutil.Process().children() == []
+    assert spawned() == []
 
     bpe.save(tmp_path / "tokenizer.json")
     script = (
