@@ -113,10 +113,30 @@ class TokenizeWorkers:
                 self._ready.append(False)
         finally:
             self._finalizer = weakref.finalize(self, _shutdown, self._conns, self._procs)
+        # The setup goes out now, so the workers are ready by the first chunk; the tokenizer
+        # must not change after the pipeline is made (the runner adds special tokens before).
+        self._send_setup()
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Wait until every worker has loaded the tokenizer (a benchmark's steady state)."""
+        deadline = time.monotonic() + timeout
+        while not all(self._is_ready(w) for w in range(len(self._conns))):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def encode(self, chunks: list[list]) -> list[list]:
         """Each chunk encoded: ``[int32 array]`` for plain text, examples with a data format."""
-        if not self._sent:  # sent on first use: the tokenizer may gain special tokens until then
+        self._send_setup()
+        if self._threads is not None:
+            return [join(list(self._threads.map(lambda part: encode_part(part, *self._setup),
+                                                split(chunk, [1.0] * self.workers))), self.data_format)
+                    for chunk in chunks]
+        return [self._encode_chunk(chunk) for chunk in chunks]
+
+    def _send_setup(self) -> None:
+        if not self._sent:
             self._sent = True
             try:
                 payload = pickle.dumps(self._setup)
@@ -134,11 +154,6 @@ class TokenizeWorkers:
                     # socket, and this thread encodes alone until the workers are up
                     threading.Thread(target=_send_setup, args=(conn, payload), daemon=True,
                                      name="kerastrain-tokenize-setup").start()
-        if self._threads is not None:
-            return [join(list(self._threads.map(lambda part: encode_part(part, *self._setup),
-                                                split(chunk, [1.0] * self.workers))), self.data_format)
-                    for chunk in chunks]
-        return [self._encode_chunk(chunk) for chunk in chunks]
 
     def _encode_chunk(self, chunk: list) -> list:
         # One piece per process, sized by how fast each one encoded lately (characters per
