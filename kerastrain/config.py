@@ -90,8 +90,9 @@ class DataConfig(PluginValues):
     window_shuffle_size: int = option(1024, "Shuffle buffer (packed windows) so a batch mixes "
                                       "many documents; 0 disables", group="Data loading",
                                       check=not_negative)
-    data_workers: int = option(1, "Tokenizer threads (batches and resume are the same for any "
-                               "number)", group="Data loading", check=at_least(1))
+    data_workers: int = option(1, "Processes that tokenize (this one and N-1 workers; batches "
+                               "and resume are the same for any number)", group="Data loading",
+                               check=at_least(1))
     stride: int | None = option(None, "Window stride", group="Data loading",
                                 shown_default="seq_len")
     data_format: str = option("auto", "How records become examples: text, chat, "
