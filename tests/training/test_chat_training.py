@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.helpers import TINY, invoke, kill_9_at_step
-from tests.training.test_training import _metrics, _weights
+from tests.helpers import TINY, invoke
+from tests.training.test_training import _metrics, resume_after_kill_9
 
 
 def _chat_file(path: Path, n: int = 120) -> Path:
@@ -37,13 +36,7 @@ def test_chat_kill_9_then_resume_matches_uninterrupted(tmp_path):
     train = _metrics(a)
     assert all(0 < r["trained_tokens"] < 4 * 128 * 2 / 3 for r in train)  # prompts are not trained
     b = tmp_path / "b"
-    killed_at = kill_9_at_step(b, args, 5)
-    assert 5 <= killed_at < 8, killed_at
-    resumed = invoke("run", "--output-dir", str(b), *args)
-    assert resumed.exit_code == 0, resumed.output
-    for wa, wb in zip(_weights(a / "final_checkpoint"), _weights(b / "final_checkpoint"),
-                      strict=True):
-        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+    resume_after_kill_9(a, b, args, 5, 8)
     losses_a = {r["step"]: (r["loss"], r["trained_tokens"]) for r in _metrics(a)}
     losses_b = {r["step"]: (r["loss"], r["trained_tokens"]) for r in _metrics(b)}
     for step in range(5, 13):

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.helpers import TINY, invoke, kill_9_at_step
+from tests.helpers import TINY, invoke
 from tests.training.test_chat_training import _chat_file
-from tests.training.test_training import _metrics, _weights
+from tests.training.test_training import _metrics, resume_after_kill_9
 
 
 def _mixture(tmp_path: Path, exhausted: str = "restart") -> Path:
@@ -62,13 +61,7 @@ def test_a_mixture_kill_9_then_resume_matches_uninterrupted(tmp_path):
     assert abs(shares["web"]["documents"] - 0.75) < 0.1  # the weights set documents' shares
     assert "Mixture, realised shares of documents (tokens): web " in said
     b = tmp_path / "b"
-    killed_at = kill_9_at_step(b, args, 5)
-    assert 5 <= killed_at < 8, killed_at
-    resumed = invoke("run", "--output-dir", str(b), *args)
-    assert resumed.exit_code == 0, resumed.output
-    for wa, wb in zip(_weights(a / "final_checkpoint"), _weights(b / "final_checkpoint"),
-                      strict=True):
-        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+    resume_after_kill_9(a, b, args, 5, 8)
     by_step = {r["step"]: r for r in _metrics(a)}
     for r in _metrics(b):
         if r["step"] >= 5:

@@ -58,6 +58,19 @@ def test_accumulation_matches_a_large_batch():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+
+def resume_after_kill_9(a: Path, b: Path, args: list[str], kill_at: int, before: int) -> None:
+    """Run ``args`` in ``b``, kill it with SIGKILL once step ``kill_at`` is logged (and before
+    step ``before``), resume it with the same command, and check that its final weights equal
+    those of the uninterrupted run in ``a``."""
+    killed_at = kill_9_at_step(b, args, kill_at)
+    assert kill_at <= killed_at < before, killed_at
+    resumed = invoke("run", "--output-dir", str(b), *args)
+    assert resumed.exit_code == 0, resumed.output
+    for wa, wb in zip(_weights(a / "final_checkpoint"), _weights(b / "final_checkpoint"),
+                      strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
+
 @pytest.mark.slow
 def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(tmp_path):
     args = [*TINY, "--dropout-rate", "0.1", "--max-steps", "40", "--save-every", "10",
