@@ -1,20 +1,24 @@
 """Tokenizer worker processes: ``--data-workers N`` encodes each chunk of documents on N cores.
 
-Why processes, and why not the alternatives (measured with ``benchmarks/bench_pipeline.py
---compare-workers 1,2`` on 2 cores; figures in the README of that benchmark's docstring):
+Why this design (measured on the 2-core machine with ``benchmarks/bench_pipeline.py
+--compare-workers 1,2``, December 2026; one worker spent ~86% of its time in ``encode_batch``,
+~3% turning its ids into lists and arrays, the rest shuffling, packing and snapshotting states):
 
-* threads (the previous design): ``encode_batch`` releases the GIL, but the ``.ids`` lists, EOS
-  appending and list -> array conversion do not, and the main thread's packing waits on them;
-* ``tokenizers``' own rayon pool (``TOKENIZERS_PARALLELISM``) sped raw ``encode_batch`` up 1.6x,
-  but the pipeline's Python work stays serial beside it, and the switch is process-wide;
-* ``grain``'s ``mp_prefetch`` is not installed here and would own the iteration order, the
-  shuffle and the saved state, which :mod:`kerastrain.data.pipeline` keeps itself.
+* threads (the previous design): ``encode_batch`` releases the GIL, but the list/array work does
+  not; 2 threads measured 0.78x-1.39x one;
+* ``tokenizers``' own rayon pool (``TOKENIZERS_PARALLELISM=true``): raw ``encode_batch`` 1.6x
+  faster, but the pipeline's Python work stays serial beside it and the switch is process-wide;
+* ``grain``'s ``mp_prefetch``: not installed, and it would own the order, the shuffle and the
+  saved state, which :mod:`kerastrain.data.pipeline` keeps itself;
+* processes (this module): each worker is a fresh interpreter (``subprocess``, never a fork:
+  JAX's threads already run in the trainer; no ``multiprocessing`` spawn either, which re-imports
+  the user's main script) with its own copy of the tokenizer.
 
-So each worker is a fresh interpreter (``subprocess``, never a fork: JAX's threads already run in
-the trainer's process) holding its own copy of the tokenizer. The pipeline reads documents
-exactly as with one worker; each chunk is split into N contiguous parts, the main process encodes
-the first part itself and the workers the others, each part returned as one int32 array with EOS
-after each document. The batches and the saved state are therefore the same for any N (tested).
+The pipeline reads documents exactly as with one worker, one chunk at a time; each chunk is cut
+into one contiguous piece per process, sized by how fast each encoded lately. This thread
+encodes the first piece, the workers the others, each returned as one int32 array with EOS after
+each document (or a data format's examples). The batches and the saved states are therefore the
+same for any N (tested), and so is a resume from any of them.
 
 A worker exits when its socket closes: on :meth:`TokenizeWorkers.close`, when the pipeline is
 garbage-collected, at interpreter exit, or when the trainer is killed (the kernel closes the
