@@ -283,7 +283,7 @@ class StreamingTextPipeline:
             if not state.sources:  # in the mixture's order
                 state.sources.update({name: [0, 0] for name in self.source_names})
             for (tag, _), example in zip(chunk, encoded, strict=True):
-                counts = state.sources.setdefault(self.source_names[tag], [0, 0])
+                counts = state.sources[self.source_names[tag]]
                 counts[0] += 1
                 counts[1] += len(example.ids)
 
