@@ -51,7 +51,7 @@ def test_without_network_or_key_the_run_is_logged_offline(tmp_path, monkeypatch)
     assert "W&B: offline (no W&B API key" in result.output.replace("\n", " ")
     (path,) = out.glob("wandb/offline-run-*/run-*.wandb")
     history: dict[int, dict] = {}
-    config, artifacts = None, []
+    config, artifacts, kinds = {}, [], []
     for record in wandb_records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
@@ -61,9 +61,11 @@ def test_without_network_or_key_the_run_is_logged_offline(tmp_path, monkeypatch)
         elif kind == "artifact":
             artifacts.append((record.artifact.name, record.artifact.type,
                               {e.path for e in record.artifact.manifest.contents}))
-        elif kind == "run" and record.run.config.update:
-            config = {i.key: json.loads(i.value_json) for i in record.run.config.update}
-    assert config["train"]["batch_size"] == 4
+        elif kind in ("run", "config"):  # the config comes with the run or as its own record
+            updates = record.run.config.update if kind == "run" else record.config.update
+            config.update({i.key: json.loads(i.value_json) for i in updates})
+        kinds.append(kind)
+    assert config.get("train", {}).get("batch_size") == 4, (kinds, sorted(config))
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = {r["step"]: r["loss"] for r in records if r["kind"] == "train"}
     evals = {r["step"]: r["val_loss"] for r in records if r["kind"] == "eval"}
