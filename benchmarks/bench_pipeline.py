@@ -112,7 +112,7 @@ def _pipeline(docs, tokenizer, args):
 def bench_throughput(args, workdir: Path, docs: list[str], tokenizer_path: Path) -> None:
     from kerastrain_hf import HFSource
 
-    from kerastrain.data.pipeline import ENCODE_CHUNK_DOCS
+    from kerastrain.data.chunks import ENCODE_CHUNK_DOCS
     from kerastrain.data.sources import SourceRequest
     from kerastrain.data.tokenizer import BPEKind
 
@@ -182,8 +182,8 @@ def bench_workers(args, workdir: Path, docs: list[str], tokenizer_path: Path) ->
             # meanwhile, while this process encodes alone), once after the workers are up (a
             # training run makes its pipeline before compiling the model, so they are).
             warm = _pipeline(documents, tokenizer, args)
-            if warm._pool is not None:
-                warm._pool.wait_ready()
+            if count > 1:
+                warm._encoder.wait_ready()
             started = time.perf_counter()
             for _ in warm:
                 pass

@@ -14,6 +14,7 @@ exactly. A background thread (:mod:`kerastrain.data.prefetch`) keeps a few batch
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import itertools
 import json
@@ -24,15 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from kerastrain.data.chunks import encoded_chunks, next_chunk
 from kerastrain.data.reread import WINDOW_FACTOR, RereadWindow, saved_buffer
 from kerastrain.data.sources import Documents, positioned_documents
+from kerastrain.data.tokenize_workers import InProcess, TokenizeWorkers
 from kerastrain.data.window_shuffle import WindowShuffleBuffer
-
-ENCODE_CHUNK_DOCS = 256  # documents per encode_batch call: large enough to amortize the call
-# ... or fewer, once a chunk holds this many characters: the tokens of a chunk not yet packed are
-# part of the saved state, and 256 web pages of 4 KB made ~450 KB of it (bench_pipeline.py
-# --state-bytes); 128K characters still amortize the call (~30 pages of 4 KB).
-ENCODE_CHUNK_CHARS = 1 << 17
 
 
 @dataclass
@@ -134,11 +131,9 @@ class StreamingTextPipeline:
         self.drop_remainder = drop_remainder
         self.window_shuffle_size = window_shuffle_size  # windows; 0 or 1: consecutive windows
         self.workers = workers  # processes tokenizing each chunk side by side (tokenize_workers)
-        self._pool = None
-        if workers > 1:  # started now, so that they start up while the shuffle buffer fills
-            from kerastrain.data.tokenize_workers import TokenizeWorkers
-
-            self._pool = TokenizeWorkers(workers, tokenizer, data_format, format_context)
+        # Workers are started now, so that they start up while the shuffle buffer fills.
+        self._encoder = (TokenizeWorkers(workers, tokenizer, data_format, format_context)
+                         if workers > 1 else InProcess(tokenizer, data_format, format_context))
         self._recent = RereadWindow(WINDOW_FACTOR * max(shuffle_buffer_size, 1))
         self.state = PipelineState()
         # A data format turns records into examples (kerastrain.data.formats); without one,
@@ -214,13 +209,20 @@ class StreamingTextPipeline:
         def documents_from(first: int, position: Any):
             return self._source_docs(PipelineState(next_doc=first, source_position=position))
 
+        # Batches of one chunk share their lists, and the pipeline changes its own in place.
+        state = dataclasses.replace(state, buffer=list(state.buffer),
+                                    buffer_index=list(state.buffer_index))
         self._recent.reset()
         self._recent.refill(state, documents_from)
         self.state = state
 
-    def _saved_buffer(self, state: PipelineState) -> dict:
-        return {"buffer": list(state.buffer), "buffer_index": list(state.buffer_index),
-                "reread_from": self._recent.reread_from(state.next_doc)}
+    def _position(self, state: PipelineState) -> dict:
+        """Where the documents stand (the source, the shuffle buffer), as a batch saves it."""
+        return {"epoch": state.epoch, "next_doc": state.next_doc,
+                "source_position": state.source_position, "buffer": list(state.buffer),
+                "buffer_index": list(state.buffer_index),
+                "reread_from": self._recent.reread_from(state.next_doc), "rng": state.rng,
+                "source_done": state.source_done}
 
     def __iter__(self) -> Iterator[Batch]:
         if self.packed:
@@ -234,7 +236,7 @@ class StreamingTextPipeline:
                                            state.windows, state.window_rng)
         tokens = np.asarray(state.tokens, dtype=np.int32)
         while self.epochs is None or state.epoch < self.epochs:
-            docs = self._epoch_docs(state)
+            chunks, drawn = self._encoded_chunks(self._epoch_docs(state), state), None
             exhausted = False
             while not exhausted:
                 if shuffler is not None:  # tokens to fill the window buffer up
@@ -242,26 +244,25 @@ class StreamingTextPipeline:
                 pieces = [tokens]
                 have = len(tokens)
                 while have < need:
-                    chunks = self._next_chunks(docs)
-                    if not chunks:
+                    chunk, encoded, drawn = next(chunks, (None, None, drawn))
+                    if chunk is None:
                         exhausted = True
                         break
-                    for chunk, encoded in zip(chunks, self._encode(chunks), strict=True):
-                        self._count_sources(state, chunk, encoded)
-                        for ids in encoded:  # plain text: one array, EOS after each document
-                            ids = np.asarray(ids.ids if self.data_format is not None else ids,
-                                             dtype=np.int32)
-                            pieces.append(ids)
-                            have += len(ids)
-                        state.documents += len(chunk)
+                    self._count_sources(state, chunk, encoded)
+                    for ids in encoded:  # plain text: one array, EOS after each document
+                        ids = np.asarray(ids.ids if self.data_format is not None else ids,
+                                         dtype=np.int32)
+                        pieces.append(ids)
+                        have += len(ids)
+                    state.documents += len(chunk)
                 tokens = np.concatenate(pieces) if len(pieces) > 1 else tokens
                 if shuffler is not None:
                     tokens = self._fill(shuffler, tokens, shuffler.room)
                     if shuffler.room == 0:
                         yield self._emit_windows(state, shuffler.draw(self.batch_size), tokens,
-                                                 shuffler)
+                                                 shuffler, drawn)
                 elif len(tokens) >= need:
-                    yield self._emit(state, tokens, self.batch_size)
+                    yield self._emit(state, tokens, self.batch_size, drawn)
                     tokens = tokens[self.batch_size * self.stride :]
             # The epoch's last tokens carry over into the next epoch (one continuous stream).
             self._next_epoch(state)
@@ -287,41 +288,17 @@ class StreamingTextPipeline:
                 counts[0] += 1
                 counts[1] += len(example.ids)
 
-    def _next_chunks(self, docs) -> list[list]:
-        """The next chunk of documents (as a list of one): ``ENCODE_CHUNK_DOCS``, or fewer once it
-        holds ``ENCODE_CHUNK_CHARS`` characters. The same for any number of workers (they split a
-        chunk), so the stream is read as far ahead and the saved state is the same; an empty
-        list: the epoch has ended."""
-        chunk, chars = [], 0
-        while len(chunk) < ENCODE_CHUNK_DOCS and chars < ENCODE_CHUNK_CHARS:
-            doc = next(docs, None)
-            if doc is None:
-                break
-            chunk.append(doc)
-            text = doc[1] if self.source_names else doc  # a mixture's: [tag, document]
-            # A record (not text) counts as an average document.
-            chars += len(text) if isinstance(text, str) else ENCODE_CHUNK_CHARS // ENCODE_CHUNK_DOCS
-        return [chunk] if chunk else []
-
-    def _encode(self, chunks: list[list[str]]):
-        """Each chunk encoded, in order: plain text as ``[int32 array]`` with EOS after each
-        document, a data format's Examples (the text format's ids end with EOS). With ``workers``
-        > 1, processes encode parts of each chunk side by side (:mod:`.tokenize_workers`); the
-        stream is read and tokenized as with one, so batches and saved states do not depend on
-        the number of workers (tested)."""
-        if self._pool is not None:
-            return self._pool.encode(chunks)
-        from kerastrain.data.tokenize_workers import encode_part, join
-
-        setup = (self.tokenizer, self.data_format, self.format_context)
-        return [join([encode_part(chunk, *setup)], self.data_format) for chunk in chunks]
+    def _encoded_chunks(self, docs, state: PipelineState):
+        """This epoch's ``(chunk, encoding, position after it)``: see :mod:`.chunks`."""
+        return encoded_chunks(lambda: next_chunk(docs, bool(self.source_names)),
+                              lambda: self._position(state), lambda: self._encoder)
 
     def close(self) -> None:
         """Stop the tokenizer workers (also done when the pipeline is garbage-collected); what is
         read after this is encoded in this process, with the same result."""
-        if self._pool is not None:
-            self._pool, pool = None, self._pool
-            pool.close()
+        self._encoder, encoder = InProcess(self.tokenizer, self.data_format,
+                                           self.format_context), self._encoder
+        encoder.close()
 
     def _iter_packed(self) -> Iterator[Batch]:
         """Examples packed into rows with segment ids (:mod:`kerastrain.data.packing`)."""
@@ -332,19 +309,18 @@ class StreamingTextPipeline:
                            several=self.packing)
         rows = [np.asarray(r, dtype=np.int32) for r in state.rows]
         while self.epochs is None or state.epoch < self.epochs:
-            docs = self._epoch_docs(state)
+            chunks, drawn = self._encoded_chunks(self._epoch_docs(state), state), None
             whole_epoch, read, placed = state.next_doc == 0, 0, packer.placed
             while True:
                 while len(rows) < self.batch_size:
-                    chunks = self._next_chunks(docs)
-                    if not chunks:
+                    chunk, examples, drawn = next(chunks, (None, None, drawn))
+                    if chunk is None:
                         break
-                    for chunk, examples in zip(chunks, self._encode(chunks), strict=True):
-                        self._count_sources(state, chunk, examples)
-                        for example in examples:
-                            rows += packer.add(example)
-                        state.documents += len(chunk)
-                        read += len(chunk)
+                    self._count_sources(state, chunk, examples)
+                    for example in examples:
+                        rows += packer.add(example)
+                    state.documents += len(chunk)
+                    read += len(chunk)
                 if len(rows) < self.batch_size:
                     if whole_epoch and read and packer.placed == placed:
                         from kerastrain.errors import DataError
@@ -355,7 +331,7 @@ class StreamingTextPipeline:
                             "--seq-len")
                     break  # this epoch's examples are packed
                 yield self._emit_rows(state, rows[: self.batch_size], rows[self.batch_size:],
-                                      packer)
+                                      packer, drawn)
                 rows = rows[self.batch_size:]
             if whole_epoch and not read:  # nothing at all: never loop over empty epochs
                 from kerastrain.errors import DataError
@@ -370,18 +346,19 @@ class StreamingTextPipeline:
             rows = rows[self.batch_size:]
         state.rows, state.packer = [r.tolist() for r in rows], packer.state()
 
-    def _snapshot(self, state: PipelineState, **parts) -> PipelineState:
-        """The position after a batch, as :meth:`restore` takes it (``parts``: the tokens, rows or
-        windows still waiting)."""
-        return PipelineState(
-            epoch=state.epoch, next_doc=state.next_doc, source_position=state.source_position,
-            **self._saved_buffer(state), rng=state.rng, batches=state.batches,
-            documents=state.documents, source_done=state.source_done,
-            sources={n: list(c) for n, c in state.sources.items()}, **parts)
+    def _snapshot(self, state: PipelineState, drawn: dict | None, **parts) -> PipelineState:
+        """The position after a batch, as :meth:`restore` takes it: ``drawn``, the documents'
+        position after the chunk it ends in (None: ``state``'s now), and ``parts``, the tokens,
+        rows or windows still waiting."""
+        return PipelineState(**(drawn or self._position(state)), batches=state.batches,
+                             documents=state.documents,
+                             sources={n: list(c) for n, c in state.sources.items()}, **parts)
 
-    def _emit_rows(self, state: PipelineState, rows: list, rest: list, packer) -> Batch:
+    def _emit_rows(self, state: PipelineState, rows: list, rest: list, packer,
+                   drawn: dict | None = None) -> Batch:
         state.batches += 1
-        snapshot = self._snapshot(state, packer=packer.state(), rows=[r.tolist() for r in rest])
+        snapshot = self._snapshot(state, drawn, packer=packer.state(),
+                                  rows=[r.tolist() for r in rest])
         stacked = np.stack(rows)
         return Batch(stacked[:, 0], stacked[:, 1], snapshot, segments=stacked[:, 2])
 
@@ -397,15 +374,16 @@ class StreamingTextPipeline:
         return tokens[rows * self.stride :]
 
     def _emit_windows(self, state: PipelineState, windows: np.ndarray, rest: np.ndarray,
-                      shuffler: WindowShuffleBuffer) -> Batch:
+                      shuffler: WindowShuffleBuffer, drawn: dict | None = None) -> Batch:
         state.batches += 1
-        snapshot = self._snapshot(state, tokens=rest.tolist(),
+        snapshot = self._snapshot(state, drawn, tokens=rest.tolist(),
                                   windows=shuffler.windows,  # never modified in place: shared
                                   window_rng=shuffler.rng_state())
         return Batch(windows[:, :-1], windows[:, 1:], snapshot)
 
-    def _emit(self, state: PipelineState, tokens: np.ndarray, rows: int) -> Batch:
+    def _emit(self, state: PipelineState, tokens: np.ndarray, rows: int,
+              drawn: dict | None = None) -> Batch:
         windows = self._windows(tokens, rows)
         state.batches += 1
-        snapshot = self._snapshot(state, tokens=tokens[rows * self.stride :].tolist())
+        snapshot = self._snapshot(state, drawn, tokens=tokens[rows * self.stride :].tolist())
         return Batch(windows[:, :-1], windows[:, 1:], snapshot)

@@ -14,8 +14,10 @@ Why this design (measured on the 2-core machine with ``benchmarks/bench_pipeline
   JAX's threads already run in the trainer; no ``multiprocessing`` spawn either, which re-imports
   the user's main script) with its own copy of the tokenizer.
 
-The pipeline reads documents exactly as with one worker, one chunk at a time; each chunk is cut
-into one contiguous piece per process, sized by how fast each encoded lately. This thread
+The pipeline reads documents exactly as with one worker, one chunk at a time, and hands each
+chunk out (:meth:`TokenizeWorkers.start`) two chunks before it packs it (:mod:`.chunks`), so the
+workers encode while this process draws and packs. Each chunk is cut into one contiguous piece
+per process, sized so that all finish together (:meth:`TokenizeWorkers._shares`). This thread
 encodes the first piece, the workers the others, each returned as one int32 array with EOS after
 each document (or a data format's examples). The batches and the saved states are therefore the
 same for any N (tested), and so is a resume from any of them.
@@ -91,6 +93,22 @@ def join(pieces: list, data_format) -> list:
     return [np.concatenate(pieces) if len(pieces) > 1 else pieces[0]]
 
 
+class InProcess:
+    """One worker (``--data-workers 1``): a chunk is encoded in this process when finished."""
+
+    def __init__(self, tokenizer, data_format=None, format_context=None):
+        self._setup = (tokenizer, data_format, format_context)
+
+    def start(self, chunk: list) -> list:
+        return chunk
+
+    def finish(self, chunk: list) -> list:
+        return join([encode_part(chunk, *self._setup)], self._setup[1])
+
+    def close(self) -> None:
+        pass
+
+
 class TokenizeWorkers:
     """``workers - 1`` worker processes plus the calling thread, encoding chunks side by side."""
 
@@ -104,6 +122,10 @@ class TokenizeWorkers:
         self._rates: list = [None] * workers  # characters/s of this thread, then each worker's
         self._sent = False
         self._threads = None
+        self._sequence = 0  # of the chunks handed out: an answer for an abandoned one is skipped
+        self._outside = None  # seconds this process spends between two chunks (moving average)
+        self._left = None  # when this process last finished a chunk
+        self._closed = False
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false",  # one core per worker
                "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
         try:
@@ -130,14 +152,74 @@ class TokenizeWorkers:
             time.sleep(0.01)
         return True
 
-    def encode(self, chunks: list[list]) -> list[list]:
-        """Each chunk encoded: ``[int32 array]`` for plain text, examples with a data format."""
+    def start(self, chunk: list):
+        """Hand the workers their pieces of ``chunk`` now; :meth:`finish` encodes this process's
+        piece and collects theirs. The pipeline starts the next chunk before it packs this one,
+        so the workers encode while this process shuffles and packs."""
         self._send_setup()
         if self._threads is not None:
-            return [join(list(self._threads.map(lambda part: encode_part(part, *self._setup),
-                                                split(chunk, [1.0] * self.workers))), self.data_format)
-                    for chunk in chunks]
-        return [self._encode_chunk(chunk) for chunk in chunks]
+            return [self._threads.submit(encode_part, part, *self._setup)
+                    for part in split(chunk, [1.0] * self.workers)]
+        ready = [w for w in range(len(self._conns)) if self._is_ready(w)]
+        pieces = split(chunk, self._shares(chunk, ready))
+        self._sequence += 1
+        for w, piece in zip(ready, pieces[1:], strict=True):
+            try:
+                self._conns[w].send((self._sequence, piece))
+            except OSError:  # the worker is gone: reading its answer says so
+                pass
+        return self._sequence, ready, pieces
+
+    def finish(self, started) -> list:
+        """The chunk ``started`` encoded: ``[int32 array]`` for plain text, or the examples."""
+        if self._threads is not None:
+            return join([future.result() for future in started], self.data_format)
+        sequence, ready, pieces = started
+        if self._closed:  # closed meanwhile: every piece here, with the same result
+            ready, pieces = [], [[d for piece in pieces for d in piece]]
+        results, waited = [], 0.0
+        try:
+            results.append((True, *_timed(encode_part, pieces[0], *self._setup)))
+        except Exception as exc:  # raised below, in stream order, as a worker's would be
+            results.append((False, exc, 0.0))
+        for w in ready:
+            began = time.perf_counter()
+            self._conns[w].poll(None)
+            waited += time.perf_counter() - began
+            results.append(_receive(self._conns[w], self._procs[w], sequence))
+        ended = time.perf_counter()
+        if self._left is not None:  # this process's other work per chunk (drawing, packing,
+            # receiving, the caller's): what its share of the encoding must leave room for
+            self._outside = _average(self._outside, ended - self._left - waited - results[0][2])
+        self._left = ended
+        for ok, value, _ in results:  # the first error in stream order, as one worker would raise
+            if not ok:
+                raise value
+        for who, piece, (_, _, seconds) in zip([-1, *ready], pieces, results, strict=True):
+            chars = sum(_size(d) for d in piece)
+            if seconds > 1e-3 and chars:
+                self._rates[who + 1] = _average(self._rates[who + 1], chars / seconds)
+        return join([value for _, value, _ in results], self.data_format)
+
+    def _shares(self, chunk: list, ready: list[int]) -> list[float]:
+        """Characters of ``chunk`` for this process and each ready worker, so that all finish
+        together: each at the rate it encoded lately (characters per second of its own encoding
+        time: on a shared machine one core may run slower than the other), this process less by
+        what it does between two chunks (drawing, packing, the caller's own work). Equal pieces
+        left one side waiting up to 25% of the time. Handing out many small pieces as they
+        finish (tried: 4 and 8 per worker) did worse here: each one is a round trip between
+        processes, and the last ones leave a side idle."""
+        known = [r for r in self._rates if r is not None]
+        guess = sum(known) / len(known) if known else 1.0  # a worker not yet timed
+        rates = [r if r is not None else guess for r in self._rates]
+        ours, theirs = rates[0], [rates[w + 1] for w in ready]
+        if not theirs:
+            return [1.0]
+        total = sum(_size(d) for d in chunk)
+        outside = self._outside or 0.0
+        # Seconds until all are done, t: ours * (t - outside) + sum(theirs) * t = total.
+        t = (total + ours * outside) / (ours + sum(theirs))
+        return [max(ours * (t - outside), 0.0), *(r * t for r in theirs)]
 
     def _send_setup(self) -> None:
         if not self._sent:
@@ -159,48 +241,17 @@ class TokenizeWorkers:
                     threading.Thread(target=_send_setup, args=(conn, payload), daemon=True,
                                      name="kerastrain-tokenize-setup").start()
 
-    def _encode_chunk(self, chunk: list) -> list:
-        # One piece per process, sized by how fast each one encoded lately (characters per
-        # second of its own encoding time): on a shared machine one core may run slower than the
-        # other, and equal pieces left the faster side waiting up to 25% of the time. Handing
-        # out many small pieces as they finish (tried: 4 and 8 per worker) did worse here: each
-        # one is a round trip between processes, and the last ones leave a side idle.
-        ready = [w for w in range(len(self._conns)) if self._is_ready(w)]
-        known = [r for r in self._rates if r is not None]
-        guess = sum(known) / len(known) if known else 1.0  # a worker not yet timed
-        rates = [r if r is not None else guess for r in self._rates]
-        pieces = split(chunk, [rates[0]] + [rates[w + 1] for w in ready])
-        for w, piece in zip(ready, pieces[1:], strict=True):
-            try:
-                self._conns[w].send(piece)
-            except OSError:  # the worker is gone: reading its answer says so
-                pass
-        results = []
-        try:
-            results.append((True, *_timed(encode_part, pieces[0], *self._setup)))
-        except Exception as exc:  # raised below, in stream order, as a worker's would be
-            results.append((False, exc, 0.0))
-        results += [_receive(self._conns[w], self._procs[w]) for w in ready]
-        for ok, value, _ in results:  # the first error in stream order, as one worker would raise
-            if not ok:
-                raise value
-        for who, piece, (_, _, seconds) in zip([-1, *ready], pieces, results, strict=True):
-            chars = sum(_size(d) for d in piece)
-            if seconds > 1e-3 and chars:  # moving average: a slow moment does not swing it
-                rate, old = chars / seconds, self._rates[who + 1]
-                self._rates[who + 1] = rate if old is None else 0.7 * old + 0.3 * rate
-        return join([value for _, value, _ in results], self.data_format)
-
     def _is_ready(self, w: int) -> bool:
         """Whether worker ``w`` has loaded the setup; until then this thread encodes its share."""
         if not self._ready[w] and self._conns[w].poll():
-            ok, value, _ = _receive(self._conns[w], self._procs[w])
+            ok, value, _ = _receive(self._conns[w], self._procs[w], 0)
             if not ok:
                 raise value
             self._ready[w] = True
         return self._ready[w]
 
     def close(self) -> None:
+        self._closed = True
         self._finalizer()
 
 
@@ -217,10 +268,20 @@ def _timed(function, *args) -> tuple:
     return value, time.perf_counter() - started
 
 
-def _receive(conn: Connection, proc: subprocess.Popen) -> tuple:
-    """A worker's answer: (True, the encoded piece, seconds) or (False, the error, 0)."""
+def _average(old: float | None, new: float) -> float:
+    """A moving average: one slow moment does not swing the shares."""
+    return new if old is None else 0.7 * old + 0.3 * new
+
+
+def _receive(conn: Connection, proc: subprocess.Popen, sequence: int) -> tuple:
+    """A worker's answer to piece ``sequence`` (0: it is ready): (True, the encoded piece,
+    seconds) or (False, the error, 0). Answers to pieces of an abandoned chunk (a pipeline
+    iterated again) are skipped."""
     try:
-        return conn.recv()
+        while True:
+            answer, *reply = conn.recv()
+            if answer >= sequence:
+                return tuple(reply)
     except (EOFError, OSError):
         return False, _exited(proc), 0.0
 
@@ -252,20 +313,21 @@ def serve(fd: int) -> None:
         except (EOFError, OSError):
             raise
         except Exception as exc:
-            conn.send((False, RuntimeError(f"a tokenizer worker could not load the tokenizer: "
-                                           f"{type(exc).__name__}: {exc}"), 0.0))
+            conn.send((0, False, RuntimeError(f"a tokenizer worker could not load the "
+                                              f"tokenizer: {type(exc).__name__}: {exc}"), 0.0))
             return
-        conn.send((True, None, 0.0))  # ready
+        conn.send((0, True, None, 0.0))  # ready
         while True:
-            part = conn.recv()
+            sequence, part = conn.recv()
             try:
-                reply = (True, *_timed(encode_part, part, *setup))
+                reply = (sequence, True, *_timed(encode_part, part, *setup))
             except Exception as exc:
-                reply = (False, exc, 0.0)
+                reply = (sequence, False, exc, 0.0)
             try:
                 conn.send(reply)
             except (pickle.PicklingError, TypeError, AttributeError) as exc:  # unpicklable
-                value = reply[1] if not reply[0] else exc
-                conn.send((False, RuntimeError(f"{type(value).__name__}: {value}"), 0.0))
+                value = reply[2] if not reply[1] else exc
+                conn.send((sequence, False, RuntimeError(f"{type(value).__name__}: {value}"),
+                           0.0))
     except (EOFError, OSError):  # the trainer closed the socket or is gone
         return

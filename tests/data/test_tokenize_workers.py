@@ -13,7 +13,7 @@ import sys
 import psutil
 import pytest
 
-import kerastrain.data.pipeline as pipeline_module
+import kerastrain.data.chunks as chunks_module
 from kerastrain.data.chat_template import ChatTemplate
 from kerastrain.data.corpus import InMemoryDocuments
 from kerastrain.data.formats import ChatFormat, FormatContext
@@ -39,7 +39,7 @@ def bpe():
 def spawned(monkeypatch):
     """The child processes started since the test began (a pytest-xdist worker may hold a
     storage server started by another test); at the end, none may be left."""
-    monkeypatch.setattr(pipeline_module, "ENCODE_CHUNK_DOCS", 37)  # many chunks, many pieces
+    monkeypatch.setattr(chunks_module, "ENCODE_CHUNK_DOCS", 37)  # many chunks, many pieces
     before = {c.pid for c in psutil.Process().children()}
 
     def new_children() -> list:
@@ -84,6 +84,29 @@ def test_plain_text_batches_and_states_are_the_same_for_1_2_and_3_workers(bpe, t
     resumed = text_pipeline(bpe, 2)
     resumed.restore(PipelineState.load(tmp_path / "state.json.gz"))
     assert run(resumed) == one[18:]
+
+
+def test_an_abandoned_iteration_and_a_close_mid_run_change_no_batch(bpe):
+    """Chunks are handed to the workers ahead of the packing: a pipeline iterated again after
+    stopping early skips the answers to what it had handed out, and one closed mid-run encodes
+    what the workers held here."""
+    one = run(text_pipeline(bpe, 1))
+    pipeline = text_pipeline(bpe, 2)
+    first = iter(pipeline)
+    head = [next(first) for _ in range(7)]
+    del first  # stopped with chunks still at the workers
+    pipeline.restore(head[-1].state)
+    again = iter(pipeline)
+    rest = [next(again) for _ in range(5)]
+    pipeline.close()  # the workers exit with a chunk handed out; the rest is encoded here
+    rest += list(again)
+    def position(state):  # every buffered text: a restored pipeline re-learns what it could
+        return json.dumps({**state.__dict__, "reread_from": None}, default=lambda o: o.tolist())
+
+    uninterrupted = text_pipeline(bpe, 1)
+    assert [(b.inputs.tolist(), b.labels.tolist(), position(b.state)) for b in head + rest] \
+        == [(b.inputs.tolist(), b.labels.tolist(), position(b.state)) for b in uninterrupted]
+    assert len(head + rest) == len(one)
 
 
 def test_chat_batches_and_states_are_the_same_for_1_2_and_3_workers():

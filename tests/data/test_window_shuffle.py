@@ -62,9 +62,9 @@ def test_resume_from_saved_state_replays_exactly(tmp_path, stop_at):
 
 
 def test_workers_give_the_same_batches_and_resume_across_worker_counts(tmp_path, monkeypatch):
-    import kerastrain.data.pipeline as pipeline
+    import kerastrain.data.chunks as chunks
 
-    monkeypatch.setattr(pipeline, "ENCODE_CHUNK_DOCS", 3)  # many chunks from a small corpus
+    monkeypatch.setattr(chunks, "ENCODE_CHUNK_DOCS", 3)  # many chunks from a small corpus
     one = [digest(b) for b in make(workers=1)]
     batches = list(make(workers=3))
     assert [digest(b) for b in batches] == one
