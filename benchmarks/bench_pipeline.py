@@ -212,9 +212,8 @@ def bench_workers(args, workdir: Path, docs: list[str], tokenizer_path: Path) ->
     print(f"workers: {len(texts):,} documents ({args.throughput_mb:g} MB), {tokens:,} tokens; "
           f"best of {args.repeats}, counts alternated; {os.cpu_count()} cores; "
           f"TOKENIZERS_PARALLELISM={os.environ['TOKENIZERS_PARALLELISM']}")
-    for count in counts:  # with no worker processes both passes time the same work: the best
-        if count == 1:
-            best[count] = steady[count] = min(best[count], steady[count])
+    if 1 in best:  # with no worker processes both passes time the same work: the best of both
+        best[1] = steady[1] = min(best[1], steady[1])
     base = counts[0]
     for count in counts:
         print(f"  {count} worker(s): {tokens / best[count]:,.0f} tokens/s ({best[count]:.2f} s; "
