@@ -4,8 +4,12 @@ Documents are streamed from a source, shuffled through a bounded buffer, tokeniz
 (``encode_batch``) and packed into ``seq_len + 1`` token windows with EOS between documents.
 Nothing is pre-tokenized; memory is bounded by the shuffle buffer and one chunk, not the corpus.
 
-With ``window_shuffle_size`` > 1 the packed windows then pass through a bounded shuffle buffer
-(:mod:`kerastrain.data.window_shuffle`) so that a batch draws from many documents.
+With ``window_shuffle_size`` > 1 the rows (plain-text windows, or packed rows of examples with
+segment ids) then pass through a bounded shuffle buffer (:mod:`kerastrain.data.window_shuffle`)
+so that a batch draws from many documents. The data's last batch is kept and padded with rows
+that train nothing (unless ``drop_remainder``). Each batch's counts (examples, tokens, trained
+tokens, overlong examples, a mixture's datasets) are taken from the batch itself
+(:mod:`kerastrain.data.counts`).
 
 Every batch carries the pipeline's full position *after* it (epoch, source index, shuffle-buffer
 contents, RNG state, unemitted tokens, window buffer), so a checkpoint taken after step k resumes at batch k + 1
@@ -14,75 +18,23 @@ exactly. A background thread (:mod:`kerastrain.data.prefetch`) keeps a few batch
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-import gzip
 import itertools
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from kerastrain.data.chunks import encoded_chunks, next_chunk
-from kerastrain.data.reread import WINDOW_FACTOR, RereadWindow, saved_buffer
+from kerastrain.data.counts import add_row_counts, add_window_counts, empty_counts
+from kerastrain.data.packing import LABELS, META, SEGMENTS, TAGS, RowPacker
+from kerastrain.data.pipeline_state import PipelineState
+from kerastrain.data.reread import WINDOW_FACTOR, RereadWindow
 from kerastrain.data.sources import Documents, positioned_documents
 from kerastrain.data.tokenize_workers import InProcess, TokenizeWorkers
 from kerastrain.data.window_shuffle import WindowShuffleBuffer
-
-
-@dataclass
-class PipelineState:
-    """Where the pipeline stands between two batches. Restoring it repeats nothing, skips nothing."""
-
-    epoch: int = 0
-    next_doc: int = 0  # documents of this epoch already taken from the source
-    # Where the source stands after those documents, for sources that can seek to it
-    # (``Documents.iter_positioned``: a shard and row, say); None: count ``next_doc`` from 0.
-    source_position: Any = None
-    buffer: list = field(default_factory=list)  # shuffle buffer: records, None when re-read
-    buffer_index: list[int] = field(default_factory=list)  # each slot's document index (epoch)
-    reread_from: list | None = None  # [index, source position before it]: see data.reread
-    rng: dict | None = None  # numpy bit-generator state of this epoch's shuffle
-    tokens: list[int] = field(default_factory=list)  # packed tokens not yet emitted
-    batches: int = 0  # batches emitted so far
-    documents: int = 0  # documents tokenized so far (all epochs)
-    source_done: bool = False  # this epoch's source is exhausted (buffer draining)
-    windows: list = field(default_factory=list)  # window shuffle buffer (rows of seq_len + 1)
-    window_rng: dict | None = None  # numpy bit-generator state of the window shuffle
-    packer: dict | None = None  # packed examples: the row being filled and the overlong counts
-    rows: list = field(default_factory=list)  # packed rows not yet emitted ((3, seq_len) each)
-    # A mixture's [documents, tokens] read from each dataset, by name (data.mixture).
-    sources: dict = field(default_factory=dict)
-
-    def source_logs(self) -> dict:
-        """The tokens read from each dataset of a mixture so far, for the metrics."""
-        return {f"tokens_from_{name}": n for name, (_, n) in self.sources.items()}
-
-    def source_shares(self) -> dict:
-        """The realised share of each dataset of a mixture, of documents (what the weights
-        set) and of tokens, for the summary."""
-        if not self.sources:
-            return {}
-        docs, tokens = (sum(c[k] for c in self.sources.values()) or 1 for k in (0, 1))
-        return {"mixture_shares": {name: {"documents": round(d / docs, 4),
-                                          "tokens": round(n / tokens, 4)}
-                                   for name, (d, n) in self.sources.items()}}
-
-    def saved(self) -> dict:
-        """The state as a checkpoint holds it: recent buffered documents by index only."""
-        return {**self.__dict__,
-                "buffer": saved_buffer(self.buffer, self.buffer_index, self.reread_from)}
-
-    def save(self, path: Path) -> None:
-        with gzip.open(path, "wt", encoding="utf-8") as f:
-            json.dump(self.saved(), f, default=lambda o: o.tolist())  # numpy arrays as lists
-
-    @classmethod
-    def load(cls, path: Path) -> PipelineState:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            return cls(**json.load(f))
 
 
 @dataclass
@@ -211,7 +163,8 @@ class StreamingTextPipeline:
 
         # Batches of one chunk share their lists, and the pipeline changes its own in place.
         state = dataclasses.replace(state, buffer=list(state.buffer),
-                                    buffer_index=list(state.buffer_index))
+                                    buffer_index=list(state.buffer_index),
+                                    trained=copy.deepcopy(state.trained))
         self._recent.reset()
         self._recent.refill(state, documents_from)
         self.state = state
@@ -225,68 +178,74 @@ class StreamingTextPipeline:
                 "source_done": state.source_done}
 
     def __iter__(self) -> Iterator[Batch]:
+        if not self.state.trained:
+            self.state.trained = empty_counts(self.source_names)
         if self.packed:
             yield from self._iter_packed()
             return
         state = self.state
+        tagged = bool(self.source_names)
         need = (self.batch_size - 1) * self.stride + self.window  # tokens for one full batch
-        shuffler = None
-        if self.window_shuffle_size > 1:
-            shuffler = WindowShuffleBuffer(self.window_shuffle_size, self.window, self.seed,
-                                           state.windows, state.window_rng)
-        tokens = np.asarray(state.tokens, dtype=np.int32)
+        # The stream of tokens (and, in a mixture, each token's dataset) not yet in a window.
+        stream = np.asarray([state.tokens] + ([state.token_tags] if tagged else []),
+                            dtype=np.int32).reshape(1 + tagged, -1)
+        shuffler = self._shuffler(self.window * (1 + tagged))
         while self.epochs is None or state.epoch < self.epochs:
             chunks, drawn = self._encoded_chunks(self._epoch_docs(state), state), None
             exhausted = False
             while not exhausted:
                 if shuffler is not None:  # tokens to fill the window buffer up
                     need = (max(shuffler.room, 1) - 1) * self.stride + self.window
-                pieces = [tokens]
-                have = len(tokens)
+                pieces = [stream]
+                have = stream.shape[1]
                 while have < need:
                     chunk, encoded, drawn = next(chunks, (None, None, drawn))
                     if chunk is None:
                         exhausted = True
                         break
-                    self._count_sources(state, chunk, encoded)
-                    for ids in encoded:  # plain text: one array, EOS after each document
+                    # Plain text: one array for the chunk, EOS after each document; formatted
+                    # records (a mixture's too, tagged): one example each.
+                    tags = [tag for tag, _ in chunk] if tagged else [0] * len(encoded)
+                    for tag, ids in zip(tags, encoded, strict=True):
                         ids = np.asarray(ids.ids if self.data_format is not None else ids,
                                          dtype=np.int32)
-                        pieces.append(ids)
+                        pieces.append(np.stack([ids, np.full_like(ids, tag)]) if tagged
+                                      else ids[None])
                         have += len(ids)
                     state.documents += len(chunk)
-                tokens = np.concatenate(pieces) if len(pieces) > 1 else tokens
+                stream = np.concatenate(pieces, axis=1) if len(pieces) > 1 else stream
                 if shuffler is not None:
-                    tokens = self._fill(shuffler, tokens, shuffler.room)
+                    stream = self._fill(shuffler, stream, shuffler.room)
                     if shuffler.room == 0:
-                        yield self._emit_windows(state, shuffler.draw(self.batch_size), tokens,
-                                                 shuffler, drawn)
-                elif len(tokens) >= need:
-                    yield self._emit(state, tokens, self.batch_size, drawn)
-                    tokens = tokens[self.batch_size * self.stride :]
+                        yield self._window_batch(state, shuffler.draw(self.batch_size), drawn,
+                                                 stream, shuffler)
+                elif stream.shape[1] >= need:
+                    yield self._window_batch(state, self._windows(stream, self.batch_size),
+                                             drawn, stream[:, self.batch_size * self.stride:])
+                    stream = stream[:, self.batch_size * self.stride :]
             # The epoch's last tokens carry over into the next epoch (one continuous stream).
             self._next_epoch(state)
         if shuffler is not None:  # the data ends: drain the window buffer
-            tokens = self._fill(shuffler, tokens, None)
-            while len(shuffler) >= self.batch_size:
-                yield self._emit_windows(state, shuffler.draw(self.batch_size), tokens, shuffler)
-            if len(shuffler) and not self.drop_remainder:
-                yield self._emit_windows(state, shuffler.draw(len(shuffler)), tokens, shuffler)
+            stream = self._fill(shuffler, stream, None)
+            while len(shuffler) >= self.batch_size or (len(shuffler) and not self.drop_remainder):
+                yield self._window_batch(state, shuffler.draw(self.batch_size), None, stream,
+                                         shuffler)
             state.windows, state.window_rng = shuffler.windows, shuffler.rng_state()
-        rows = (len(tokens) - self.window) // self.stride + 1 if len(tokens) >= self.window else 0
+        rows = self._whole_windows(stream)
         if rows and not self.drop_remainder:
-            yield self._emit(state, tokens, rows)
-            tokens = tokens[rows * self.stride :]
-        state.tokens = tokens.tolist()
+            yield self._window_batch(state, self._windows(stream, rows), None,
+                                     stream[:, rows * self.stride:])
+            stream = stream[:, rows * self.stride :]
+        state.tokens = stream[0].tolist()
+        state.token_tags = stream[1].tolist() if tagged else []
 
-    def _count_sources(self, state: PipelineState, chunk: list, encoded: list) -> None:
-        if self.source_names:
-            if not state.sources:  # in the mixture's order
-                state.sources.update({name: [0, 0] for name in self.source_names})
-            for (tag, _), example in zip(chunk, encoded, strict=True):
-                counts = state.sources[self.source_names[tag]]
-                counts[0] += 1
-                counts[1] += len(example.ids)
+    def _shuffler(self, width: int) -> WindowShuffleBuffer | None:
+        """The row shuffle (``--window-shuffle-size`` rows of ``width`` numbers), or None. It
+        holds at least a batch: a smaller one could never fill a batch."""
+        if self.window_shuffle_size <= 1:
+            return None
+        return WindowShuffleBuffer(max(self.window_shuffle_size, self.batch_size), width,
+                                   self.seed, self.state.windows, self.state.window_rng)
 
     def _encoded_chunks(self, docs, state: PipelineState):
         """This epoch's ``(chunk, encoding, position after it)``: see :mod:`.chunks`."""
@@ -301,27 +260,26 @@ class StreamingTextPipeline:
         encoder.close()
 
     def _iter_packed(self) -> Iterator[Batch]:
-        """Examples packed into rows with segment ids (:mod:`kerastrain.data.packing`)."""
-        from kerastrain.data.packing import RowPacker
-
+        """Examples packed into rows with segment ids (:mod:`kerastrain.data.packing`), through
+        the same row shuffle as plain-text windows."""
         state = self.state
         packer = RowPacker(self.seq_len, self.overlong, self.tokenizer.eos_id, state.packer,
                            several=self.packing)
         rows = [np.asarray(r, dtype=np.int32) for r in state.rows]
+        shuffler = self._shuffler((META + 1) * self.seq_len)
         while self.epochs is None or state.epoch < self.epochs:
             chunks, drawn = self._encoded_chunks(self._epoch_docs(state), state), None
             whole_epoch, read, placed = state.next_doc == 0, 0, packer.placed
             while True:
-                while len(rows) < self.batch_size:
+                while not self._rows_ready(rows, shuffler):
                     chunk, examples, drawn = next(chunks, (None, None, drawn))
                     if chunk is None:
                         break
-                    self._count_sources(state, chunk, examples)
-                    for example in examples:
-                        rows += packer.add(example)
+                    for item, example in zip(chunk, examples, strict=True):
+                        rows += packer.add(example, item[0] if self.source_names else 0)
                     state.documents += len(chunk)
                     read += len(chunk)
-                if len(rows) < self.batch_size:
+                if not self._rows_ready(rows, shuffler):
                     if whole_epoch and read and packer.placed == placed:
                         from kerastrain.errors import DataError
 
@@ -330,9 +288,8 @@ class StreamingTextPipeline:
                             "nothing trained left when truncated, or dropped (--overlong): raise "
                             "--seq-len")
                     break  # this epoch's examples are packed
-                yield self._emit_rows(state, rows[: self.batch_size], rows[self.batch_size:],
-                                      packer, drawn)
-                rows = rows[self.batch_size:]
+                yield self._emit_rows(state, self._take_rows(rows, shuffler), rows, packer,
+                                      shuffler, drawn)
             if whole_epoch and not read:  # nothing at all: never loop over empty epochs
                 from kerastrain.errors import DataError
 
@@ -341,49 +298,101 @@ class StreamingTextPipeline:
             self._next_epoch(state)
         last = packer.flush()
         rows += [last] if last is not None else []
-        while rows and (len(rows) >= self.batch_size or not self.drop_remainder):
-            yield self._emit_rows(state, rows[: self.batch_size], rows[self.batch_size:], packer)
-            rows = rows[self.batch_size:]
+        if shuffler is not None:  # the data ends: every row into the buffer, then drain it
+            self._rows_ready(rows, shuffler, room=len(rows))
+        held = len(shuffler) if shuffler is not None else len(rows)
+        while held and (held >= self.batch_size or not self.drop_remainder):
+            yield self._emit_rows(state, self._take_rows(rows, shuffler), rows, packer, shuffler)
+            held = len(shuffler) if shuffler is not None else len(rows)
         state.rows, state.packer = [r.tolist() for r in rows], packer.state()
+        if shuffler is not None:
+            state.windows, state.window_rng = shuffler.windows, shuffler.rng_state()
+
+    def _rows_ready(self, rows: list, shuffler, room: int | None = None) -> bool:
+        """Whether a batch can be taken: ``batch_size`` rows, or a full row shuffle (rows move
+        into it first, at most ``room``, default its free room)."""
+        if shuffler is None:
+            return len(rows) >= self.batch_size
+        moved = min(len(rows), shuffler.room if room is None else room)
+        if moved:
+            shuffler.add(np.stack(rows[:moved]).reshape(moved, -1))
+            del rows[:moved]
+        return shuffler.room == 0
+
+    def _take_rows(self, rows: list, shuffler) -> np.ndarray:
+        """The next batch's rows: drawn from the row shuffle, or the first ones (taken out of
+        ``rows``)."""
+        if shuffler is not None:
+            return shuffler.draw(self.batch_size).reshape(-1, META + 1, self.seq_len)
+        taken = np.stack(rows[: self.batch_size])
+        del rows[: self.batch_size]
+        return taken
 
     def _snapshot(self, state: PipelineState, drawn: dict | None, **parts) -> PipelineState:
         """The position after a batch, as :meth:`restore` takes it: ``drawn``, the documents'
         position after the chunk it ends in (None: ``state``'s now), and ``parts``, the tokens,
         rows or windows still waiting."""
         return PipelineState(**(drawn or self._position(state)), batches=state.batches,
-                             documents=state.documents,
-                             sources={n: list(c) for n, c in state.sources.items()}, **parts)
+                             documents=state.documents, trained=copy.deepcopy(state.trained),
+                             **parts)
 
-    def _emit_rows(self, state: PipelineState, rows: list, rest: list, packer,
+    @staticmethod
+    def _shuffled(shuffler) -> dict:
+        if shuffler is None:
+            return {}
+        return {"windows": shuffler.windows,  # never modified in place: shared
+                "window_rng": shuffler.rng_state()}
+
+    def _emit_rows(self, state: PipelineState, taken: np.ndarray, rest: list, packer, shuffler,
                    drawn: dict | None = None) -> Batch:
+        add_row_counts(state.trained, taken[:, LABELS], taken[:, SEGMENTS], taken[:, TAGS],
+                       taken[:, META], self.source_names)
         state.batches += 1
         snapshot = self._snapshot(state, drawn, packer=packer.state(),
-                                  rows=[r.tolist() for r in rest])
-        stacked = np.stack(rows)
-        return Batch(stacked[:, 0], stacked[:, 1], snapshot, segments=stacked[:, 2])
+                                  rows=[r.tolist() for r in rest], **self._shuffled(shuffler))
+        rows = self._padded(taken[:, :SEGMENTS + 1], (packer.pad_id, -1, 0))
+        return Batch(rows[:, 0], rows[:, 1], snapshot, segments=rows[:, 2])
 
-    def _windows(self, tokens: np.ndarray, rows: int) -> np.ndarray:
+    def _padded(self, rows: np.ndarray, fill: tuple) -> np.ndarray:
+        """The data's last, short batch padded to ``batch_size`` rows that train nothing (labels
+        -1), so that every example is trained and every batch has one shape (one compile)."""
+        missing = self.batch_size - len(rows)
+        if missing <= 0:
+            return rows
+        pad = np.empty((missing, *rows.shape[1:]), dtype=rows.dtype)
+        for k, value in enumerate(fill):
+            pad[:, k] = value
+        return np.concatenate([rows, pad])
+
+    def _whole_windows(self, stream: np.ndarray) -> int:
+        n = stream.shape[1]
+        return (n - self.window) // self.stride + 1 if n >= self.window else 0
+
+    def _windows(self, stream: np.ndarray, rows: int) -> np.ndarray:
+        """``rows`` windows of ``stream`` (each line's ``seq_len + 1`` numbers, side by side)."""
         starts = np.arange(rows) * self.stride
-        return tokens[starts[:, None] + np.arange(self.window)[None, :]]
+        windows = stream[:, starts[:, None] + np.arange(self.window)[None, :]]
+        return windows.transpose(1, 0, 2).reshape(rows, stream.shape[0] * self.window)
 
-    def _fill(self, shuffler: WindowShuffleBuffer, tokens: np.ndarray, limit: int | None):
-        """Move up to ``limit`` (None: all) whole windows from ``tokens`` into the buffer."""
-        rows = (len(tokens) - self.window) // self.stride + 1 if len(tokens) >= self.window else 0
+    def _fill(self, shuffler: WindowShuffleBuffer, stream: np.ndarray, limit: int | None):
+        """Move up to ``limit`` (None: all) whole windows from ``stream`` into the buffer."""
+        rows = self._whole_windows(stream)
         rows = rows if limit is None else min(rows, limit)
-        shuffler.add(self._windows(tokens, rows))
-        return tokens[rows * self.stride :]
+        shuffler.add(self._windows(stream, rows))
+        return stream[:, rows * self.stride :]
 
-    def _emit_windows(self, state: PipelineState, windows: np.ndarray, rest: np.ndarray,
-                      shuffler: WindowShuffleBuffer, drawn: dict | None = None) -> Batch:
+    def _window_batch(self, state: PipelineState, windows: np.ndarray, drawn: dict | None,
+                      rest: np.ndarray, shuffler=None) -> Batch:
+        """Windows of ``seq_len + 1`` tokens as (inputs, labels); a short last batch padded.
+        ``rest``: the stream not yet in a window."""
+        lines = windows.reshape(len(windows), -1, self.window)
+        tags = lines[:, 1, 1:] if self.source_names else None
+        add_window_counts(state.trained, lines[:, 0, 1:], tags, self.tokenizer.eos_id,
+                          self.stride, self.source_names)
         state.batches += 1
-        snapshot = self._snapshot(state, drawn, tokens=rest.tolist(),
-                                  windows=shuffler.windows,  # never modified in place: shared
-                                  window_rng=shuffler.rng_state())
-        return Batch(windows[:, :-1], windows[:, 1:], snapshot)
-
-    def _emit(self, state: PipelineState, tokens: np.ndarray, rows: int,
-              drawn: dict | None = None) -> Batch:
-        windows = self._windows(tokens, rows)
-        state.batches += 1
-        snapshot = self._snapshot(state, drawn, tokens=tokens[rows * self.stride :].tolist())
-        return Batch(windows[:, :-1], windows[:, 1:], snapshot)
+        snapshot = self._snapshot(state, drawn, tokens=rest[0].tolist(),
+                                  token_tags=rest[1].tolist() if self.source_names else [],
+                                  **self._shuffled(shuffler))
+        pairs = self._padded(np.stack([lines[:, 0, :-1], lines[:, 0, 1:]], axis=1),
+                             (self.tokenizer.eos_id, -1))
+        return Batch(pairs[:, 0], pairs[:, 1], snapshot)

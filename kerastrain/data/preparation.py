@@ -81,6 +81,11 @@ def plan_data(config: RunConfig, train: Documents, model_folder: str | None = No
         template = load_chat_template(d.chat_template, model_folder)
         context = dataclasses.replace(context, template=template)
     plan = DataPlan(fmt, context, bool(fmt.packed or d.document_masking))
+    if d.stride is not None and (plan.packed or fmt.name != "text"):
+        raise ConfigError(
+            f"--stride applies to plain text cut into overlapping windows; {fmt.name} examples"
+            f"{' with --document-masking' if d.document_masking else ''} are placed whole in "
+            "rows: drop --stride")
     if fmt.name != "text" or d.data_format == "auto":
         for record in itertools.islice(train.iter_from(0), CHECKED_RECORDS):
             fmt.text(record, context)

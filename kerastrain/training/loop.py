@@ -10,6 +10,7 @@ accumulation). ``benchmarks/bench_loop.py`` compares its speed with ``fit``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -24,6 +25,7 @@ from kerastrain.data.prefetch import Prefetcher
 from kerastrain.errors import UserError
 from kerastrain.training.checkpoint import prune_step_checkpoints
 from kerastrain.training.flops import MfuMeter
+from kerastrain.training.loss_window import LossWindow
 from kerastrain.training.metrics_log import MetricsLog
 from kerastrain.training.optimizer import applied_rates
 from kerastrain.training.sharded_checkpoint import Checkpointer
@@ -78,39 +80,6 @@ class TrainingRun:
         """Log a record (e.g. a generated sample) as the loop logs its own: ``metrics.jsonl``,
         TensorBoard and the ``on_metrics`` hooks. None when no loop is running."""
         return None if self.metrics is None else self.metrics.write(kind, step, values)
-
-
-class LossWindow:
-    """The losses of the updates since the last log line. Each is read one update late (when
-    the next is queued), so the device never waits for the host; a non-finite one stops the run
-    (``read``)."""
-
-    def __init__(self, read) -> None:
-        self.read = read
-        self.pending = None  # (step, loss array) of the latest update, not read yet
-        self.values: list[float] = []
-        self.tokens: list[float] = []  # trained tokens of each update (masks make them differ)
-        self.first: float | None = None
-        self.last: float | None = None
-
-    def add(self, step: int, loss) -> None:
-        self._read_pending()
-        self.pending = (step, loss)
-
-    def take(self) -> tuple[list[float], list[float]]:
-        """Every loss since the previous take, the latest one included, and the updates'
-        trained tokens."""
-        self._read_pending()
-        values, tokens, self.values, self.tokens = self.values, self.tokens, [], []
-        return values, tokens
-
-    def _read_pending(self) -> None:
-        if self.pending is not None:
-            (value, tokens), self.pending = self.read(self.pending), None
-            self.values.append(value)
-            self.tokens.append(tokens)
-            self.first = value if self.first is None else self.first
-            self.last = value
 
 
 class Trainer:
@@ -226,7 +195,8 @@ class Trainer:
         task = progress.add_task("train", total=total, completed=self.step, loss=float("nan"),
                                  lr=0.0, tps=0.0, mfu=0.0, epoch=position.epoch)
         self._window = (time.perf_counter(), 0.0)  # (start, data wait so far) of the log window
-        reason = "data exhausted"
+        # A run of --epochs ends with its data: its updates were counted (run_length).
+        reason = "data exhausted" if self.cfg.train.max_steps else "epochs completed"
         try:
             while total is None or self.step < total:
                 micro = self._next_update(batches)
@@ -244,7 +214,7 @@ class Trainer:
                     reason = "interrupted"
                     break
             else:
-                reason = "max steps reached"
+                reason = "max steps reached" if self.cfg.train.max_steps else "epochs completed"
             losses.take()  # the last update's loss, read and checked
         except BaseException:
             self.checkpointer.abandon()  # seal what is written, if it can be done alone
@@ -256,11 +226,22 @@ class Trainer:
         summary = {"steps": self.step, "reason": reason, "first_loss": losses.first,
                    "first_step_seconds": self.first_step_seconds, "last_loss": losses.last,
                    "data_wait_seconds": batches.wait_seconds, **self._throughput(),
-                   **position.source_shares()}
-        if position.packer:  # examples longer than --seq-len (--overlong), up to this update
-            summary.update(overlong_truncated=position.packer["truncated"],
-                           overlong_dropped=position.packer["dropped"])
+                   **self._trained(position), **position.source_shares()}
         return self._finish(state, metrics, summary, position, saved_at)
+
+    def _trained(self, position) -> dict:
+        """What the run trained, counted from its batches (``kerastrain.data.counts``)."""
+        t = position.trained
+        counts = {"examples_trained": t.get("examples", 0), "tokens_trained": t.get("tokens", 0),
+                  "trained_tokens_total": t.get("trained_tokens", 0)}
+        if self.segmented:  # examples longer than --seq-len (--overlong), of the rows trained
+            counts.update(overlong_truncated=t.get("truncated", 0),
+                          overlong_dropped=t.get("dropped", 0))
+        if not self.cfg.train.max_steps and self.step == self.run.total_steps:
+            counts["epochs_completed"] = self.cfg.train.epochs
+        else:  # the epochs begun before the one this update is in
+            counts["epochs_completed"] = position.epoch
+        return counts
 
     def _open_metrics(self):
         """Where records go: process 0 writes and publishes them (``on_metrics``), the others
@@ -276,14 +257,20 @@ class Trainer:
         return metrics
 
     def _next_update(self, batches) -> list | None:
-        """The micro-batches of the next update, or None when the data has fewer left."""
+        """The micro-batches of the next update, or None when the data has ended. The data's
+        last update may hold fewer: it is completed with micro-batches that train nothing, so
+        every example is trained and the update is the schedule's last (``run_length``)."""
         micro = []
         for _ in range(self.cfg.train.gradient_accumulation_steps):
             batch = next(batches, None)
             if batch is None:
-                return None
+                break
             micro.append(batch)
-        return micro
+        if not micro:
+            return None
+        last = micro[-1]
+        empty = dataclasses.replace(last, labels=np.full_like(last.labels, -1))
+        return micro + [empty] * (self.cfg.train.gradient_accumulation_steps - len(micro))
 
     def _update(self, state, micro: list) -> tuple:
         """One optimizer update: a train step per micro-batch (Keras' optimizer accumulates and

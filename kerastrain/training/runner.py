@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import shutil
@@ -22,41 +21,6 @@ from kerastrain.training.preflight import check_memory_fits, check_output_dir
 
 # What an output directory holds that --overwrite clears (the tokenizer is kept and reused).
 RUN_ARTIFACTS = ("metrics.jsonl", "tensorboard", "final_checkpoint", "best_checkpoint")
-
-
-def estimate_total_steps(config: RunConfig, train_docs, tokenizer,
-                         devices: int = 1, plan=None) -> tuple[int | None, str]:
-    """Optimizer updates the run will make: ``--max-steps`` or epochs × estimated data size
-    (``--batch-size`` rows on each of ``devices``)."""
-    t = config.train
-    if t.max_steps:
-        return t.max_steps, f"{t.max_steps} steps (--max-steps)"
-    try:
-        n_docs = len(train_docs)
-    except TypeError:  # a stream; a mixture of sized datasets can tell about how long
-        n_docs = getattr(train_docs, "expected_length", lambda: None)()
-    if config.data.max_train_examples:
-        n_docs = min(n_docs or config.data.max_train_examples, config.data.max_train_examples)
-    if n_docs is None:
-        raise ConfigError(
-            "the training stream's length is unknown; pass --max-steps (or --max-train-examples) "
-            "so the learning-rate schedule knows how long the run is"
-        )
-    sample = list(itertools.islice(train_docs.iter_from(0), min(n_docs, 500)))
-    if plan is None or plan.format.name == "text":
-        lengths = [len(ids) + 1 for ids in tokenizer.encode_batch(
-            sample if plan is None else [plan.format.text(r, plan.context) for r in sample])]
-    else:  # packed examples: each takes at most its length of a row
-        lengths = [min(len(e.ids), config.model.seq_len + 1) if e.whole else len(e.ids)
-                   for e in plan.format.encode(sample, plan.with_tokenizer(tokenizer))]
-    tokens_per_doc = sum(lengths) / max(1, len(sample))
-    stride = config.data.stride or config.model.seq_len
-    per_update = t.batch_size * devices * stride * t.gradient_accumulation_steps
-    per_epoch = max(1, int(n_docs * tokens_per_doc / per_update))
-    return per_epoch * t.epochs, (
-        f"{per_epoch * t.epochs} steps ({t.epochs} epochs of ~{per_epoch} steps, "
-        f"~{n_docs * tokens_per_doc:,.0f} tokens per epoch)"
-    )
 
 
 def find_resume_point(config: RunConfig, output_dir: Path, say):
@@ -219,8 +183,18 @@ def run_training(config: RunConfig, console) -> dict:
         previous.tokenizer.vocab_size if previous is not None else None)
     check_vocab(config, model_config.vocab_size, trained_for)
     model_config.validate()
-    devices = mesh_plan.shape.devices if mesh_plan else 1
-    total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer, devices, plan)
+    # The data: what the run trains on is also what its length is counted from (run_length).
+    train_pipeline, val_batches = _pipelines(config, model_config.seq_len, train_docs, val_docs,
+                                             tokenizer, mesh_plan, processes, plan, data.names)
+    if processes > 1:
+        from kerastrain.training.run_length import estimate_updates
+
+        total_steps, steps_note = estimate_updates(config, train_docs, tokenizer,
+                                                   mesh_plan.shape.devices, plan)
+    else:
+        from kerastrain.training.run_length import count_updates
+
+        total_steps, steps_note = count_updates(config, train_docs, train_pipeline, say)
     check_memory_fits(config.replace(model=model_config), mesh_plan.shape if mesh_plan else None)
     schedule, warmup = make_schedule(config, total_steps)
     from kerastrain.training.resolved import RESOLVED_FILE, resolve
@@ -264,9 +238,7 @@ def run_training(config: RunConfig, console) -> dict:
 
             plan.context.template.save(output_dir / TEMPLATE_FILE)
 
-    # -- data and loop --------------------------------------------------------------------------
-    train_pipeline, val_batches = _pipelines(config, resolved, train_docs, val_docs, tokenizer,
-                                             mesh_plan, processes, plan, data.names)
+    # -- loop -----------------------------------------------------------------------------------
     train_pipeline.restore(pipeline_state)
     from kerastrain.training.loop import Trainer, TrainingRun
 
@@ -344,12 +316,12 @@ def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan,
     return model, optimizer
 
 
-def _pipelines(config: RunConfig, resolved, train_docs, val_docs, tokenizer, mesh_plan,
+def _pipelines(config: RunConfig, seq_len: int, train_docs, val_docs, tokenizer, mesh_plan,
                processes: int, plan=None, source_names=None):
     """The training pipeline and a factory of validation passes (None without validation data)."""
     from kerastrain.data.pipeline import StreamingTextPipeline
 
-    d, t, seq_len = config.data, config.train, resolved.model.seq_len
+    d, t = config.data, config.train
     formatted = {}  # records through the data format; plain text as before unless packed
     if plan is not None and (plan.packed or plan.format.name != "text"):
         formatted = dict(data_format=plan.format, format_context=plan.with_tokenizer(tokenizer),
@@ -366,7 +338,7 @@ def _pipelines(config: RunConfig, resolved, train_docs, val_docs, tokenizer, mes
         train_docs, tokenizer, seq_len=seq_len,
         batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride,
         shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
-        max_documents=max_docs, epochs=epochs,
+        max_documents=max_docs, epochs=epochs, drop_remainder=processes > 1,
         window_shuffle_size=d.window_shuffle_size, workers=d.data_workers,
         source_names=source_names, **formatted,
     )

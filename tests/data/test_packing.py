@@ -10,7 +10,7 @@ import numpy as np
 from kerastrain.data.chat_template import ChatTemplate
 from kerastrain.data.corpus import InMemoryDocuments
 from kerastrain.data.formats import ChatFormat, Example, FormatContext, TextFormat
-from kerastrain.data.packing import RowPacker
+from kerastrain.data.packing import META, META_EXAMPLES, RowPacker
 from kerastrain.data.pipeline import PipelineState, StreamingTextPipeline
 from kerastrain.data.tokenizer import ByteTokenizer
 
@@ -41,7 +41,8 @@ def test_rows_hold_whole_examples_with_their_own_segments():
     for ids, mask in (([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6, 7], None), ([8, 9, 10, 11, 12], None)):
         rows += packer.add(Example(ids, None if mask is None else [bool(m) for m in mask]))
     rows.append(packer.flush())
-    inputs, labels, segments = rows[0]
+    inputs, labels, segments, tags, meta = rows[0]
+    assert tags.tolist() == [0] * 8 and meta[META_EXAMPLES] == 2
     assert inputs.tolist() == [1, 2, 3, 5, 6, 99, 99, 99]
     assert labels.tolist() == [-1, 3, 4, 6, 7, -1, -1, -1]  # prompt tokens and padding: -1
     assert segments.tolist() == [1, 1, 1, 2, 2, 0, 0, 0]
@@ -51,17 +52,24 @@ def test_rows_hold_whole_examples_with_their_own_segments():
 def test_overlong_examples_are_truncated_or_dropped_and_counted_text_is_split():
     long = Example(list(range(20)), [False] * 5 + [True] * 15)
     truncate = RowPacker(8)
-    assert truncate.add(long) == [] and truncate.truncated == 1
-    assert truncate.flush()[0].tolist() == list(range(8))
+    assert truncate.add(long) == []
+    row = truncate.flush()
+    assert row[0].tolist() == list(range(8))
+    assert row[META].tolist()[:3] == [1, 0, 1]  # truncated, dropped, examples: in its row
     drop = RowPacker(8, overlong="drop")
-    assert drop.add(long) == [] and drop.flush() is None and drop.dropped == 1
+    assert drop.add(long) == []
+    assert drop.flush()[META].tolist()[:3] == [0, 1, 0]  # a row of padding carries the count
+    assert drop.flush() is None
     prompt_only = RowPacker(8)  # the trained tokens lie past --seq-len: nothing left to train
     prompt_only.add(Example(list(range(20)), [False] * 12 + [True] * 8))
-    assert (prompt_only.truncated, prompt_only.dropped) == (0, 1)
+    assert prompt_only.add(Example([1, 2, 3])) == []
+    row = prompt_only.flush()
+    assert row[META].tolist()[:3] == [0, 1, 1] and row[2].tolist()[:2] == [1, 1]
     text = RowPacker(8)  # plain text is cut into pieces: every label kept once
     rows = text.add(Example(list(range(20)), None, whole=False)) + [text.flush()]
     labels = np.concatenate([r[1][r[1] >= 0] for r in rows])
-    assert labels.tolist() == list(range(1, 20)) and text.truncated == 0
+    assert labels.tolist() == list(range(1, 20))
+    assert [r[META].tolist()[:3] for r in rows] == [[0, 0, 0], [0, 0, 0], [0, 0, 1]]
 
 
 def test_text_with_document_masking_packs_documents_without_crossing():
