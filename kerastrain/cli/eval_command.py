@@ -11,7 +11,8 @@ from kerastrain.hookspecs import hookimpl
 
 # Options shared with `run` (declared once in kerastrain.config); unset means the run's value.
 EVAL_RUN_OPTIONS = ("data.dataset_id", "data.dataset_config", "data.text_column", "data.split",
-                    "data.data_dir", "train.batch_size")
+                    "data.data_dir", "data.data_format", "data.chat_template", "data.overlong",
+                    "train.batch_size")
 
 
 def _run_options(f):
@@ -49,10 +50,8 @@ def score(checkpoint, max_examples, as_json, **options):
 
     from kerastrain.training.evaluation import EvalRequest, evaluate_checkpoint
 
-    given = {key.split(".")[1]: options[key.replace(".", "__")] for key in EVAL_RUN_OPTIONS}
-    request = EvalRequest(checkpoint, given["dataset_id"], given["dataset_config"],
-                          given["text_column"], given["split"], given["data_dir"], max_examples,
-                          given["batch_size"])
+    given = {key: options[key.replace(".", "__")] for key in EVAL_RUN_OPTIONS}
+    request = EvalRequest(checkpoint, given, max_examples)
     console = Console(stderr=as_json)  # with --json, stdout holds the JSON object only
     progress = Progress(SpinnerColumn(), TextColumn("scoring: {task.fields[tokens]:,} tokens"),
                         TimeElapsedColumn(), console=console, transient=True,

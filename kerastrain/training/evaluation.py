@@ -1,9 +1,10 @@
 """``kerastrain eval``: score a checkpoint on a dataset without training.
 
-The data streams through the same :class:`~kerastrain.data.pipeline.StreamingTextPipeline` as
-training (no shuffling, every window once, the last batch kept), so a dataset of any size is
-scored in constant memory. Without a dataset, the validation data of the run that made the
-checkpoint is scored (its ``run_config.json``), which reproduces that run's ``val_loss``.
+The data is resolved from the run's own ``run_config.json`` with only the options given to eval
+changed, and read by the run's validation pipeline (:mod:`kerastrain.data.run_pipelines`): the
+same format, template, masks, packing and truncation, in constant memory. Without options, the
+run's validation data is scored exactly as the run validated it (its ``val_loss`` and
+``val_tokens``, a mixture's too).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from kerastrain.config import RunConfig
@@ -20,16 +21,13 @@ from kerastrain.errors import ConfigError
 
 @dataclass
 class EvalRequest:
-    """What to score: a checkpoint and, optionally, a dataset other than its run's validation."""
+    """What to score: a checkpoint and, optionally, options that differ from its run's (a
+    dataset other than its validation data, another split...). ``options``: values of the run's
+    own options by ``section.name`` (``data.dataset_id``, ``train.batch_size``); None: the run's."""
 
     checkpoint: str
-    dataset_id: str | None = None
-    dataset_config: str | None = None
-    text_column: str | None = None
-    split: str | None = None
-    data_dir: str | None = None
+    options: dict = field(default_factory=dict)
     max_examples: int | None = None
-    batch_size: int | None = None
 
 
 def run_config_of(checkpoint: Path) -> RunConfig | None:
@@ -45,79 +43,78 @@ def run_config_of(checkpoint: Path) -> RunConfig | None:
     return None
 
 
-def _data_config(request: EvalRequest, run: RunConfig | None) -> tuple[object, str]:
-    """(DataConfig for the split to score, the split's name)."""
-    from kerastrain.config import DataConfig
-
-    ids = [request.dataset_id] if isinstance(request.dataset_id, str) else list(
-        request.dataset_id or ())
-    if len(ids) > 1:
+def eval_config(request: EvalRequest, run: RunConfig | None) -> tuple[RunConfig, str | None]:
+    """The run's configuration with the options given to eval, checked as ``run`` checks them,
+    and the split to score (None: the run's validation data, exactly as it validated)."""
+    given = {k: v for k, v in request.options.items() if v is not None and v != ()}
+    ids = given.get("data.dataset_id")
+    if isinstance(ids, str):
+        given["data.dataset_id"] = ids = [ids]
+    if ids is not None and len(ids) > 1:
         raise ConfigError("eval scores one dataset at a time: pass one --dataset-id")
-    if not ids:
-        if run is None:
+    if run is None:
+        if not ids:
             raise ConfigError(f"{request.checkpoint} has no run_config.json to find its run's "
                               "validation data; pass --dataset-id (and --split)")
-        data = run.data
-        if len(data.dataset_id) > 1 or data.datasets:
-            raise ConfigError("the run trained on a mixture of datasets; pass --dataset-id (and "
-                              "--split) to score one of them")
-        split = request.split or data.val_split
-        if split is None and not data.dataset_id:
-            split = "validation"  # the embedded corpus always has its held-out split
-        if split is None:
+        run = RunConfig()
+    sections = {}
+    for key, value in given.items():
+        section, name = key.split(".")
+        sections.setdefault(section, {})[name] = value
+    if ids:  # another dataset: none of the run's mixture
+        sections["data"].update(datasets=[], mixture_weights=[])
+    if request.max_examples:
+        sections.setdefault("data", {})["max_val_examples"] = request.max_examples
+    config = run.replace(**{name: dataclasses.replace(getattr(run, name), **values)
+                            for name, values in sections.items()})
+    config.validate()
+    split = given.get("data.split")
+    if ids and split is None:
+        split = "validation"
+    if split is None:
+        d = config.data
+        if d.val_split is None and d.dataset_id and not d.datasets:
             raise ConfigError("the run that made this checkpoint had no validation split; pass "
                               "--split (e.g. --split train) or --dataset-id")
-        return dataclasses.replace(
-            data, max_val_examples=request.max_examples or data.max_val_examples), split
-    data = DataConfig(dataset_id=ids, dataset_config=request.dataset_config,
-                      text_column=request.text_column or "text", data_dir=request.data_dir,
-                      max_val_examples=request.max_examples)
-    return data, request.split or "validation"
+    elif len(config.data.dataset_id) > 1 or config.data.datasets:
+        raise ConfigError("the run trained on a mixture of datasets; eval scores its validation "
+                          "data, or pass --dataset-id (and --split) to score one dataset")
+    return config, split
 
 
 def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
-    """Loss (mean next-token cross-entropy), perplexity and token count on the requested data.
+    """Loss (mean next-token cross-entropy), perplexity and token count on the requested data,
+    read as the run read its validation data (:mod:`kerastrain.data.run_pipelines`).
 
     ``progress(tokens)`` is called after every batch when given."""
     import jax
 
     from kerastrain.data.chat_template import TEMPLATE_FILE
-    from kerastrain.data.pipeline import StreamingTextPipeline
-    from kerastrain.data.preparation import plan_data, resolve_source
-    from kerastrain.data.sources import SourceRequest
+    from kerastrain.data.preparation import open_data
+    from kerastrain.data.run_pipelines import validation_pipeline
     from kerastrain.model.loading import _find, load, read_model_config
     from kerastrain.training.loss import chunked_eval_loss
 
     checkpoint = Path(request.checkpoint)
-    run = run_config_of(checkpoint)
-    data, split = _data_config(request, run)
+    config, split = eval_config(request, run_config_of(checkpoint))
     output_dir, _ = _find(checkpoint)
-    if data.chat_template is None and (output_dir / TEMPLATE_FILE).is_file():
-        data = dataclasses.replace(data, chat_template=str(output_dir / TEMPLATE_FILE))
+    if config.data.chat_template is None and (output_dir / TEMPLATE_FILE).is_file():
+        # The template the run rendered its conversations with (from a model folder, say).
+        config = config.replace(data=dataclasses.replace(
+            config.data, chat_template=str(output_dir / TEMPLATE_FILE)))
     model, tokenizer = load(checkpoint)
-    source, location = resolve_source(data.dataset_id[0] if data.dataset_id else None)
-
-    def open_split(records: bool):
-        return source.open(SourceRequest(
-            location=location, split=split, dataset_config=data.dataset_config,
-            text_column=data.text_column, streaming=True, data_dir=data.data_dir,
-            records=records))
-
-    documents = open_split(data.data_format != "text")
-    # The run's data format: chat data is scored on the tokens it trains (assistant turns).
-    plan = plan_data(RunConfig(data=data), documents, say=lambda _: None)
-    formatted = {}
-    if plan.packed or plan.format.name != "text":
-        formatted = dict(data_format=plan.format, format_context=plan.with_tokenizer(tokenizer),
-                         packed=plan.packed, overlong=data.overlong)
-    elif data.data_format != "text":
-        documents = open_split(False)
-    batch_size = request.batch_size or (run.train.batch_size if run else 8)
+    quiet = lambda _: None  # noqa: E731
+    if split is None:  # the run's validation data, as the run opened it (a mixture's too)
+        documents, plan = (lambda d: (d.val, d.plan))(open_data(config, None, quiet))
+        if documents is None:
+            raise ConfigError("the run that made this checkpoint had no validation split; pass "
+                              "--split (e.g. --split train) or --dataset-id")
+    else:  # the split asked for, opened as the run opened its training split
+        data = open_data(config.replace(data=dataclasses.replace(
+            config.data, split=split, val_split=None)), None, quiet)
+        documents, plan = data.train, data.plan
     seq_len = read_model_config(*_find(checkpoint)).seq_len
-    pipeline = StreamingTextPipeline(
-        documents, tokenizer, seq_len=seq_len, batch_size=batch_size, shuffle_buffer_size=1,
-        max_documents=data.max_val_examples, epochs=1, drop_remainder=False, **formatted,
-    )
+    pipeline = validation_pipeline(config, seq_len, documents, tokenizer, plan)
 
     # The in-run validation's very loss: output projection and cross-entropy in chunks, so eval
     # never holds the whole batch's logits (training's memory, not more).
@@ -141,8 +138,9 @@ def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
     loss = total / tokens
     return {
         "checkpoint": str(checkpoint),
-        "dataset": data.dataset_id[0] if data.dataset_id else "builtin",
-        "split": split,
+        "dataset": ", ".join(config.data.dataset_id) or (
+            "a mixture" if config.data.datasets else "builtin"),
+        "split": split or config.data.val_split or "validation",
         "loss": loss,
         "perplexity": math.exp(min(loss, 50.0)),
         "tokens": tokens,

@@ -184,8 +184,15 @@ def run_training(config: RunConfig, console) -> dict:
     check_vocab(config, model_config.vocab_size, trained_for)
     model_config.validate()
     # The data: what the run trains on is also what its length is counted from (run_length).
-    train_pipeline, val_batches = _pipelines(config, model_config.seq_len, train_docs, val_docs,
-                                             tokenizer, mesh_plan, processes, plan, data.names)
+    from kerastrain.data.run_pipelines import training_pipeline, validation_pipeline
+
+    seq_len = model_config.seq_len
+    train_pipeline = training_pipeline(
+        config, seq_len, train_docs, tokenizer, plan, data.names,
+        rows=mesh_plan.local_rows if mesh_plan else None,
+        process=(mesh_plan.process_index if mesh_plan else 0, processes))
+    val_batches = None if val_docs is None else (
+        lambda: validation_pipeline(config, seq_len, val_docs, tokenizer, plan))
     if processes > 1:
         from kerastrain.training.run_length import estimate_updates
 
@@ -314,45 +321,6 @@ def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan,
     if groups is not None:
         say(describe_groups(groups))
     return model, optimizer
-
-
-def _pipelines(config: RunConfig, seq_len: int, train_docs, val_docs, tokenizer, mesh_plan,
-               processes: int, plan=None, source_names=None):
-    """The training pipeline and a factory of validation passes (None without validation data)."""
-    from kerastrain.data.pipeline import StreamingTextPipeline
-
-    d, t = config.data, config.train
-    formatted = {}  # records through the data format; plain text as before unless packed
-    if plan is not None and (plan.packed or plan.format.name != "text"):
-        formatted = dict(data_format=plan.format, format_context=plan.with_tokenizer(tokenizer),
-                         packed=plan.packed, overlong=d.overlong, packing=d.packing)
-    max_docs, epochs = d.max_train_examples, None if t.max_steps else t.epochs
-    if processes > 1:
-        from kerastrain.data.sharding import ProcessShare
-
-        # Each process reads its own share; the shares run out at different steps, so the stream
-        # repeats and the step count fixed above (from the whole stream) ends the run everywhere.
-        train_docs = ProcessShare(train_docs, mesh_plan.process_index, processes, max_docs)
-        max_docs, epochs = None, None
-    train_pipeline = StreamingTextPipeline(
-        train_docs, tokenizer, seq_len=seq_len,
-        batch_size=mesh_plan.local_rows if mesh_plan else t.batch_size, stride=d.stride,
-        shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
-        max_documents=max_docs, epochs=epochs, drop_remainder=processes > 1,
-        window_shuffle_size=d.window_shuffle_size, workers=d.data_workers,
-        source_names=source_names, **formatted,
-    )
-    if val_docs is None:
-        return train_pipeline, None
-
-    def val_batches():
-        return StreamingTextPipeline(
-            val_docs, tokenizer, seq_len=seq_len, batch_size=t.batch_size,
-            shuffle_buffer_size=1, max_documents=d.max_val_examples, epochs=1,
-            drop_remainder=False, **formatted,
-        )
-
-    return train_pipeline, val_batches
 
 
 def make_progress(console):

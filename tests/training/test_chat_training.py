@@ -109,3 +109,32 @@ def test_eval_scores_chat_data_on_its_assistant_tokens_as_validation_did(tmp_pat
         json.loads((out / "chat_template.json").read_text())["chat_template"]))
     examples = ChatFormat().encode(records, context)
     assert val["val_tokens"] == sum(sum(e.mask[1:129]) for e in examples)
+
+
+def test_eval_of_the_same_files_scores_what_validation_scored(tmp_path):
+    """``eval --dataset-id`` keeps every other option of the run (``--train-on-prompt``,
+    ``--overlong``...): the same files score the same tokens and loss as validation did."""
+    data = _chat_file(tmp_path / "chat.jsonl", 40)
+    out = tmp_path / "out"
+    result = invoke("run", "--output-dir", str(out), *TINY, "--dataset-id", str(data),
+                    "--seq-len", "163", "--max-steps", "3", "--eval-every", "3",
+                    "--val-split", "train", "--max-val-examples", "9", "--train-on-prompt",
+                    "--overlong", "drop")
+    assert result.exit_code == 0, result.output
+    val = [r for r in _metrics(out, "eval")][-1]
+    scored = invoke("eval", str(out), "--dataset-id", str(data), "--split", "train",
+                    "--max-examples", "9", "--json")
+    assert scored.exit_code == 0, scored.output
+    scored = json.loads(scored.output.strip().splitlines()[-1])
+    assert (scored["tokens"], scored["loss"]) == (val["val_tokens"],
+                                                  pytest.approx(val["val_loss"], rel=1e-5))
+    # --overlong drop and --train-on-prompt, as the run said: of the first 9 conversations
+    # (163 to 166 bytes with ChatML) those of at most 164 tokens, every target of them trained.
+    lengths = [163, 164, 165, 163, 164, 166, 164, 164, 165]
+    assert val["val_tokens"] == sum(n - 1 for n in lengths if n <= 164)
+    truncate = invoke("eval", str(out), "--dataset-id", str(data), "--split", "train",
+                      "--max-examples", "9", "--overlong", "truncate", "--json")
+    assert json.loads(truncate.output.strip().splitlines()[-1])["tokens"] > val["val_tokens"]
+    bad = invoke("eval", str(out), "--batch-size", "0")
+    assert bad.exit_code == 2 and bad.output.count("Error:") == 1, bad.output
+    assert "--batch-size" in bad.output
