@@ -58,7 +58,8 @@ def test_chat_trains_every_assistant_turn_and_nothing_else():
     assert text == ("<|im_start|>system\nAdd.<|im_end|>\n<|im_start|>user\n2+3?<|im_end|>\n"
                     "<|im_start|>assistant\n5<|im_end|>\n<|im_start|>user\n4+4?<|im_end|>\n"
                     "<|im_start|>assistant\n8<|im_end|>\n")
-    assert _trained_text(example) == "5<|im_end|>\n|8<|im_end|>\n"
+    # Each reply and its turn end, where generation stops: not ChatML's newline after it.
+    assert _trained_text(example) == "5<|im_end|>|8<|im_end|>"
     # ShareGPT's form is the same conversation: the same ids and mask.
     (same,) = fmt.encode([SHAREGPT], _context())
     assert (same.ids, same.mask) == (example.ids, example.mask)
@@ -87,7 +88,7 @@ def test_bpe_ids_are_those_of_the_whole_text_and_chatml_markers_are_one_token():
     assert example.ids.count(tok.hf.token_to_id("<|im_start|>")) == 5
     trained = tok.hf.decode([t for t, m in zip(example.ids, example.mask, strict=True) if m],
                             skip_special_tokens=False)
-    assert trained == "5<|im_end|>\n8<|im_end|>\n"
+    assert trained == "5<|im_end|>8<|im_end|>"
 
 
 def test_prompt_completion_and_alpaca_train_the_completion_and_eos():
@@ -113,11 +114,21 @@ def test_auto_picks_text_for_plain_strings_and_text_records():
     ({"question": "q", "answer": "a"}, "auto",
      "no installed data format reads the first record (columns found: answer, question)"),
     ({"prompt": "p", "completion": "c"}, "chat",
-     "a record has no messages or conversations column for --data-format chat (columns found: completion, "
-     "prompt); --data-format prompt-completion fits it"),
+     "a record has no messages, conversations or prompt/completion message lists column for "
+     "--data-format chat (columns found: completion, prompt); --data-format prompt-completion "
+     "fits it"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "chat", "unknown role 'robot'"),
     ({"messages": [{"role": "user", "content": "x"}]}, "chat",
-     "a conversation has no assistant turn, so no trained token"),
+     'a conversation has no assistant turn, so no trained token: {"messages": [{"role": "user"'),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
+     "chat", "a conversation's assistant turns are all empty: {"),
+    ({"prompt": "Say hi", "completion": ""}, "prompt-completion",
+     'a record\'s completion is empty, so no trained token: {"prompt": "Say hi"'),
+    ({"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "user",
+                                                                     "content": "x"}]},
+     "auto", "a conversation has no assistant turn"),
+    ({"prompt": [{"role": "user", "content": "hi"}], "completion": "hello"}, "auto",
+     "a record's prompt and completion must both be message lists (chat) or both text: {"),
 ])
 def test_bad_records_are_one_line(record, data_format, message):
     import re
