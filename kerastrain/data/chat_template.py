@@ -197,8 +197,15 @@ class ChatTemplate:
             # or, where the template renders earlier turns otherwise (Qwen 3 without thinking),
             # the first character the model writes there.
             start = _common_prefix(before, text)
-            prompt = self.render(messages[:i], tools=tools, documents=documents) if i else ""
             end = text.find(marker, start)
+            previous = str(messages[i - 1].get("content") or "").strip() if i else ""
+            at = text.rfind(previous, 0, end) if previous and end >= 0 else -1
+            if at >= 0 and at + len(previous) > start:
+                # The template moved part of the prompt (Mistral puts the system message in the
+                # last user turn): the reply starts where its content does.
+                start = self._content_start(messages, i, text, tools, documents)
+                end = text.find(marker, start)
+            prompt = self.render(messages[:i], tools=tools, documents=documents) if i else ""
             following = [str(m.get("content") or "").strip() for m in messages[i + 1:i + 2]]
             cut = text.find(following[0], start) if following and following[0] else -1
             if start < _common_prefix(prompt, text) or (spans and start < spans[-1][1]) \
@@ -209,6 +216,14 @@ class ChatTemplate:
                     "cannot be located; pass --train-on-prompt, or another --chat-template")
             spans.append((start, end + len(marker)))
         return text, spans
+
+    def _content_start(self, messages, i, text, tools, documents) -> int:
+        """Where message ``i``'s content starts in ``text``: found by rendering a stand-in."""
+        stand_in = "\x00kerastrain reply\x00"
+        marked = self.render([*messages[:i], {**messages[i], "content": stand_in},
+                              *messages[i + 1:]], tools=tools, documents=documents)
+        at = marked.find(stand_in)
+        return at if at >= 0 and marked[:at] == text[:at] else -1
 
     def turn_end_ids(self, tokenizer) -> tuple[int, ...]:
         """Ids that end an assistant turn: the turn-end marker's (when it is one token), and EOS.
