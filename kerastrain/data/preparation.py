@@ -213,9 +213,9 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
     if path.exists() and not retrain:
         tokenizer = load_tokenizer(path)
         say(f"Tokenizer: reusing {path} (vocab {tokenizer.vocab_size})")
-        if plan is not None:
-            add_turn_end(tokenizer, plan, path, say)
-        return tokenizer, False
+        # Grown for this request: --vocab-size counts the vocabulary before the markers.
+        grown = plan is not None and add_turn_end(tokenizer, plan, path, say)
+        return tokenizer, grown
     kind = tokenizer_kind(tok_cfg.kind)
     limit = min(tok_cfg.train_examples, config.data.max_train_examples or tok_cfg.train_examples)
     texts = sample_texts(train, limit) if plan is None else plan.texts(train, limit)
@@ -234,7 +234,9 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
     else:
         tokenizer = kind.train(texts, tok_cfg.asked_vocab_size)
     if plan is not None and plan.special_tokens and hasattr(tokenizer, "add_special_tokens"):
-        tokenizer.add_special_tokens(plan.special_tokens)  # ChatML's markers: one token each
+        tokenizer.add_special_tokens(plan.special_tokens)  # the template's markers: one token each
+        say(f"Tokenizer: {', '.join(plan.special_tokens)} are special tokens (the chat "
+            "template's markers; a turn ends at one token)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tokenizer.save(tmp)

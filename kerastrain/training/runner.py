@@ -328,7 +328,7 @@ def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan,
     if isinstance(initial, Path):
         from kerastrain.training.checkpoint import restore_model
 
-        restore_model(model, initial, rng=False)
+        restore_model(model, initial, rng=False, grow=True)  # chat markers may have been added
     elif initial is not None:
         initial.load_into(model)
     if initial is not None:
