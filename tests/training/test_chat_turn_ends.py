@@ -111,3 +111,30 @@ def test_chat_after_pretraining_adds_the_markers_and_grows_the_embedding(tmp_pat
     conversations = [json.loads(line)["messages"] for line in data.read_text().splitlines()]
     tokenizer, theirs, examples, target = _trained_and_exported(tmp_path, out, conversations)
     _check_turn_ends(tokenizer, theirs, examples, conversations, target, "<|im_end|>")
+
+
+def test_chat_template_kwargs_render_training_and_travel_with_the_model(tmp_path):
+    """--chat-template-kwargs enable_thinking=false renders Qwen 3's template without thinking;
+    the value is kept in chat_template.json (chat, eval and export render the same), and
+    transformers given the same keyword gives the ids trained on."""
+    from kerastrain.model.loading import chat_template_of
+
+    qwen3 = LLAMA31.with_name("Qwen-Qwen3-0.6B.jinja")
+    data = tmp_path / "chat.jsonl"
+    conversations = [m for m in _conversations(20) if m[0]["role"] != "system"]
+    data.write_text("".join(json.dumps({"messages": m}) + "\n" for m in conversations))
+    out = tmp_path / "qwen3"
+    result = invoke("run", "--output-dir", str(out), *TINY, *BPE, "--max-steps", "1",
+                    "--dataset-id", str(data), "--chat-template", str(qwen3),
+                    "--chat-template-kwargs", "enable_thinking=false")
+    assert result.exit_code == 0, result.output
+    template = chat_template_of(out / "final_checkpoint")
+    assert template.kwargs == {"enable_thinking": False}
+    prompt = template.render(conversations[0][:1], add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    tokenizer, theirs, examples, _ = _trained_and_exported(tmp_path, out, conversations)
+    for messages, example in zip(conversations, examples, strict=True):
+        assert theirs.apply_chat_template(messages, tokenize=True, return_dict=False,
+                                          enable_thinking=False) == example.ids
+    trained = [i for e in examples for i, m in zip(e.ids, e.mask, strict=True) if m]
+    assert tokenizer.decode(trained).count("<think>") == 0  # the empty thought is the prompt's
