@@ -155,7 +155,8 @@ class ChatTemplate:
             return template.render(messages=_as_template_messages(messages), tools=tools,
                                    documents=documents,
                                    add_generation_prompt=add_generation_prompt, **variables)
-        except jinja2.exceptions.TemplateError as exc:
+        except (jinja2.exceptions.TemplateError, TypeError, ValueError, KeyError,
+                AttributeError, IndexError) as exc:  # a template's own error or a data mismatch
             raise DataError(f"the chat template ({self.origin}) failed to render a conversation: "
                             f"{exc}; fix the data or pass another --chat-template") from None
 

@@ -142,3 +142,22 @@ def test_a_chat_record_brings_its_tools_and_openai_string_arguments():
     record = {"messages": openai, "tools": json.dumps([WEATHER])}
     context = FormatContext(template=_template(name))
     assert ChatFormat().text(record, context) == _theirs(name, TOOL_CHAT, tools=[WEATHER])
+
+
+def test_documents_and_template_kwargs_reach_the_template_as_in_transformers():
+    """A record's ``documents`` (retrieval-augmented templates, e.g. Command R's) and
+    --chat-template-kwargs are template variables, as apply_chat_template's arguments are."""
+    from kerastrain.data.chat_template import CHATML
+    from kerastrain.data.formats import ChatFormat, FormatContext
+
+    source = ("{% for d in documents or [] %}{{ d['title'] }}: {{ d['text'] }}\n{% endfor %}"
+              "{{ greeting }}\n" + CHATML)
+    name = "Qwen-Qwen2.5-7B-Instruct"
+    template = ChatTemplate(source, "rag", TOKENS[name], {"greeting": "Hello"})
+    documents = [{"title": "Weather", "text": "Paris: 18 C"}]
+    record = {"messages": ONE, "documents": documents}
+    text = ChatFormat().text(record, FormatContext(template=template))
+    theirs = _transformers(name)
+    assert text == theirs.apply_chat_template(ONE, documents=documents, chat_template=source,
+                                              tokenize=False, greeting="Hello")
+    assert text.startswith("Weather: Paris: 18 C\nHello\n<|im_start|>user")
