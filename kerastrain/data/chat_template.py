@@ -163,7 +163,8 @@ class ChatTemplate:
     @cached_property
     def turn_end(self) -> str | None:
         """The marker the template writes right after an assistant reply (``<|im_end|>``,
-        ``<|eot_id|>``, ``<end_of_turn>``, ``{{ eos_token }}``...), or None when it writes none.
+        ``<|eot_id|>``, ``<end_of_turn>``, ``{{ eos_token }}``..., else the first word of plain
+        text it writes there), or None when it writes nothing.
         Found by rendering a probe conversation, so it holds for any template."""
         text = self.render([{"role": "user", "content": "hi"},
                             {"role": "assistant", "content": PROBE}])
@@ -174,7 +175,8 @@ class ChatTemplate:
         if eos and after.startswith(eos):
             return eos
         found = MARKER.match(after)
-        return found.group(0) if found else None
+        # A template of plain text (``;``, ``###``) ends a turn with what it writes first.
+        return found.group(0) if found else (after.split() or [None])[0]
 
     def assistant_spans(self, messages: list[dict], tools: list | None = None,
                         documents: list | None = None, first: int = 0

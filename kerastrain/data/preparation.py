@@ -62,9 +62,13 @@ class DataPlan:
         template = self.context.template
         if template is None:
             return ()
+        from kerastrain.data.chat_template import MARKER
+
         found = CHATML_SPECIAL_TOKENS if template.is_chatml else ()
         end = template.turn_end
-        return found + ((end,) if end and end not in found else ())
+        # Only a marker's spelling (<|eot_id|>, <end_of_turn>): plain text (';') stays text.
+        marker = end and (MARKER.fullmatch(end) or end == template.variables.get("eos_token"))
+        return found + ((end,) if marker and end not in found else ())
 
 
 CHECKED_RECORDS = 64  # records checked before anything is written (columns, roles, template)
