@@ -338,7 +338,8 @@ def load_chat_template(path: str | Path | None = None, model_folder: str | Path 
         tokens = folder_special_tokens(model_folder)
     else:
         tokens = template.variables or special_tokens_of(None)
-    return replace(template.with_special_tokens(tokens), kwargs=dict(kwargs or {}))
+    return replace(template.with_special_tokens(tokens), kwargs={**template.kwargs,
+                                                                 **(kwargs or {})})
 
 
 def _find_template(path: str | Path | None, model_folder: str | Path | None) -> ChatTemplate:

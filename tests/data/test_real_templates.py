@@ -161,3 +161,20 @@ def test_documents_and_template_kwargs_reach_the_template_as_in_transformers():
     assert text == theirs.apply_chat_template(ONE, documents=documents, chat_template=source,
                                               tokenize=False, greeting="Hello")
     assert text.startswith("Weather: Paris: 18 C\nHello\n<|im_start|>user")
+
+
+def test_deepseek_r1_drops_every_turns_reasoning_and_trains_the_answers():
+    """DeepSeek R1's template keeps only what follows ``</think>`` of every assistant turn, and
+    its generation prompt opens a thought the conversation's text does not have: each turn trains
+    its answer and turn end, as the template renders it."""
+    name = "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B"
+    messages = [{"role": "user", "content": "2+3?"},
+                {"role": "assistant", "content": "<think>\nTwo plus three.\n</think>\n\n5"},
+                {"role": "user", "content": "4+4?"},
+                {"role": "assistant", "content": "<think>\nFour doubled.\n</think>\n\n8"}]
+    template = _template(name)
+    text, spans = template.assistant_spans(messages)
+    assert text == _theirs(name, messages)
+    assert template.render(messages[:3], add_generation_prompt=True).endswith("<think>\n")
+    end = TURN_END[name]
+    assert [text[a:b] for a, b in spans] == [f"\n\n5{end}", f"\n\n8{end}"]
