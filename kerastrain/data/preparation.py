@@ -258,13 +258,20 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
     return tokenizer, True
 
 
-def add_turn_end(tokenizer, plan: DataPlan, path: Path | None, say) -> bool:
+def add_turn_end(tokenizer, plan: DataPlan, path: Path | None, say, rows: int | None = None
+                 ) -> bool:
     """A reused tokenizer that spells the template's markers (ChatML's, its turn end) in
     pieces gets them as special tokens, saved to ``path``: generation can only stop at a turn end
-    that is one token. Whether it grew."""
+    that is one token. Whether it grew. ``rows``: an imported model's embedding rows, which the
+    new ids must fit in (its padding rows; the table itself is not grown)."""
     lacking = [t for t in plan.special_tokens if len(tokenizer.encode_batch([t])[0]) != 1]
     if not lacking or not hasattr(tokenizer, "add_special_tokens"):
         return False  # the bytes tokenizer (tests) spells every marker out
+    if rows is not None and tokenizer.vocab_size + len(lacking) > rows:
+        raise ConfigError(
+            f"the --init-from folder's tokenizer spells the chat template's {', '.join(lacking)} "
+            f"in pieces and its embedding table ({rows} rows) has no spare row for them; pass a "
+            "--chat-template whose markers the tokenizer has (its own)")
     before = tokenizer.vocab_size
     tokenizer.add_special_tokens(lacking)
     say(f"Tokenizer: added {', '.join(lacking)} as special tokens (the chat template's "

@@ -302,8 +302,13 @@ def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool,
         if is_pretrained_folder(config.train.init_from):
             from kerastrain.data.tokenizer import load_tokenizer
 
+            from kerastrain.data.preparation import add_turn_end
+
             pretrained = adopt_pretrained(config, path, say)
-            return load_tokenizer(path), pretrained, False
+            tokenizer = load_tokenizer(path)
+            if plan is not None:  # a turn end the tokenizer lacks takes a padding row
+                add_turn_end(tokenizer, plan, path, say, rows=pretrained.config.vocab_size)
+            return tokenizer, pretrained, False
     tokenizer, trained = prepare_tokenizer(config, train_docs, path, say, plan=plan) if primary \
         else (None, False)
     barrier("tokenizer ready")
