@@ -300,9 +300,8 @@ def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool,
         from kerastrain.model.hf_import import adopt_pretrained, is_pretrained_folder
 
         if is_pretrained_folder(config.train.init_from):
-            from kerastrain.data.tokenizer import load_tokenizer
-
             from kerastrain.data.preparation import add_turn_end
+            from kerastrain.data.tokenizer import load_tokenizer
 
             pretrained = adopt_pretrained(config, path, say)
             tokenizer = load_tokenizer(path)
