@@ -165,3 +165,15 @@ def test_a_model_folders_template_and_its_special_tokens(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="has no chat_template"):
         load_chat_template(model_folder=tmp_path)
+
+
+def test_conversational_prompt_completion_trains_the_completion_and_mixes_with_other_shapes():
+    """TRL's conversational prompt/completion: the same text as the whole conversation, only the
+    completion's turns trained; records of every chat shape may share one file."""
+    conversational = {"prompt": CHAT["messages"][:4], "completion": CHAT["messages"][4:]}
+    fmt = choose_format("auto", conversational, _context())
+    assert fmt.name == "chat"
+    mixed = fmt.encode([conversational, SHAREGPT, CHAT], _context())
+    assert [bytes(e.ids) for e in mixed] == [bytes(mixed[2].ids)] * 3
+    assert _trained_text(mixed[0]) == "8<|im_end|>"  # the prompt's reply "5" is not trained
+    assert _trained_text(mixed[1]) == _trained_text(mixed[2]) == "5<|im_end|>|8<|im_end|>"
