@@ -23,6 +23,7 @@ TURN_END = {
     "google-gemma-2-2b-it": "<end_of_turn>",
     "microsoft-Phi-3.5-mini-instruct": "<|end|>",
     "mistralai-Mistral-Nemo-Instruct-2407": "</s>",
+    "HuggingFaceTB-SmolLM2-1.7B-Instruct": "<|im_end|>",
 }
 NO_SYSTEM = {"google-gemma-2-2b-it"}  # its template refuses a system message
 
@@ -178,3 +179,17 @@ def test_deepseek_r1_drops_every_turns_reasoning_and_trains_the_answers():
     assert template.render(messages[:3], add_generation_prompt=True).endswith("<think>\n")
     end = TURN_END[name]
     assert [text[a:b] for a, b in spans] == [f"\n\n5{end}", f"\n\n8{end}"]
+
+
+def test_the_smollm2_transcription_renders_what_the_hubs_template_renders():
+    """The prompt the Hub's SmolLM2 template gives (as rendered from the Hub by another project's
+    generated fixtures) for a multi-turn conversation without a system message."""
+    messages = [{"role": "user", "content": "What is 2+2?"},
+                {"role": "assistant", "content": "Four."},
+                {"role": "user", "content": "And 3+3?"}]
+    expected = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by "
+                "Hugging Face<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n"
+                "<|im_start|>assistant\nFour.<|im_end|>\n<|im_start|>user\nAnd 3+3?<|im_end|>\n"
+                "<|im_start|>assistant\n")
+    name = "HuggingFaceTB-SmolLM2-1.7B-Instruct"
+    assert _template(name).render(messages, add_generation_prompt=True) == expected
