@@ -209,16 +209,29 @@ class ChatTemplate:
                 start = self._content_start(messages, i, text, tools, documents)
                 end = text.find(marker, start)
             prompt = self.render(messages[:i], tools=tools, documents=documents) if i else ""
-            following = [str(m.get("content") or "").strip() for m in messages[i + 1:i + 2]]
-            cut = text.find(following[0], start) if following and following[0] else -1
             if start < _common_prefix(prompt, text) or (spans and start < spans[-1][1]) \
-                    or end < 0 or 0 <= cut < end:
+                    or end < 0 or end + len(marker) > self._turn_limit(messages, i, text, start,
+                                                                      tools, documents):
                 raise DataError(
                     f"the chat template ({self.origin}) does not render assistant turn {i} of a "
                     f"conversation followed by its turn end {marker!r}, so its trained tokens "
                     "cannot be located; pass --train-on-prompt, or another --chat-template")
             spans.append((start, end + len(marker)))
         return text, spans
+
+    def _turn_limit(self, messages, i, text, start, tools, documents) -> int:
+        """How far assistant turn ``i`` may reach in ``text``: the end of the conversation
+        rendered up to it where that is a prefix of the whole; else (a template that rewrites
+        the turn later) the start of the next message's content after the reply's."""
+        after = self.render(messages[: i + 1], tools=tools, documents=documents)
+        if text.startswith(after):
+            return len(after)
+        reply = str(messages[i].get("content") or "").strip()
+        at = text.find(reply, start) if reply else -1
+        after_reply = start if at < 0 else at + len(reply)
+        following = [str(m.get("content") or "").strip() for m in messages[i + 1:i + 2]]
+        cut = text.find(following[0], after_reply) if following and following[0] else -1
+        return len(text) if cut < 0 else cut
 
     def _content_start(self, messages, i, text, tools, documents) -> int:
         """Where message ``i``'s content starts in ``text``: found by rendering a stand-in."""

@@ -177,3 +177,21 @@ def test_conversational_prompt_completion_trains_the_completion_and_mixes_with_o
     assert [bytes(e.ids) for e in mixed] == [bytes(mixed[2].ids)] * 3
     assert _trained_text(mixed[0]) == "8<|im_end|>"  # the prompt's reply "5" is not trained
     assert _trained_text(mixed[1]) == _trained_text(mixed[2]) == "5<|im_end|>|8<|im_end|>"
+
+
+def test_a_reply_may_repeat_the_next_message_and_a_turn_without_its_end_is_one_line():
+    """The turn's end is found in the turn: a reply that contains the next user message is no
+    error; a template that closes only the last assistant turn is refused in one line, not
+    trained across the next user turn."""
+    chat = {"messages": [{"role": "user", "content": "Hi"},
+                         {"role": "assistant", "content": "Hi. Say Thanks"},
+                         {"role": "user", "content": "Thanks"},
+                         {"role": "assistant", "content": "Welcome"}]}
+    (example,) = choose_format("chat", chat, _context()).encode([chat], _context())
+    assert _trained_text(example) == "Hi. Say Thanks<|im_end|>|Welcome<|im_end|>"
+    odd = ChatTemplate("{% for m in messages %}{{ m['role'] + ':' + m['content'] }}"
+                       "{% if m['role'] == 'user' or loop.last %}<|end|>{% endif %}{% endfor %}"
+                       "{% if add_generation_prompt %}assistant:{% endif %}", "odd")
+    with pytest.raises(DataError, match="does not render assistant turn 1 of a conversation "
+                                        "followed by its turn end"):
+        odd.assistant_spans(chat["messages"])
