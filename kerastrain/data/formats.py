@@ -197,11 +197,28 @@ def _tool_calls(calls, record) -> list:
     return out
 
 
+def _is_message(item) -> bool:
+    """A message: an object with a role, or its JSON text (datasets hands over list items of
+    differing shapes, a tool call beside plain turns, as JSON text)."""
+    if isinstance(item, str):
+        return item.lstrip().startswith("{") and '"role"' in item
+    return isinstance(item, dict) and "role" in item
+
+
+def _messages(items: list, record) -> list[dict]:
+    out = []
+    for item in items:
+        item = _json_field(item, "a message", record)
+        if not isinstance(item, dict):
+            raise DataError(f"a message is not an object in the record {describe(record)}")
+        out.append(item)
+    return out
+
+
 def is_conversational(record) -> bool:
     """TRL's conversational prompt-completion: ``prompt`` and ``completion`` message lists."""
     return isinstance(record, dict) and all(
-        isinstance(record.get(k), list) and all(isinstance(m, dict) and "role" in m
-                                                 for m in record[k])
+        isinstance(record.get(k), list) and all(_is_message(m) for m in record[k])
         for k in ("prompt", "completion"))
 
 
@@ -211,16 +228,15 @@ def messages_of(record) -> list[dict]:
     from kerastrain.data.chat_template import ROLES
 
     if is_conversational(record):
-        turns = [(m.get("role"), m) for m in [*record["prompt"], *record["completion"]]]
-        roles = {r: r for r in ROLES}
-        key = "content"
+        items = _messages([*record["prompt"], *record["completion"]], record)
+        roles, key, who = {r: r for r in ROLES}, "content", "role"
     elif isinstance(record.get("messages"), list):
-        turns = [(m.get("role"), m) for m in record["messages"]]
-        roles = {r: r for r in ROLES}
-        key = "content"
+        items = _messages(record["messages"], record)
+        roles, key, who = {r: r for r in ROLES}, "content", "role"
     else:
-        turns = [(m.get("from"), m) for m in record["conversations"]]
-        roles, key = SHAREGPT_ROLES, "value"
+        items = _messages(record["conversations"], record)
+        roles, key, who = SHAREGPT_ROLES, "value", "from"
+    turns = [(m.get(who), m) for m in items]
     messages = []
     for role, turn in turns:
         if role not in roles:

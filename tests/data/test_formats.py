@@ -118,6 +118,10 @@ def test_auto_picks_text_for_plain_strings_and_text_records():
      "--data-format chat (columns found: completion, prompt); --data-format prompt-completion "
      "fits it"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "chat", "unknown role 'robot'"),
+    ({"messages": ["hello", {"role": "user", "content": "x"}]}, "chat",
+     'a message is not JSON in the record {"messages": ["hello"'),
+    ({"messages": [[1], {"role": "user", "content": "x"}]}, "chat",
+     "a message is not an object in the record"),
     ({"messages": [{"role": "user", "content": "x"}]}, "chat",
      'a conversation has no assistant turn, so no trained token: {"messages": [{"role": "user"'),
     ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},

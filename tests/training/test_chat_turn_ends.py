@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import TINY, invoke
 from tests.training.test_chat_training import _chat_file
 
@@ -138,3 +140,52 @@ def test_chat_template_kwargs_render_training_and_travel_with_the_model(tmp_path
                                           enable_thinking=False) == example.ids
     trained = [i for e in examples for i, m in zip(e.ids, e.mask, strict=True) if m]
     assert tokenizer.decode(trained).count("<think>") == 0  # the empty thought is the prompt's
+
+
+@pytest.mark.parametrize("template", ["meta-llama-Llama-3.1-8B-Instruct",
+                                      "Qwen-Qwen2.5-7B-Instruct"])
+def test_tool_calling_conversations_train_the_calls_and_export_what_transformers_renders(
+        tmp_path, template):
+    """A ``tools`` column and assistant ``tool_calls`` (OpenAI's form: JSON-string arguments,
+    no content): the calls are trained, the tool results are not, and transformers given the
+    same tools renders the exported folder's template to the ids trained on."""
+    from tests.data.test_real_templates import WEATHER
+
+    rows = []
+    for i in range(20):
+        city = ["Paris", "Rome", "Oslo", "Lima"][i % 4]
+        rows.append({"tools": json.dumps([WEATHER]), "messages": [
+            {"role": "user", "content": f"Weather in {city}?"},
+            {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {
+                "name": "get_weather", "arguments": json.dumps({"city": city})}}]},
+            {"role": "tool", "content": f"{10 + i} C", "tool_call_id": f"call_{i}"},
+            {"role": "assistant", "content": f"It is {10 + i} C in {city}."}]})
+    data = tmp_path / "tools.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "tools"
+    result = invoke("run", "--output-dir", str(out), *TINY, *BPE, "--max-steps", "1",
+                    "--seq-len", "1024", "--dataset-id", str(data), "--chat-template",
+                    str(LLAMA31.with_name(f"{template}.jinja")))  # tool schemas: long prompts
+    assert result.exit_code == 0, result.output
+    from transformers import AutoTokenizer
+
+    from kerastrain.data.formats import ChatFormat, FormatContext
+    from kerastrain.model.loading import chat_template_of, load
+
+    target = tmp_path / "tools-hf"
+    assert invoke("export", str(out), "--to", str(target)).exit_code == 0
+    _, tokenizer = load(out)
+    context = FormatContext(tokenizer=tokenizer, template=chat_template_of(out))
+    theirs = AutoTokenizer.from_pretrained(str(target))
+    for row, example in zip(rows, ChatFormat().encode(rows, context), strict=True):
+        messages = json.loads(json.dumps(row["messages"]))
+        call = messages[1]["tool_calls"][0]["function"]
+        call["arguments"] = json.loads(call["arguments"])  # the object transformers expects
+        assert theirs.apply_chat_template(messages, tools=[WEATHER], tokenize=True,
+                                          return_dict=False) == example.ids
+        trained = tokenizer.decode([i for i, m in zip(example.ids, example.mask, strict=True)
+                                    if m])
+        assert "get_weather" in trained and messages[1]["tool_calls"][0]["function"][
+            "arguments"]["city"] in trained
+        assert row["messages"][2]["content"] not in trained.replace(
+            row["messages"][3]["content"], "")  # the tool's result is not trained
