@@ -23,10 +23,10 @@ that turn with the generation prompt stops agreeing with the whole conversation'
 end of the template's turn-end marker (:attr:`ChatTemplate.turn_end`: ``<|im_end|>``,
 ``<|eot_id|>``, ``<end_of_turn>``, the EOS...) that follows it: the marker is what generation
 stops at, so it is trained and nothing after it (ChatML's newline) is. Turns are trained as the
-whole conversation renders them: a template that drops earlier turns' reasoning (Qwen 3,
-DeepSeek R1) trains those turns without it and the last turn with it, as the model sees them
-when it continues such a conversation. transformers' ``{% generation %}`` tags are accepted
-(rendered as plain text) but not needed.
+whole conversation renders them: Qwen 3 drops the reasoning of turns before the last user
+message, so those turns train their answers and the last turn its reasoning too, as the model
+sees them when it continues such a conversation. transformers' ``{% generation %}`` tags are
+accepted (rendered as plain text) but not needed.
 """
 
 from __future__ import annotations
