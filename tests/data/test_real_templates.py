@@ -24,6 +24,7 @@ TURN_END = {
     "microsoft-Phi-3.5-mini-instruct": "<|end|>",
     "mistralai-Mistral-Nemo-Instruct-2407": "</s>",
     "HuggingFaceTB-SmolLM2-1.7B-Instruct": "<|im_end|>",
+    "microsoft-phi-4": "<|im_end|>",
 }
 NO_SYSTEM = {"google-gemma-2-2b-it"}  # its template refuses a system message
 
