@@ -138,12 +138,24 @@ def _sharding(var):
     return getattr(value, "sharding", None)
 
 
-def _grown(saved_shape, shape) -> bool:
-    """Whether a variable grew along one axis only (the vocabulary: chat markers added)."""
+def _grown(saved_shape, shape, vocab: tuple[int, int] | None) -> bool:
+    """Whether a variable grew along one axis only, from the saved vocabulary to the model's
+    (``vocab``: chat markers added); any other difference is another model."""
     saved_shape, shape = tuple(saved_shape), tuple(shape)
     differ = [a for a, (s, t) in enumerate(zip(saved_shape, shape, strict=False)) if s != t]
-    return len(saved_shape) == len(shape) and len(differ) == 1 \
-        and saved_shape[differ[0]] < shape[differ[0]]
+    return vocab is not None and len(saved_shape) == len(shape) and len(differ) == 1 \
+        and (saved_shape[differ[0]], shape[differ[0]]) == vocab
+
+
+def _vocab_growth(targets, saved, by_path) -> tuple[int, int] | None:
+    """(saved rows, model rows) of the token embedding, when the model's has more."""
+    for var in targets:
+        index = by_path.get(var.path)
+        if "token_embedding" in var.path and len(var.shape) == 2 and index is not None:
+            rows = int(saved[index]["shape"][0])
+            if rows < var.shape[0] and list(saved[index]["shape"][1:]) == list(var.shape[1:]):
+                return rows, int(var.shape[0])
+    return None
 
 
 def restore_model_variables(model, checkpoint: Path, state: dict, rng: bool = True,
@@ -161,11 +173,12 @@ def restore_model_variables(model, checkpoint: Path, state: dict, rng: bool = Tr
     target_paths = {v.path for v in targets}
     plan: dict[int, object] = {}  # saved index -> target variable
     rng_targets = [v for v in targets if id(v) not in weight_ids]
+    vocab = _vocab_growth(targets, saved, by_path) if grow else None
     for var in targets:
         if id(var) not in weight_ids:
             continue
         index = by_path.get(var.path)
-        grows = grow and index is not None and _grown(saved[index]["shape"], var.shape)
+        grows = index is not None and _grown(saved[index]["shape"], var.shape, vocab)
         if index is None or (list(saved[index]["shape"]) != list(var.shape) and not grows):
             what = "no" if index is None else f"another shape {tuple(saved[index]['shape'])} of"
             raise CheckpointError(
