@@ -113,6 +113,11 @@ def test_chat_after_pretraining_adds_the_markers_and_grows_the_embedding(tmp_pat
     conversations = [json.loads(line)["messages"] for line in data.read_text().splitlines()]
     tokenizer, theirs, examples, target = _trained_and_exported(tmp_path, out, conversations)
     _check_turn_ends(tokenizer, theirs, examples, conversations, target, "<|im_end|>")
+    # Only the vocabulary may grow: another shape is still another model, refused.
+    other = invoke("run", "--output-dir", str(tmp_path / "other"), *TINY, *BPE[2:], "--d-ff",
+                   "128", "--max-steps", "1", "--dataset-id", str(data), "--init-from",
+                   str(text / "final_checkpoint"))
+    assert other.exit_code != 0 and "another shape" in other.output
 
 
 def test_chat_template_kwargs_render_training_and_travel_with_the_model(tmp_path):
