@@ -101,6 +101,11 @@ class DataConfig(PluginValues):
     chat_template: str | None = option(None, "Jinja chat template file (or a model folder)",
                                        group="Fine-tuning",
                                        shown_default="the --init-from folder's, else ChatML")
+    chat_template_kwargs: dict[str, str] = option(
+        help="A variable the chat template renders with, as apply_chat_template's keyword "
+        "arguments (enable_thinking=false; the value read as JSON where it is; repeatable)",
+        group="Fine-tuning", default_factory=dict, flags=("--chat-template-kwargs",),
+        metavar="KEY=VALUE")
     train_on_prompt: bool = option(False, "Train on every token of a conversation or prompt, "
                                    "not only the assistant turns / completion",
                                    group="Fine-tuning")

@@ -9,10 +9,12 @@ Built-ins, registered through ``register_data_formats`` like a third party's:
 
 * ``text``: ``--text-column`` (or a plain string), EOS appended, every token trained (today's
   pretraining);
-* ``chat``: ``messages`` of ``{role, content}`` (OpenAI) or ShareGPT's ``conversations`` of
-  ``{from, value}``; rendered with the run's chat template (:mod:`kerastrain.data.chat_template`);
-  assistant turns trained (every one of a multi-turn chat), or every token with
-  ``--train-on-prompt``;
+* ``chat``: ``messages`` of ``{role, content}`` (OpenAI, with ``tool_calls`` and ``tool``
+  replies; ``tools`` and ``documents`` from the record), ShareGPT's ``conversations`` of
+  ``{from, value}``, or TRL's conversational ``prompt`` / ``completion`` (message lists); rendered
+  with the run's chat template (:mod:`kerastrain.data.chat_template`); assistant turns trained
+  (every one of a multi-turn chat; a completion's only), each with its turn end, or every token
+  with ``--train-on-prompt``;
 * ``prompt-completion``: ``prompt`` / ``completion``, or Alpaca's ``instruction`` / ``input`` /
   ``output``; the completion (and EOS) trained.
 
@@ -22,6 +24,7 @@ Built-ins, registered through ``register_data_formats`` like a third party's:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -79,6 +82,12 @@ def _columns_of(record) -> str:
     if isinstance(record, dict):
         return ", ".join(sorted(record)) or "none"
     return f"plain {type(record).__name__}"
+
+
+def describe(record, limit: int = 80) -> str:
+    """A record, shortened, for an error that names it."""
+    text = json.dumps(record, ensure_ascii=False, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def missing_columns(fmt, record, context: FormatContext, formats: dict | None = None) -> DataError:
@@ -164,49 +173,117 @@ def _content(value) -> str:
     return "" if value is None else str(value)
 
 
+def _json_field(value, what: str, record):
+    """A field that may come as JSON text (a Parquet or CSV ``tools`` column, OpenAI's tool-call
+    ``arguments``): the object it spells; templates expect objects (``arguments | tojson``)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise DataError(f"{what} is not JSON in the record {describe(record)}") from None
+
+
+def _tool_calls(calls, record) -> list:
+    out = []
+    for call in calls:
+        if isinstance(call, dict) and isinstance(call.get("function"), dict):
+            function = dict(call["function"])
+            if "arguments" in function:
+                function["arguments"] = _json_field(function["arguments"], "a tool call's "
+                                                    "arguments", record)
+            call = {**call, "function": function}
+        out.append(call)
+    return out
+
+
+def _is_message(item) -> bool:
+    """A message: an object with a role, or its JSON text (datasets hands over list items of
+    differing shapes, a tool call beside plain turns, as JSON text)."""
+    if isinstance(item, str):
+        return item.lstrip().startswith("{") and '"role"' in item
+    return isinstance(item, dict) and "role" in item
+
+
+def _messages(items: list, record) -> list[dict]:
+    out = []
+    for item in items:
+        item = _json_field(item, "a message", record)
+        if not isinstance(item, dict):
+            raise DataError(f"a message is not an object in the record {describe(record)}")
+        out.append(item)
+    return out
+
+
+def is_conversational(record) -> bool:
+    """TRL's conversational prompt-completion: ``prompt`` and ``completion`` message lists."""
+    return isinstance(record, dict) and all(
+        isinstance(record.get(k), list) and all(_is_message(m) for m in record[k])
+        for k in ("prompt", "completion"))
+
+
 def messages_of(record) -> list[dict]:
-    """The ``[{role, content}]`` turns of an OpenAI or ShareGPT record; unknown roles refused."""
+    """The ``[{role, content}]`` turns of an OpenAI, ShareGPT or conversational
+    prompt-completion record (the prompt's, then the completion's); unknown roles refused."""
     from kerastrain.data.chat_template import ROLES
 
-    if isinstance(record.get("messages"), list):
-        turns = [(m.get("role"), m) for m in record["messages"]]
-        roles = {r: r for r in ROLES}
-        key = "content"
+    if is_conversational(record):
+        items = _messages([*record["prompt"], *record["completion"]], record)
+        roles, key, who = {r: r for r in ROLES}, "content", "role"
+    elif isinstance(record.get("messages"), list):
+        items = _messages(record["messages"], record)
+        roles, key, who = {r: r for r in ROLES}, "content", "role"
     else:
-        turns = [(m.get("from"), m) for m in record["conversations"]]
-        roles, key = SHAREGPT_ROLES, "value"
+        items = _messages(record["conversations"], record)
+        roles, key, who = SHAREGPT_ROLES, "value", "from"
+    turns = [(m.get(who), m) for m in items]
     messages = []
     for role, turn in turns:
         if role not in roles:
             raise DataError(f"unknown role {role!r} in a conversation; roles: "
                             f"{', '.join(sorted(roles))}")
         message = {k: v for k, v in turn.items() if k not in ("from", "value", "role", "content")}
-        messages.append({**message, "role": roles[role], "content": _content(turn.get(key))})
+        if isinstance(message.get("tool_calls"), list):
+            message["tool_calls"] = _tool_calls(message["tool_calls"], record)
+        content = turn.get(key)
+        # No content (a tool call's): left out, as transformers leaves out None values.
+        messages.append({**message, "role": roles[role],
+                         "content": None if content is None else _content(content)})
     return messages
 
 
 class ChatFormat:
     name = "chat"
-    description = ("Conversations: messages [{role, content}] or ShareGPT conversations "
-                   "[{from, value}], rendered with the chat template; assistant turns trained")
-    columns = "messages or conversations"
+    description = ("Conversations: messages [{role, content}] (tool calls and tools too), "
+                   "ShareGPT conversations [{from, value}] or conversational prompt/completion, "
+                   "rendered with the chat template; assistant turns trained")
+    columns = "messages, conversations or prompt/completion message lists"
     packed = True
     needs_template = True
 
     def matches(self, record, context: FormatContext) -> bool:
         return isinstance(record, dict) and (isinstance(record.get("messages"), list)
-                                             or isinstance(record.get("conversations"), list))
+                                             or isinstance(record.get("conversations"), list)
+                                             or is_conversational(record))
 
     def _spans(self, record, context: FormatContext):
         if not self.matches(record, context):
             raise missing_columns(self, record, context, _builtin_formats())
         messages = messages_of(record)
+        tools = _json_field(record.get("tools"), "the tools", record)
+        documents = _json_field(record.get("documents"), "the documents", record)
         if context.train_on_prompt:
-            return context.template.render(messages), None
-        text, spans = context.template.assistant_spans(messages)
-        if not spans:
-            raise DataError("a conversation has no assistant turn, so no trained token; drop it "
-                            "from the data, or pass --train-on-prompt")
+            return context.template.render(messages, tools=tools, documents=documents), None
+        # A completion's turns are trained, not the prompt's (TRL's completion-only loss).
+        first = len(record["prompt"]) if is_conversational(record) else 0
+        replies = [m for m in messages[first:] if m["role"] == "assistant"]
+        if not replies:
+            raise DataError(f"a conversation has no assistant turn, so no trained token: "
+                            f"{describe(record)}; drop it from the data, or pass "
+                            "--train-on-prompt")
+        if not any(m.get("content") or m.get("tool_calls") for m in replies):
+            raise DataError(f"a conversation's assistant turns are all empty: {describe(record)}")
+        text, spans = context.template.assistant_spans(messages, tools, documents, first)
         return text, spans
 
     def text(self, record, context: FormatContext) -> str:
@@ -231,7 +308,7 @@ class PromptCompletionFormat:
     needs_template = False
 
     def matches(self, record, context: FormatContext) -> bool:
-        return isinstance(record, dict) and (
+        return isinstance(record, dict) and not is_conversational(record) and (
             ("prompt" in record and "completion" in record)
             or ("instruction" in record and "output" in record))
 
@@ -240,11 +317,21 @@ class PromptCompletionFormat:
         if not self.matches(record, context):
             raise missing_columns(self, record, context, _builtin_formats())
         if "prompt" in record and "completion" in record:
-            return _content(record["prompt"]), _content(record["completion"])
-        extra = _content(record.get("input"))
-        prompt = ALPACA_PROMPT.format(instruction=_content(record["instruction"]),
-                                      input=f"### Input:\n{extra}\n\n" if extra else "")
-        return prompt, _content(record["output"])
+            if any(isinstance(record[k], list) and any(isinstance(m, dict) and "role" in m
+                                                       for m in record[k])
+                   for k in ("prompt", "completion")):
+                raise DataError(f"a record's prompt and completion must both be message lists "
+                                f"(chat) or both text: {describe(record)}")
+            prompt, completion = _content(record["prompt"]), _content(record["completion"])
+        else:
+            extra = _content(record.get("input"))
+            prompt = ALPACA_PROMPT.format(instruction=_content(record["instruction"]),
+                                          input=f"### Input:\n{extra}\n\n" if extra else "")
+            completion = _content(record["output"])
+        if not completion:
+            raise DataError(f"a record's completion is empty, so no trained token: "
+                            f"{describe(record)}")
+        return prompt, completion
 
     def text(self, record, context: FormatContext) -> str:
         return "".join(self.parts(record, context))

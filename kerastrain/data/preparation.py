@@ -55,11 +55,20 @@ class DataPlan:
 
     @property
     def special_tokens(self) -> tuple[str, ...]:
-        """Tokens a tokenizer trained for this run must hold whole (ChatML's markers)."""
+        """Tokens a tokenizer trained for this run must hold whole: ChatML's markers, the
+        template's turn end (what generation stops at)."""
         from kerastrain.data.chat_template import CHATML_SPECIAL_TOKENS
 
         template = self.context.template
-        return CHATML_SPECIAL_TOKENS if template is not None and template.is_chatml else ()
+        if template is None:
+            return ()
+        from kerastrain.data.chat_template import MARKER
+
+        found = CHATML_SPECIAL_TOKENS if template.is_chatml else ()
+        end = template.turn_end
+        # Only a marker's spelling (<|eot_id|>, <end_of_turn>): plain text (';') stays text.
+        marker = end and (MARKER.fullmatch(end) or end == template.variables.get("eos_token"))
+        return found + ((end,) if marker and end not in found else ())
 
 
 CHECKED_RECORDS = 64  # records checked before anything is written (columns, roles, template)
@@ -70,7 +79,7 @@ def plan_data(config: RunConfig, train: Documents, model_folder: str | None = No
     """The run's data format (``--data-format``, or from the first record's columns), its chat
     template and packing; the first records are rendered now, so bad data fails in one line
     before anything is written."""
-    from kerastrain.data.chat_template import load_chat_template
+    from kerastrain.data.chat_template import load_chat_template, template_kwargs
     from kerastrain.data.formats import FormatContext, choose_format
 
     d = config.data
@@ -78,7 +87,8 @@ def plan_data(config: RunConfig, train: Documents, model_folder: str | None = No
     context = FormatContext(text_column=d.text_column, train_on_prompt=d.train_on_prompt)
     fmt = choose_format(d.data_format, first, context)
     if fmt.needs_template:
-        template = load_chat_template(d.chat_template, model_folder)
+        template = load_chat_template(d.chat_template, model_folder,
+                                      template_kwargs(d.chat_template_kwargs))
         context = dataclasses.replace(context, template=template)
     plan = DataPlan(fmt, context, bool(fmt.packed or d.document_masking))
     if d.stride is not None and (plan.packed or fmt.name != "text"):
@@ -212,7 +222,9 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
     if path.exists() and not retrain:
         tokenizer = load_tokenizer(path)
         say(f"Tokenizer: reusing {path} (vocab {tokenizer.vocab_size})")
-        return tokenizer, False
+        # Grown for this request: --vocab-size counts the vocabulary before the markers.
+        grown = plan is not None and add_turn_end(tokenizer, plan, path, say)
+        return tokenizer, grown
     kind = tokenizer_kind(tok_cfg.kind)
     limit = min(tok_cfg.train_examples, config.data.max_train_examples or tok_cfg.train_examples)
     texts = sample_texts(train, limit) if plan is None else plan.texts(train, limit)
@@ -231,7 +243,9 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
     else:
         tokenizer = kind.train(texts, tok_cfg.asked_vocab_size)
     if plan is not None and plan.special_tokens and hasattr(tokenizer, "add_special_tokens"):
-        tokenizer.add_special_tokens(plan.special_tokens)  # ChatML's markers: one token each
+        tokenizer.add_special_tokens(plan.special_tokens)  # the template's markers: one token each
+        say(f"Tokenizer: {', '.join(plan.special_tokens)} are special tokens (the chat "
+            "template's markers; a turn ends at one token)")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tokenizer.save(tmp)
@@ -247,6 +261,31 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
             f"{tok_cfg.asked_vocab_size} tokens asked (--vocab-size); using "
             f"{tokenizer.vocab_size}, the model follows")
     return tokenizer, True
+
+
+def add_turn_end(tokenizer, plan: DataPlan, path: Path | None, say, rows: int | None = None
+                 ) -> bool:
+    """A reused tokenizer that spells the template's markers (ChatML's, its turn end) in
+    pieces gets them as special tokens, saved to ``path``: generation can only stop at a turn end
+    that is one token. Whether it grew. ``rows``: an imported model's embedding rows, which the
+    new ids must fit in (its padding rows; the table itself is not grown)."""
+    lacking = [t for t in plan.special_tokens if len(tokenizer.encode_batch([t])[0]) != 1]
+    if not lacking or not hasattr(tokenizer, "add_special_tokens"):
+        return False  # the bytes tokenizer (tests) spells every marker out
+    if rows is not None and tokenizer.vocab_size + len(lacking) > rows:
+        raise ConfigError(
+            f"the --init-from folder's tokenizer spells the chat template's {', '.join(lacking)} "
+            f"in pieces and its embedding table ({rows} rows) has no spare row for them; pass a "
+            "--chat-template whose markers the tokenizer has (its own)")
+    before = tokenizer.vocab_size
+    tokenizer.add_special_tokens(lacking)
+    say(f"Tokenizer: added {', '.join(lacking)} as special tokens (the chat template's "
+        f"markers; vocab {before} -> {tokenizer.vocab_size})")
+    if path is not None:
+        tmp = path.with_name(path.name + ".tmp")
+        tokenizer.save(tmp)
+        tmp.replace(path)
+    return True
 
 
 def check_vocab(config: RunConfig, vocab_size: int, trained_for: int | None = None) -> None:

@@ -138,8 +138,31 @@ def _sharding(var):
     return getattr(value, "sharding", None)
 
 
-def restore_model_variables(model, checkpoint: Path, state: dict, rng: bool = True) -> int:
-    """Restore the model's variables from a checkpoint's Orbax state; returns the number restored."""
+def _grown(saved_shape, shape, vocab: tuple[int, int] | None) -> bool:
+    """Whether a variable grew along one axis only, from the saved vocabulary to the model's
+    (``vocab``: chat markers added); any other difference is another model."""
+    saved_shape, shape = tuple(saved_shape), tuple(shape)
+    differ = [a for a, (s, t) in enumerate(zip(saved_shape, shape, strict=False)) if s != t]
+    return vocab is not None and len(saved_shape) == len(shape) and len(differ) == 1 \
+        and (saved_shape[differ[0]], shape[differ[0]]) == vocab
+
+
+def _vocab_growth(targets, saved, by_path) -> tuple[int, int] | None:
+    """(saved rows, model rows) of the token embedding, when the model's has more."""
+    for var in targets:
+        index = by_path.get(var.path)
+        if "token_embedding" in var.path and len(var.shape) == 2 and index is not None:
+            rows = int(saved[index]["shape"][0])
+            if rows < var.shape[0] and list(saved[index]["shape"][1:]) == list(var.shape[1:]):
+                return rows, int(var.shape[0])
+    return None
+
+
+def restore_model_variables(model, checkpoint: Path, state: dict, rng: bool = True,
+                            grow: bool = False) -> int:
+    """Restore the model's variables from a checkpoint's Orbax state; returns the number restored.
+    ``grow``: a variable larger along one axis (an embedding whose tokenizer gained special
+    tokens) takes the saved values in its first rows and keeps its initial values in the rest."""
     saved = state.get("model_variables")
     if not saved:
         raise CheckpointError(f"{checkpoint}/state.json lists no model variables")
@@ -150,11 +173,13 @@ def restore_model_variables(model, checkpoint: Path, state: dict, rng: bool = Tr
     target_paths = {v.path for v in targets}
     plan: dict[int, object] = {}  # saved index -> target variable
     rng_targets = [v for v in targets if id(v) not in weight_ids]
+    vocab = _vocab_growth(targets, saved, by_path) if grow else None
     for var in targets:
         if id(var) not in weight_ids:
             continue
         index = by_path.get(var.path)
-        if index is None or list(saved[index]["shape"]) != list(var.shape):
+        grows = index is not None and _grown(saved[index]["shape"], var.shape, vocab)
+        if index is None or (list(saved[index]["shape"]) != list(var.shape) and not grows):
             what = "no" if index is None else f"another shape {tuple(saved[index]['shape'])} of"
             raise CheckpointError(
                 f"{checkpoint} holds {what} variable {var.path} {tuple(var.shape)}: it was written "
@@ -172,6 +197,7 @@ def restore_model_variables(model, checkpoint: Path, state: dict, rng: bool = Tr
             base = path[: -len(_ADAPTERS[0])]
             merges[by_path[base + "kernel"]] = (index, by_path[base + _ADAPTERS[1]])
     whole = {i for pair in merges.values() for i in pair} | set(merges)
+    whole |= {i for i, var in plan.items() if list(saved[i]["shape"]) != list(var.shape)}
     wanted: dict[str, dict] = {}
     for i in set(plan) | whole:
         item, k = _where(saved[i], i)
@@ -189,6 +215,10 @@ def restore_model_variables(model, checkpoint: Path, state: dict, rng: bool = Tr
         if i in merges:
             a, b = (np.asarray(value_of(j), np.float32) for j in merges[i])
             value = (np.asarray(value, np.float32) + scale * (a @ b)).astype(value.dtype)
+        if list(np.shape(value)) != list(var.shape):  # grown: saved rows first
+            grown = np.array(var.value)
+            grown[tuple(slice(0, n) for n in np.shape(value))] = np.asarray(value)
+            value = grown
         var.assign(value)
     return len(plan)
 
@@ -212,9 +242,11 @@ def restore_optimizer_variables(optimizer, checkpoint: Path, state: dict) -> Non
         var.assign(arrays[(key(i),)])
 
 
-def restore_weights(model, checkpoint: Path, state: dict | None = None, rng: bool = True) -> int:
+def restore_weights(model, checkpoint: Path, state: dict | None = None, rng: bool = True,
+                    grow: bool = False) -> int:
     """The model's weights (and, with ``rng``, dropout RNG states) from ``checkpoint`` in
-    whichever format it has; ``state`` is its ``state.json`` (read when not given)."""
+    whichever format it has; ``state`` is its ``state.json`` (read when not given); ``grow``: see
+    :func:`restore_model_variables`."""
     import json
 
     checkpoint = Path(checkpoint)
@@ -224,7 +256,7 @@ def restore_weights(model, checkpoint: Path, state: dict | None = None, rng: boo
                 state = json.loads((checkpoint / "state.json").read_text())
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f"{checkpoint} has no readable state.json ({exc})") from exc
-        return restore_model_variables(model, checkpoint, state, rng=rng)
+        return restore_model_variables(model, checkpoint, state, rng=rng, grow=grow)
     from kerastrain.model.weights import load_legacy_weights
 
     return load_legacy_weights(model, checkpoint, rng=rng)

@@ -102,13 +102,14 @@ def read_state(path: Path) -> dict:
         raise CheckpointError(f"{path} is not a kerastrain checkpoint ({exc})") from exc
 
 
-def restore_model(model, path: Path, rng: bool = True) -> dict:
+def restore_model(model, path: Path, rng: bool = True, grow: bool = False) -> dict:
     """Load weights (and, with ``rng``, dropout RNG states) into ``model`` from a complete
-    checkpoint, verified against its manifest; returns the checkpoint's state."""
+    checkpoint, verified against its manifest; returns the checkpoint's state. ``grow``: the
+    vocabulary may have grown (``--init-from`` a checkpoint whose tokenizer gained chat markers)."""
     path = Path(path)
     verify(path)
     state = read_state(path)
-    restore_weights(model, path, state, rng=rng)
+    restore_weights(model, path, state, rng=rng, grow=grow)
     return state
 
 

@@ -279,10 +279,14 @@ def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool,
         from kerastrain.model.hf_import import adopt_pretrained, is_pretrained_folder
 
         if is_pretrained_folder(config.train.init_from):
+            from kerastrain.data.preparation import add_turn_end
             from kerastrain.data.tokenizer import load_tokenizer
 
             pretrained = adopt_pretrained(config, path, say)
-            return load_tokenizer(path), pretrained, False
+            tokenizer = load_tokenizer(path)
+            if plan is not None:  # a turn end the tokenizer lacks takes a padding row
+                add_turn_end(tokenizer, plan, path, say, rows=pretrained.config.vocab_size)
+            return tokenizer, pretrained, False
     tokenizer, trained = prepare_tokenizer(config, train_docs, path, say, plan=plan) if primary \
         else (None, False)
     barrier("tokenizer ready")
@@ -307,7 +311,7 @@ def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan,
     if isinstance(initial, Path):
         from kerastrain.training.checkpoint import restore_model
 
-        restore_model(model, initial, rng=False)
+        restore_model(model, initial, rng=False, grow=True)  # chat markers may have been added
     elif initial is not None:
         initial.load_into(model)
     if initial is not None:

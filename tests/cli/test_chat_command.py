@@ -75,14 +75,11 @@ def test_a_plain_text_model_has_no_chat(tmp_path):
 
 
 def test_export_writes_the_template_that_renders_the_trained_ids(chat_run, tmp_path):
-    """transformers' apply_chat_template, reproduced with jinja2 and tokenizers alone: the
-    exported folder's template and tokenizer give the ids the run trained on."""
+    """transformers' own apply_chat_template on the exported folder gives the ids the run
+    trained on, and generation stops at the turn's end."""
     import json
 
-    import jinja2
-    import jinja2.ext
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer
 
     from kerastrain.data.formats import ChatFormat, FormatContext
     from kerastrain.model.loading import chat_template_of, load
@@ -90,18 +87,11 @@ def test_export_writes_the_template_that_renders_the_trained_ids(chat_run, tmp_p
     target = tmp_path / "hf"
     result = invoke("export", str(chat_run), "--to", str(target))
     assert result.exit_code == 0, result.output
-    config = json.loads((target / "tokenizer_config.json").read_text())
     messages = [{"role": "system", "content": "Be brief."},
                 {"role": "user", "content": "What is 2 plus 2?"},
                 {"role": "assistant", "content": "4."}]
-    # As transformers.utils.chat_template_utils compiles and renders a template.
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[jinja2.ext.loopcontrols])
-    special = {k: config[k] for k in ("bos_token", "eos_token") if config.get(k)}
-    text = env.from_string(config["chat_template"]).render(messages=messages,
-                                                           add_generation_prompt=False, **special)
-    ids = Tokenizer.from_file(str(target / "tokenizer.json")).encode(
-        text, add_special_tokens=False).ids
+    ids = AutoTokenizer.from_pretrained(str(target)).apply_chat_template(
+        messages, tokenize=True, return_dict=False)
     _, tokenizer = load(chat_run)
     context = FormatContext(tokenizer=tokenizer, template=chat_template_of(chat_run))
     trained = ChatFormat().encode([{"messages": messages}], context)[0]

@@ -58,7 +58,8 @@ def test_chat_trains_every_assistant_turn_and_nothing_else():
     assert text == ("<|im_start|>system\nAdd.<|im_end|>\n<|im_start|>user\n2+3?<|im_end|>\n"
                     "<|im_start|>assistant\n5<|im_end|>\n<|im_start|>user\n4+4?<|im_end|>\n"
                     "<|im_start|>assistant\n8<|im_end|>\n")
-    assert _trained_text(example) == "5<|im_end|>\n|8<|im_end|>\n"
+    # Each reply and its turn end, where generation stops: not ChatML's newline after it.
+    assert _trained_text(example) == "5<|im_end|>|8<|im_end|>"
     # ShareGPT's form is the same conversation: the same ids and mask.
     (same,) = fmt.encode([SHAREGPT], _context())
     assert (same.ids, same.mask) == (example.ids, example.mask)
@@ -87,7 +88,7 @@ def test_bpe_ids_are_those_of_the_whole_text_and_chatml_markers_are_one_token():
     assert example.ids.count(tok.hf.token_to_id("<|im_start|>")) == 5
     trained = tok.hf.decode([t for t, m in zip(example.ids, example.mask, strict=True) if m],
                             skip_special_tokens=False)
-    assert trained == "5<|im_end|>\n8<|im_end|>\n"
+    assert trained == "5<|im_end|>8<|im_end|>"
 
 
 def test_prompt_completion_and_alpaca_train_the_completion_and_eos():
@@ -113,11 +114,25 @@ def test_auto_picks_text_for_plain_strings_and_text_records():
     ({"question": "q", "answer": "a"}, "auto",
      "no installed data format reads the first record (columns found: answer, question)"),
     ({"prompt": "p", "completion": "c"}, "chat",
-     "a record has no messages or conversations column for --data-format chat (columns found: completion, "
-     "prompt); --data-format prompt-completion fits it"),
+     "a record has no messages, conversations or prompt/completion message lists column for "
+     "--data-format chat (columns found: completion, prompt); --data-format prompt-completion "
+     "fits it"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "chat", "unknown role 'robot'"),
+    ({"messages": ["hello", {"role": "user", "content": "x"}]}, "chat",
+     'a message is not JSON in the record {"messages": ["hello"'),
+    ({"messages": [[1], {"role": "user", "content": "x"}]}, "chat",
+     "a message is not an object in the record"),
     ({"messages": [{"role": "user", "content": "x"}]}, "chat",
-     "a conversation has no assistant turn, so no trained token"),
+     'a conversation has no assistant turn, so no trained token: {"messages": [{"role": "user"'),
+    ({"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": ""}]},
+     "chat", "a conversation's assistant turns are all empty: {"),
+    ({"prompt": "Say hi", "completion": ""}, "prompt-completion",
+     'a record\'s completion is empty, so no trained token: {"prompt": "Say hi"'),
+    ({"prompt": [{"role": "user", "content": "hi"}], "completion": [{"role": "user",
+                                                                     "content": "x"}]},
+     "auto", "a conversation has no assistant turn"),
+    ({"prompt": [{"role": "user", "content": "hi"}], "completion": "hello"}, "auto",
+     "a record's prompt and completion must both be message lists (chat) or both text: {"),
 ])
 def test_bad_records_are_one_line(record, data_format, message):
     import re
@@ -154,3 +169,33 @@ def test_a_model_folders_template_and_its_special_tokens(tmp_path):
     (tmp_path / "tokenizer_config.json").write_text("{}")
     with pytest.raises(ConfigError, match="has no chat_template"):
         load_chat_template(model_folder=tmp_path)
+
+
+def test_conversational_prompt_completion_trains_the_completion_and_mixes_with_other_shapes():
+    """TRL's conversational prompt/completion: the same text as the whole conversation, only the
+    completion's turns trained; records of every chat shape may share one file."""
+    conversational = {"prompt": CHAT["messages"][:4], "completion": CHAT["messages"][4:]}
+    fmt = choose_format("auto", conversational, _context())
+    assert fmt.name == "chat"
+    mixed = fmt.encode([conversational, SHAREGPT, CHAT], _context())
+    assert [bytes(e.ids) for e in mixed] == [bytes(mixed[2].ids)] * 3
+    assert _trained_text(mixed[0]) == "8<|im_end|>"  # the prompt's reply "5" is not trained
+    assert _trained_text(mixed[1]) == _trained_text(mixed[2]) == "5<|im_end|>|8<|im_end|>"
+
+
+def test_a_reply_may_repeat_the_next_message_and_a_turn_without_its_end_is_one_line():
+    """The turn's end is found in the turn: a reply that contains the next user message is no
+    error; a template that closes only the last assistant turn is refused in one line, not
+    trained across the next user turn."""
+    chat = {"messages": [{"role": "user", "content": "Hi"},
+                         {"role": "assistant", "content": "Hi. Say Thanks"},
+                         {"role": "user", "content": "Thanks"},
+                         {"role": "assistant", "content": "Welcome"}]}
+    (example,) = choose_format("chat", chat, _context()).encode([chat], _context())
+    assert _trained_text(example) == "Hi. Say Thanks<|im_end|>|Welcome<|im_end|>"
+    odd = ChatTemplate("{% for m in messages %}{{ m['role'] + ':' + m['content'] }}"
+                       "{% if m['role'] == 'user' or loop.last %}<|end|>{% endif %}{% endfor %}"
+                       "{% if add_generation_prompt %}assistant:{% endif %}", "odd")
+    with pytest.raises(DataError, match="does not render assistant turn 1 of a conversation "
+                                        "followed by its turn end"):
+        odd.assistant_spans(chat["messages"])

@@ -221,3 +221,19 @@ def test_a_qwen_folder_fine_tuned_on_chat_exports_its_own_template(tmp_path):
     target = tmp_path / "exported"
     assert invoke("export", str(run), "--to", str(target)).exit_code == 0
     assert json.loads((target / "tokenizer_config.json").read_text())["chat_template"] == template
+    # The folder's tokenizer spelt the turn end <|im_end|> in pieces: it took a padding row.
+    assert "Tokenizer: added <|im_end|> as special tokens" in " ".join(result.output.split())
+    rows = json.loads((folder / "config.json").read_text())["vocab_size"]
+    from tokenizers import Tokenizer
+
+    (im_end,) = Tokenizer.from_file(str(target / "tokenizer.json")).encode(
+        "<|im_end|>", add_special_tokens=False).ids
+    assert im_end < rows == json.loads((target / "config.json").read_text())["vocab_size"]
+    assert im_end in json.loads((target / "generation_config.json").read_text())["eos_token_id"]
+    # A table without padding rows cannot take it: one line.
+    folder = write_folder(tmp_path / "gemma", "gemma2")
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template}))
+    result = invoke("run", "--seq-len", "64", "--batch-size", "2", "--dataset-id", str(chats),
+                    "--output-dir", str(tmp_path / "refused"), "--init-from", str(folder),
+                    "--max-steps", "1")
+    assert result.exit_code == 2 and "has no spare row for them" in result.output
