@@ -4,21 +4,19 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from tests.helpers import TINY, invoke, kerastrain
 
 
-def test_help_is_fast_and_python_m_works():
-    start = time.perf_counter()
+def test_python_m_help_works():
+    # How fast --help is depends on what it imports (the next test), not on a wall clock of a
+    # shared machine.
     proc = subprocess.run([sys.executable, "-m", "kerastrain", "--help"], capture_output=True,
                           text=True)
-    elapsed = time.perf_counter() - start
     assert proc.returncode == 0
     assert "run" in proc.stdout and "plugins" in proc.stdout
-    assert elapsed < 1.5, f"kerastrain --help took {elapsed:.2f}s"
     assert proc.stderr == ""  # no warning or traceback on the way (imports: the next test)
 
 

@@ -92,11 +92,33 @@ def test_misspelt_hook_is_an_error(kerastrain_plugin):
         kerastrain_plugin(Typo(), name="typo-plugin")
 
 
-def test_fixture_unregisters_after_the_test():
-    from kerastrain.plugins import get_plugin_manager
+def test_fixture_unregisters_after_the_test(tmp_path):
+    """In a pytest session of its own (the tests in order, one process): a plugin registered by
+    a test that then fails is gone in the next test."""
+    import subprocess
+    import sys
 
-    names = [name for name, _ in get_plugin_manager().list_name_plugin()]
-    assert "clashing-plugin" not in names and "typo-plugin" not in names
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # its own rootdir, not ours
+    (tmp_path / "test_probe.py").write_text(
+        "from kerastrain.hookspecs import hookimpl\n"
+        "from kerastrain.plugins import get_plugin_manager\n\n"
+        "class Probe:\n"
+        "    @hookimpl\n"
+        "    def register_data_sources(self, register):\n"
+        "        pass\n\n"
+        "def names():\n"
+        "    return [name for name, _ in get_plugin_manager().list_name_plugin()]\n\n"
+        "def test_registers_then_fails(kerastrain_plugin):\n"
+        "    kerastrain_plugin(Probe(), name='probe-plugin')\n"
+        "    assert 'probe-plugin' in names()\n"
+        "    raise RuntimeError('the test fails after registering')\n\n"
+        "def test_the_next_test_sees_no_probe():\n"
+        "    assert 'probe-plugin' not in names()\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-p", "no:xdist", "test_probe.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert "1 failed, 1 passed" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "test_registers_then_fails" in proc.stdout.split("short test summary")[-1]
 
 
 @pytest.mark.slow
