@@ -88,12 +88,13 @@ def sampling_options(command):
 
 
 def sampler_for(max_new_tokens, temperature, top_k, top_p, seed):
-    """The keras-hub sampler of the sampling options; bad options fail before any loading."""
+    """The :class:`~kerastrain.model.decoder.Sampling` of the sampling options; bad options fail
+    before any loading."""
     from kerastrain.errors import ConfigError
 
     if max_new_tokens < 1:
         raise ConfigError("--max-new-tokens must be at least 1")
-    from kerastrain.model.causal_lm import make_sampler
+    from kerastrain.model.decoder import make_sampler
 
     return make_sampler(temperature, top_k, top_p, seed)
 
