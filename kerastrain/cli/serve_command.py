@@ -20,9 +20,12 @@ from kerastrain.hookspecs import hookimpl
 @click.option("--slots", type=click.IntRange(1, 256), default=8, show_default=True,
               help="Requests decoded together (one batched step); more wait for a free slot")
 @click.option("--name", default=None, help="The model name clients pass (default: the folder name)")
-def serve_command(output_dir, host, port, api_key, slots, name):
-    """Serve a trained model (OUTPUT_DIR or one of its checkpoints) over the OpenAI API:
-    /v1/chat/completions, /v1/completions, /v1/models, /health, and a chat page at /."""
+@click.option("--seq-len", type=click.IntRange(2), default=2048, show_default=True,
+              help="Context length for a Hugging Face / keras-hub folder (a run has its own)")
+def serve_command(output_dir, host, port, api_key, slots, name, seq_len):
+    """Serve a model over the OpenAI API: /v1/chat/completions, /v1/completions, /v1/models,
+    /health, and a chat page at /. OUTPUT_DIR: a run's output directory, one of its checkpoints,
+    or a Hugging Face / keras-hub model folder."""
     from pathlib import Path
 
     from kerastrain.errors import ConfigError
@@ -34,11 +37,10 @@ def serve_command(output_dir, host, port, api_key, slots, name):
     except ImportError as exc:
         raise ConfigError(f"kerastrain serve needs the serve extra ({exc.name} is missing): "
                           "pip install 'kerastrain[serve]'") from exc
-    from kerastrain.model.loading import chat_template_of, load
+    from kerastrain.model.loading import load_for_inference
     from kerastrain.serve.engine import BatchingEngine
 
-    template = chat_template_of(output_dir)
-    model, tokenizer = load(output_dir)
+    model, tokenizer, template = load_for_inference(output_dir, seq_len)
     name = name or Path(output_dir).resolve().name
     served = Served(name, tokenizer, template, BatchingEngine(model, slots), api_key)
     where = "this machine only" if host in ("127.0.0.1", "localhost", "::1") else "the network"
