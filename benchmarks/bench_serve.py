@@ -53,8 +53,7 @@ def main() -> None:
 
     from kerastrain.data.chat_template import load_chat_template
     from kerastrain.data.tokenizer import ByteTokenizer
-    from kerastrain.model.causal_lm import generate_ids
-    from kerastrain.model.decoder import make_sampler
+    from kerastrain.model.decoder import generate_ids, make_sampler
     from kerastrain.model.gpt import build_model
     from kerastrain.model.presets import preset_config
     from kerastrain.serve.engine import BatchingEngine

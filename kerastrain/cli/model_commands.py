@@ -117,7 +117,7 @@ def generate_command(output_dir, prompts, prompts_file, chat, max_new_tokens, te
     streamed) and tokens/s go to stderr. With --chat each prompt is answered on its own (no
     shared history; `kerastrain chat` keeps one) and the reply streams.
     """
-    from kerastrain.model.causal_lm import generate_text
+    from kerastrain.model.decoder import generate_text
     from kerastrain.model.loading import chat_template_of, load
 
     sampler = sampler_for(max_new_tokens, temperature, top_k, top_p, seed)

@@ -1,9 +1,7 @@
-"""The GPT as a keras-hub causal LM with a key/value cache, and text generation through it.
+"""The GPT as a keras-hub causal LM with a key/value cache.
 
 :meth:`GPTCausalLM.call_with_cache` is the cached forward pass the one decoder
-(:mod:`kerastrain.model.decoder`) compiles; :func:`generate_ids` / :func:`generate_text` are the
-plain-function front of that decoder (we tokenize ourselves: kerastrain tokenizers are not
-keras-hub preprocessors).
+(:mod:`kerastrain.model.decoder`, with ``generate_ids`` / ``generate_text``) compiles.
 """
 
 from __future__ import annotations
@@ -62,58 +60,3 @@ LENGTH_BUCKET = 64  # sequence lengths are rounded up to a multiple of this: one
 def bucket_length(length: int, seq_len: int) -> int:
     """The compiled shape for a prompt-plus-new-tokens ``length``: few shapes, few compiles."""
     return min(seq_len, -(-length // LENGTH_BUCKET) * LENGTH_BUCKET)
-
-
-def generate_ids(
-    model,
-    prompt_ids: list[int],
-    max_new_tokens: int,
-    sampler,
-    stop_token_ids: tuple[int, ...] | None = None,
-) -> list[int]:
-    """The new token ids ``model`` (a GPT) samples after ``prompt_ids`` with ``sampler`` (a
-    :class:`~kerastrain.model.decoder.Sampling`), through the one decoder
-    (:mod:`kerastrain.model.decoder`); the first stop token is kept and ends them.
-
-    The sequence is capped at the model's ``seq_len`` (learned positions end there; RoPE was not
-    trained beyond it), so the prompt is cut from the left when it and the new tokens do not fit.
-    """
-    from kerastrain.model.decoder import decoder_for, fit_prompt
-
-    prompt_ids, max_new_tokens = fit_prompt(prompt_ids, max_new_tokens, model.config.seq_len)
-    return list(decoder_for(model).stream(prompt_ids, max_new_tokens, sampler,
-                                          tuple(stop_token_ids or ())))
-
-
-def generate_text(
-    model,
-    tokenizer,
-    prompt: str,
-    max_new_tokens: int = 50,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    sampler=None,
-    stats: dict | None = None,
-) -> str:
-    """Prompt plus sampled continuation, decoded; the same seed gives the same text.
-
-    Pass one ``sampler`` (:func:`~kerastrain.model.decoder.make_sampler`) for several prompts;
-    ``stats`` (a dict) receives ``new_tokens``, ``seconds`` and ``tokens_per_sec`` of this call.
-    """
-    import time
-
-    prompt_ids = tokenizer.encode_batch([prompt])[0]
-    from kerastrain.model.decoder import make_sampler
-
-    sampler = sampler or make_sampler(temperature, top_k, top_p, seed)
-    start = time.perf_counter()
-    eos = getattr(tokenizer, "eos_id", None)
-    new = generate_ids(model, prompt_ids, max_new_tokens, sampler, (eos,) if eos is not None else None)
-    if stats is not None:
-        seconds = time.perf_counter() - start
-        stats.update(new_tokens=len(new), seconds=seconds, tokens_per_sec=len(new) / seconds)
-    if eos is not None and new and new[-1] == eos:
-        new = new[:-1]
-    return prompt + tokenizer.decode(new)

@@ -11,8 +11,7 @@ import pytest
 
 from kerastrain.config import ModelConfig
 from kerastrain.data.tokenizer import BPETokenizer, train_byte_level_bpe
-from kerastrain.model.causal_lm import generate_ids
-from kerastrain.model.decoder import make_sampler
+from kerastrain.model.decoder import generate_ids, make_sampler
 from kerastrain.model.gpt import build_model
 from kerastrain.model.loading import load
 from tests.helpers import invoke

@@ -9,8 +9,7 @@ import keras_hub
 import numpy as np
 import pytest
 
-from kerastrain.model.causal_lm import generate_ids
-from kerastrain.model.decoder import make_sampler
+from kerastrain.model.decoder import generate_ids, make_sampler
 from kerastrain.model.gpt import build_model
 from kerastrain.model.hf_import import open_pretrained
 from kerastrain.model.loading import load

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from kerastrain.config import ModelConfig
 from kerastrain.data.tokenizer import ByteTokenizer
 from kerastrain.errors import CheckpointError, ConfigError
-from kerastrain.model.causal_lm import GPTCausalLM, generate_ids, generate_text
-from kerastrain.model.decoder import make_sampler
+from kerastrain.model.causal_lm import GPTCausalLM
+from kerastrain.model.decoder import generate_ids, generate_text, make_sampler
 from kerastrain.model.gpt import build_model
 from kerastrain.model.loading import load
 

@@ -143,8 +143,7 @@ def test_bad_init_from_folders_are_one_line_errors(tmp_path, llama_folder, how, 
 
 
 def test_a_llama_3_with_grouped_query_attention_and_scaled_rope_maps_exactly_both_ways():
-    from kerastrain.model.causal_lm import generate_ids
-    from kerastrain.model.decoder import make_sampler
+    from kerastrain.model.decoder import generate_ids, make_sampler
     from kerastrain.model.gpt import build_model
     from kerastrain.model.keras_hub_mapping import (
         config_from_keras_hub,

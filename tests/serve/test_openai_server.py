@@ -13,8 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from kerastrain.model.causal_lm import generate_ids
-from kerastrain.model.decoder import log_softmax, make_sampler
+from kerastrain.model.decoder import generate_ids, log_softmax, make_sampler
 
 QUESTION = [{"role": "user", "content": "What is 3 plus 3?"}]
 

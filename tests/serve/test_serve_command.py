@@ -10,8 +10,7 @@ import sys
 import time
 import urllib.request
 
-from kerastrain.model.causal_lm import generate_ids
-from kerastrain.model.decoder import make_sampler
+from kerastrain.model.decoder import generate_ids, make_sampler
 from tests.helpers import invoke
 from tests.model.test_hf_import import _hf_folder
 
