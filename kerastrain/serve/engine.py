@@ -69,7 +69,14 @@ class BatchingEngine:
                     sinks[id(request)] = sink
                 else:
                     sink(None)
-            for request, token in self.decoder.step():
+            try:
+                stepped = self.decoder.step()
+            except Exception as exc:  # fail the requests in the batch, keep serving the next ones
+                for request in [r for r in self.decoder.active if r is not None]:
+                    self.decoder.release(request, "error")
+                    sinks.pop(id(request))(exc)
+                continue
+            for request, token in stepped:
                 sink = sinks[id(request)]
                 sink(token)
                 if request.finish_reason is not None:
