@@ -4,9 +4,11 @@
 holds ``slots`` sequences of the model's full ``seq_len``; each slot sits at its own position, so
 requests of different lengths (and requests that arrive while others decode) share one compiled
 step: the step is :func:`jax.vmap` of :meth:`GPTCausalLM.call_with_cache` over the slots, each
-with its own position. A prompt is prefilled alone (compiled once per length bucket) and its cache
-row copied into a free slot. Both functions take the weights as arguments (stateless), so they
-are not baked into the program as constants.
+with its own position. Busy slots are kept packed at the front and a step covers only the first
+power of two of them (one compile each), so a lone request does not pay for every slot. A prompt
+is prefilled alone (compiled once per length bucket) and its cache row copied into a free slot.
+Both functions take the weights as arguments (stateless), so they are not baked into the
+program as constants.
 
 Sampling happens on the host per request from the log-softmax of the logits (float64): each request
 has its own temperature / top-k / top-p and its own seeded generator, so a request's tokens do not
@@ -129,11 +131,16 @@ class Decoder:
                 logits, _, row = lm.call_with_cache(token[None, None], row[None], position)
                 return logits[0, -1], row[0]
 
-            return jax.vmap(one)(tokens, cache, positions)
+            # Only the first len(tokens) slots (the busy ones, kept packed): one compile per
+            # power of two, so a lone request does not pay for every slot.
+            logits, rows = jax.vmap(one)(tokens, cache[: tokens.shape[0]], positions)
+            return logits, jax.lax.dynamic_update_slice_in_dim(cache, rows, 0, axis=0)
 
         self._prefill = stateless(prefill)
         self._step = stateless(step, donate_argnums=(2,))
         self._insert = jax.jit(lambda cache, row, slot: cache.at[slot].set(row), donate_argnums=0)
+        self._move = jax.jit(lambda cache, src, dst: cache.at[dst].set(cache[src]),
+                             donate_argnums=0)
         self._variables = variables
         self.cache = jax.numpy.zeros((slots, *row_shape), dtype=dtype)
         self.active: list[Request | None] = [None] * slots
@@ -181,25 +188,33 @@ class Decoder:
 
     def release(self, request: Request, reason: str = "cancelled") -> None:
         """Free the request's slot (finished, or its client went away)."""
-        if request.slot is not None and self.active[request.slot] is request:
-            self.active[request.slot] = None
+        slot = request.slot
+        if slot is not None and self.active[slot] is request:
+            self.active[slot] = None
+            last = max((i for i, r in enumerate(self.active) if r is not None), default=-1)
+            if last > slot:  # keep the busy slots packed at the front: move the last one here
+                self.cache = self._move(self.cache, last, slot)
+                self.active[slot], self.active[last] = self.active[last], None
+                self.active[slot].slot = slot
         request.slot = None
         request.finish_reason = request.finish_reason or reason
 
     def step(self) -> list[tuple[Request, Token]]:
         """One token for every active request."""
-        live = [r for r in self.active if r is not None]
+        live = [(r, r.slot) for r in self.active if r is not None]
         if not live:
             return []
-        tokens = np.zeros(self.slots, "int32")
-        positions = np.zeros(self.slots, "int32")
-        for r in live:
-            tokens[r.slot] = r.new[-1].id
-            positions[r.slot] = len(r.prompt_ids) + len(r.new) - 1
+        width = min(self.slots, 1 << (len(live) - 1).bit_length())
+        tokens = np.zeros(width, "int32")
+        positions = np.zeros(width, "int32")
+        for r, slot in live:
+            tokens[slot] = r.new[-1].id
+            positions[slot] = len(r.prompt_ids) + len(r.new) - 1
         logits, self.cache = self._step([v.value for v in self._variables], tokens, self.cache,
                                         positions)
         logprobs = log_softmax(np.asarray(logits))
-        return [(r, self._take(r, logprobs[r.slot])) for r in live]
+        # Slots as they were at the step: a request finishing here may move another one.
+        return [(r, self._take(r, logprobs[slot])) for r, slot in live]
 
     def run(self, requests: Iterable[Request]) -> Iterator[tuple[Request, Token]]:
         """Decode ``requests`` (any lengths) batched over the slots; yields each token as sampled."""

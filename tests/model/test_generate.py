@@ -178,13 +178,15 @@ def test_one_decoder_batches_prompts_of_different_lengths_with_their_log_probs(o
     model, _ = load(output_dir, with_tokenizer=False)
     prompts = [[72, 105, 32], [5], [9, 8, 7, 6, 5, 4, 3], [72, 105, 32]]
     decoder = Decoder(model, slots=3)  # fewer slots than requests: the fourth waits for a slot
-    requests = [Request(p, 6, top_logprobs=2, echo=True) for p in prompts]
+    # The first ends early: the third moves into its slot mid-decode, the fourth joins later.
+    lengths = [2, 6, 6, 6]
+    requests = [Request(p, n, top_logprobs=2, echo=True) for p, n in zip(prompts, lengths)]
     order = [(r, t.id) for r, t in decoder.run(requests)]
-    assert [t.id for t in requests[0].new] == generate_ids(model, prompts[0], 6,
+    assert [t.id for t in requests[1].new] == generate_ids(model, prompts[1], 6,
                                                            make_sampler(temperature=0))
-    for prompt, request in zip(prompts, requests, strict=True):
+    for prompt, request, n in zip(prompts, requests, lengths, strict=True):
         ids = [t.id for t in request.new]
-        assert ids == _greedy_by_forward_pass(model, prompt, 6)
+        assert ids == _greedy_by_forward_pass(model, prompt, n)
         # Log-probs are the model's own: log-softmax of the full forward pass's logits.
         full = log_softmax(np.asarray(model(np.array([prompt + ids], "int32")))[0])
         expected = [full[i - 1, t] for i, t in enumerate(prompt + ids) if i > 0]
