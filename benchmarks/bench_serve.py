@@ -87,9 +87,10 @@ def main() -> None:
         time.sleep(0.05)
     port = server.servers[0].sockets[0].getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    stream_one(url, questions[0], args.tokens)  # compile the server's step and prefill
     print(f"serve ({max(streams)} slots), {args.tokens} tokens per stream, temperature 0:")
     for n in streams:
+        with ThreadPoolExecutor(n) as pool:  # compile the step at this width first
+            list(pool.map(lambda q: stream_one(url, q, 4), questions[:n]))
         start = time.perf_counter()
         with ThreadPoolExecutor(n) as pool:
             results = list(pool.map(lambda q: stream_one(url, q, args.tokens), questions[:n]))

@@ -180,7 +180,8 @@ def test_one_decoder_batches_prompts_of_different_lengths_with_their_log_probs(o
     decoder = Decoder(model, slots=3)  # fewer slots than requests: the fourth waits for a slot
     # The first ends early: the third moves into its slot mid-decode, the fourth joins later.
     lengths = [2, 6, 6, 6]
-    requests = [Request(p, n, top_logprobs=2, echo=True) for p, n in zip(prompts, lengths)]
+    requests = [Request(p, n, top_logprobs=2, echo=True)
+                for p, n in zip(prompts, lengths, strict=True)]
     order = [(r, t.id) for r, t in decoder.run(requests)]
     assert [t.id for t in requests[1].new] == generate_ids(model, prompts[1], 6,
                                                            make_sampler(temperature=0))
