@@ -87,6 +87,7 @@ class Request:
     top_logprobs: int = 0
     echo: bool = False
     prompt_logprobs: list[float | None] = field(default_factory=list)
+    prompt_top: list[list[tuple[int, float]]] = field(default_factory=list)
     new: list[Token] = field(default_factory=list)
     finish_reason: str | None = None
 
@@ -163,6 +164,10 @@ class Decoder:
             every = log_softmax(np.asarray(logits[: n - 1]))
             request.prompt_logprobs = [None] + [float(every[i, t]) for i, t in
                                                 enumerate(request.prompt_ids[1:])]
+            if request.top_logprobs:  # lm-eval's is_greedy reads these for the prompt too
+                best = np.argsort(-every, axis=-1, kind="stable")[:, : request.top_logprobs]
+                request.prompt_top = [[]] + [[(int(i), float(row[i])) for i in ids]
+                                             for row, ids in zip(every, best, strict=True)]
         if request.max_new_tokens <= 0:
             request.finish_reason = "length"
             return None

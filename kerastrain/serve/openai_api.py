@@ -308,7 +308,8 @@ def _completion_choice(tokenizer, call, ids, request, text, index) -> dict:
         if call.echo:
             tokens_ += [tokenizer.decode([t]) for t in ids]
             lps += request.prompt_logprobs
-            tops += [None] + [{} for _ in ids[1:]]
+            tops += [None] + [{tokenizer.decode([i]): lp for i, lp in top}
+                              for top in request.prompt_top[1:] or [[] for _ in ids[1:]]]
         for token in kept:
             tokens_.append(tokenizer.decode([token.id]))
             lps.append(token.logprob)

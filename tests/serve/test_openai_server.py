@@ -96,6 +96,34 @@ def test_completions_echo_log_probs_are_the_models_own(server, served):
                                got[1:len(ids)], atol=1e-6)
 
 
+def test_the_log_likelihood_request_lm_eval_sends(server, served):
+    """lm-eval's ``local-completions`` scores a (context, continuation) pair with this body and
+    reads the answer this way (``parse_logprobs``): the continuation's summed log-prob, and
+    whether each of its tokens was the most likely one."""
+    s, model = served
+    context = s.tokenizer.encode_batch(["Question: what is 2 plus 2? Answer:"])[0]
+    pairs = [context + s.tokenizer.encode_batch([" 4"])[0],
+             context + s.tokenizer.encode_batch([" blue cheese"])[0],
+             context + generate_ids(model, context, 2, make_sampler(temperature=0))]
+    status, out = _post(server, "/v1/completions", {
+        "model": "tiny-chat", "prompt": pairs, "temperature": 0, "max_tokens": 1, "logprobs": 1,
+        "seed": 1234, "echo": True})
+    assert status == 200 and len(out["choices"]) == 3
+    greedy = []
+    for choice, ids in zip(out["choices"], pairs, strict=True):
+        ctxlen = len(context)
+        token_logprobs = choice["logprobs"]["token_logprobs"][ctxlen:-1]
+        top_logprobs = choice["logprobs"]["top_logprobs"][ctxlen:-1]
+        is_greedy = all(lp == max(top.values()) for lp, top in zip(token_logprobs, top_logprobs,
+                                                                    strict=True))
+        full = log_softmax(np.asarray(model(np.array([ids], "int32")))[0])
+        expected = [full[i - 1, ids[i]] for i in range(ctxlen, len(ids))]
+        np.testing.assert_allclose(sum(token_logprobs), sum(expected), atol=1e-4)
+        assert is_greedy == all(full[i - 1].argmax() == ids[i] for i in range(ctxlen, len(ids)))
+        greedy.append(is_greedy)
+    assert greedy[-1] and not all(greedy)  # the decoder's own continuation is greedy
+
+
 def test_eight_concurrent_clients_get_what_one_at_a_time_gets(server):
     client = _client(server)
     questions = [[{"role": "user", "content": f"What is {i} plus {i}?"}] for i in range(8)]
