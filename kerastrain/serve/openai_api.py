@@ -79,7 +79,8 @@ class Call:
         top_p = _number(body, "top_p", None, float, 0, 1)
         seed = _number(body, "seed", None, int)
         try:
-            self.samplings = [Sampling(temperature, None, top_p or None,
+            nucleus = None if top_p is None else max(top_p, 1e-9)  # top_p 0: the top token only
+            self.samplings = [Sampling(temperature, None, nucleus,
                                        None if seed is None else seed + i) for i in range(self.n)]
         except ConfigError as exc:
             raise BadRequest(str(exc)) from exc
