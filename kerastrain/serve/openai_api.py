@@ -137,6 +137,12 @@ class Text:
         piece, self.shown = text[len(self.shown):], text
         return piece
 
+    def rest(self) -> str:
+        """What was held back and never shown (an incomplete character at the end)."""
+        piece = self.full[len(self.shown):] if self.full.startswith(self.shown) else ""
+        self.shown = self.full
+        return piece
+
 
 def _token_entry(tokenizer, token_id: int, logprob: float) -> dict:
     text = tokenizer.decode([token_id])
@@ -209,8 +215,10 @@ def build_app(served: Served) -> Starlette:
                     if piece or call.logprobs:
                         yield _sse({**head, "object": "chat.completion.chunk", "choices": [choice]})
                 for i in range(len(requests)):
+                    rest = texts[i].rest()
                     yield _sse({**head, "object": "chat.completion.chunk", "choices": [
-                        {"index": i, "delta": {}, "finish_reason": finish(i)}]})
+                        {"index": i, "delta": {"content": rest} if rest else {},
+                         "finish_reason": finish(i)}]})
                 if call.usage_in_stream:
                     yield _sse({**head, "object": "chat.completion.chunk", "choices": [],
                                 "usage": usage()})
@@ -231,15 +239,13 @@ def build_app(served: Served) -> Starlette:
     async def completions(http: HTTPRequest):
         body = await read(http)
         call = Call(served, body, chat=False)
-        if call.stream:
-            raise BadRequest("'stream' is served on /v1/chat/completions only", "stream")
         prompts = body.get("prompt", "")
         if isinstance(prompts, str) or (prompts and all(isinstance(t, int) for t in prompts)):
             prompts = [prompts]
         if not isinstance(prompts, list) or not prompts:
             raise BadRequest("'prompt' must be a string, a list of strings or of token lists",
                              "prompt")
-        choices, prompt_total, done_total = [], 0, 0
+        jobs = []  # (prompt ids, request, text): every prompt checked before any is decoded
         for prompt in prompts:
             if isinstance(prompt, str):
                 ids = tokenizer.encode_batch([prompt])[0]
@@ -247,20 +253,43 @@ def build_app(served: Served) -> Starlette:
                 ids = prompt
             else:
                 raise BadRequest("each prompt must be a string or a list of token ids", "prompt")
-            requests = call.requests(ids, eos_ids, seq_len)
-            texts = [Text(tokenizer, eos_ids, call.stop) for _ in requests]
-            async for i, token in _until_stopped(tokens(engine, requests), texts):
-                texts[i].add(token.id)
-            prompt_total += len(ids)
-            for request, text in zip(requests, texts, strict=True):
-                done_total += len(request.new)
-                choices.append(_completion_choice(tokenizer, call, ids, request, text,
-                                                  len(choices)))
-        return JSONResponse({"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
-                             "created": int(time.time()), "model": served.name,
-                             "choices": choices, "usage": {
-                                 "prompt_tokens": prompt_total, "completion_tokens": done_total,
-                                 "total_tokens": prompt_total + done_total}})
+            jobs += [(ids, r, Text(tokenizer, eos_ids, call.stop))
+                     for r in call.requests(ids, eos_ids, seq_len)]
+        requests, texts = [j[1] for j in jobs], [j[2] for j in jobs]
+        head = {"id": f"cmpl-{uuid.uuid4().hex}", "object": "text_completion",
+                "created": int(time.time()), "model": served.name}
+
+        def usage():
+            prompt_total = sum(len(ids) for ids, *_ in jobs[::call.n])
+            done = sum(len(r.new) for r in requests)
+            return {"prompt_tokens": prompt_total, "completion_tokens": done,
+                    "total_tokens": prompt_total + done}
+
+        def chunk(i, text, finish=None):
+            return _sse({**head, "choices": [{"index": i, "text": text, "logprobs": None,
+                                              "finish_reason": finish}]})
+
+        if call.stream:
+            async def events():
+                for i, (ids, _, _) in enumerate(jobs if call.echo else []):
+                    yield chunk(i, tokenizer.decode(ids))
+                # All prompts decode together: they share the decoder's batched steps.
+                async for i, token in _until_stopped(tokens(engine, requests), texts):
+                    piece = texts[i].add(token.id)
+                    if piece:
+                        yield chunk(i, piece)
+                for i, (_, request, text) in enumerate(jobs):
+                    yield chunk(i, text.rest(), text.finish or request.finish_reason or "length")
+                if call.usage_in_stream:
+                    yield _sse({**head, "choices": [], "usage": usage()})
+                yield "data: [DONE]\n\n"
+
+            return StreamingResponse(events(), media_type="text/event-stream")
+        async for i, token in _until_stopped(tokens(engine, requests), texts):
+            texts[i].add(token.id)
+        choices = [_completion_choice(tokenizer, call, ids, request, text, i)
+                   for i, (ids, request, text) in enumerate(jobs)]
+        return JSONResponse({**head, "choices": choices, "usage": usage()})
 
     async def models(http: HTTPRequest):
         await read_auth_only(http)

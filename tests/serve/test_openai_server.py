@@ -89,6 +89,12 @@ def test_completions_echo_log_probs_are_the_models_own(server, served):
     np.testing.assert_allclose(got[1:], expected, atol=1e-4)
     assert "".join(first.logprobs.tokens) == first.text
     assert len(reply.choices) == 2 and reply.choices[1].text.startswith("Hello")
+    streamed = client.completions.create(model="tiny-chat", prompt=[text, "Hello"], max_tokens=3,
+                                         temperature=0, echo=True, stream=True)
+    joined = ["", ""]
+    for event in streamed:
+        joined[event.choices[0].index] += event.choices[0].text
+    assert joined == [c.text for c in reply.choices]
     # Token-id prompts (what lm-eval sends with its own tokenizer) score the same.
     same = client.completions.create(model="tiny-chat", prompt=ids, max_tokens=1, echo=True,
                                      logprobs=0, temperature=0)
