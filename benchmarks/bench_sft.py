@@ -76,8 +76,8 @@ def accuracy(path: Path, held_out: list[tuple], task: str, initial: bool = False
     from: the same seed and configuration, untrained)."""
     import keras
 
-    from kerastrain.model.causal_lm import make_sampler
     from kerastrain.model.chat import Conversation
+    from kerastrain.model.decoder import make_sampler
     from kerastrain.model.gpt import build_model
     from kerastrain.model.loading import chat_template_of, load
 

@@ -51,6 +51,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.cli.storage_commands",
     "kerastrain.cli.export_command",
     "kerastrain.cli.chat_command",
+    "kerastrain.cli.serve_command",
 )
 
 pm = pluggy.PluginManager("kerastrain")

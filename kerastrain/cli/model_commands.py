@@ -88,12 +88,13 @@ def sampling_options(command):
 
 
 def sampler_for(max_new_tokens, temperature, top_k, top_p, seed):
-    """The keras-hub sampler of the sampling options; bad options fail before any loading."""
+    """The :class:`~kerastrain.model.decoder.Sampling` of the sampling options; bad options fail
+    before any loading."""
     from kerastrain.errors import ConfigError
 
     if max_new_tokens < 1:
         raise ConfigError("--max-new-tokens must be at least 1")
-    from kerastrain.model.causal_lm import make_sampler
+    from kerastrain.model.decoder import make_sampler
 
     return make_sampler(temperature, top_k, top_p, seed)
 
@@ -116,7 +117,7 @@ def generate_command(output_dir, prompts, prompts_file, chat, max_new_tokens, te
     streamed) and tokens/s go to stderr. With --chat each prompt is answered on its own (no
     shared history; `kerastrain chat` keeps one) and the reply streams.
     """
-    from kerastrain.model.causal_lm import generate_text
+    from kerastrain.model.decoder import generate_text
     from kerastrain.model.loading import chat_template_of, load
 
     sampler = sampler_for(max_new_tokens, temperature, top_k, top_p, seed)

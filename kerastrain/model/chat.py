@@ -2,8 +2,8 @@
 
 The prompt of each turn is the whole history rendered by the template the model was trained with
 (``add_generation_prompt=True``), tokenized as training tokenized it; the reply streams through
-:class:`~kerastrain.model.streaming.StreamingDecoder` (KV cache, one compile per length bucket)
-and stops at the token the template closes an assistant turn with, or at EOS.
+:class:`~kerastrain.model.decoder.Decoder` (the one decoder: KV cache, one
+compile per length bucket) and stops at the token the template closes an assistant turn with, or at EOS.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from kerastrain.errors import ConfigError
-from kerastrain.model.streaming import StreamingDecoder, stream_text
+from kerastrain.model.decoder import decoder_for, fit_prompt, stream_text
 
 
 class Conversation:
@@ -24,7 +24,8 @@ class Conversation:
                               "fine-tune it on chat data first (kerastrain run --data-format chat)")
         self.tokenizer = tokenizer
         self.template = template
-        self.decoder = StreamingDecoder(model, sampler)
+        self.decoder = decoder_for(model)
+        self.sampler = sampler
         self.max_new_tokens = max_new_tokens
         self.system = system
         self.stops = template.turn_end_ids(tokenizer)
@@ -42,8 +43,9 @@ class Conversation:
         history once the stream ends."""
         self.messages.append({"role": "user", "content": user_text})
         pieces = []
-        for piece in stream_text(self.decoder, self.tokenizer, self.prompt_ids(),
-                                 self.max_new_tokens, self.stops):
+        prompt, most = fit_prompt(self.prompt_ids(), self.max_new_tokens, self.decoder.seq_len)
+        ids = self.decoder.stream(prompt, most, self.sampler, self.stops)
+        for piece in stream_text(ids, self.tokenizer, self.stops):
             pieces.append(piece)
             yield piece
         self.messages.append({"role": "assistant", "content": "".join(pieces)})

@@ -88,3 +88,44 @@ def chat_template_of(path: str | Path):
 
     output_dir, checkpoint = _find(Path(path))
     return template_of_folder(checkpoint) or template_of_folder(output_dir)
+
+
+def load_model_folder(path: str | Path, seq_len: int):
+    """(model, tokenizer) of a Hugging Face or keras-hub model folder (``config.json``, weights,
+    ``tokenizer.json``), as ``--init-from`` reads it, in float32, for inference at ``seq_len``."""
+    import tempfile
+
+    import keras
+
+    from kerastrain.data.tokenizer import load_tokenizer
+    from kerastrain.model.gpt import build_model
+    from kerastrain.model.hf_import import open_pretrained
+
+    pretrained = open_pretrained(str(path), seq_len)
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "tokenizer.json"
+        staged.write_text(pretrained.tokenizer_json, encoding="utf-8")
+        tokenizer = load_tokenizer(staged)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        model = build_model(pretrained.config.replace(dropout_rate=0.0, use_lora=False))
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    pretrained.load_into(model)
+    return model, tokenizer
+
+
+def load_for_inference(path: str | Path, seq_len: int = 2048):
+    """(model, tokenizer, chat template or None) of a run's output directory, one of its
+    checkpoints, or a Hugging Face / keras-hub model folder (read at ``seq_len``)."""
+    from kerastrain.model.hf_import import is_pretrained_folder
+
+    if Path(path).is_dir() and is_pretrained_folder(str(path)):
+        from kerastrain.data.chat_template import template_of_folder
+        from kerastrain.model.folder_checks import refuse_unsafe_folder
+
+        refuse_unsafe_folder(path)
+        return (*load_model_folder(path, seq_len), template_of_folder(Path(path)))
+    template = chat_template_of(path)
+    return (*load(path), template)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from kerastrain.model.causal_lm import generate_ids, make_sampler
+from kerastrain.model.decoder import generate_ids, make_sampler
 from tests.helpers import TINY, invoke
 from tests.training.test_chat_training import _chat_file
 

@@ -11,7 +11,7 @@ import pytest
 
 from kerastrain.config import ModelConfig
 from kerastrain.data.tokenizer import BPETokenizer, train_byte_level_bpe
-from kerastrain.model.causal_lm import generate_ids
+from kerastrain.model.decoder import generate_ids, make_sampler
 from kerastrain.model.gpt import build_model
 from kerastrain.model.loading import load
 from tests.helpers import invoke
@@ -82,7 +82,7 @@ def _assert_same_model(ours, tokenizer, backbone, task_cls):
     ids = np.array(tokenizer.encode_batch([PROBE]), "int32")
     np.testing.assert_allclose(_their_logits(backbone, ids), np.asarray(ours(ids)), atol=1e-4)
     prompt = ids[0, :5].tolist()
-    mine = generate_ids(ours, prompt, 8, keras_hub.samplers.GreedySampler(), None)
+    mine = generate_ids(ours, prompt, 8, make_sampler(temperature=0), None)
     theirs = _their_greedy(task_cls(backbone=backbone, preprocessor=None), prompt, 8)
     assert mine == theirs
 
@@ -148,7 +148,7 @@ def test_keras_hub_preset_loads_as_a_causal_lm_and_generates(tmp_path):
     # stop_token_ids="auto" it would stop at once, so generate to max_length.
     text = task.generate("The quick brown", max_length=24, stop_token_ids=None)
     prompt = [tokenizer.eos_id, *tokenizer.encode_batch(["The quick brown"])[0]]
-    expected = generate_ids(ours, prompt, 24 - len(prompt), keras_hub.samplers.GreedySampler())
+    expected = generate_ids(ours, prompt, 24 - len(prompt), make_sampler(temperature=0))
     expected = [t for t in expected if t != tokenizer.eos_id]  # keras-hub strips special tokens
     assert len(expected) >= 4
     assert text == "The quick brown" + tokenizer.decode(expected)

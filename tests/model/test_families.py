@@ -9,7 +9,7 @@ import keras_hub
 import numpy as np
 import pytest
 
-from kerastrain.model.causal_lm import generate_ids
+from kerastrain.model.decoder import generate_ids, make_sampler
 from kerastrain.model.gpt import build_model
 from kerastrain.model.hf_import import open_pretrained
 from kerastrain.model.loading import load
@@ -55,7 +55,7 @@ def test_a_family_folder_imports_generates_and_exports_with_transformers_logits(
 
     # The KV-cache decoder (windows, soft-caps, q/k norms included) continues as the forward does.
     prompt = ids[0, :10].tolist()
-    new = generate_ids(ours, prompt, 8, keras_hub.samplers.GreedySampler(), None)
+    new = generate_ids(ours, prompt, 8, make_sampler(temperature=0), None)
     greedy = list(prompt)
     for _ in range(8):
         greedy.append(int(reference_logits(folder, np.array([greedy]))[0, -1].argmax()))

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from kerastrain.config import ModelConfig
 from kerastrain.data.tokenizer import ByteTokenizer
 from kerastrain.errors import CheckpointError, ConfigError
-from kerastrain.model.causal_lm import GPTCausalLM, generate_ids, generate_text, make_sampler
+from kerastrain.model.causal_lm import GPTCausalLM
+from kerastrain.model.decoder import generate_ids, generate_text, make_sampler
 from kerastrain.model.gpt import build_model
 from kerastrain.model.loading import load
 
@@ -112,8 +113,8 @@ def test_samplers_and_seeds(output_dir):
     a = generate_text(model, tokenizer, "ab", 8, temperature=1.0, top_p=0.9, seed=1)
     b = generate_text(model, tokenizer, "ab", 8, temperature=1.0, top_p=0.9, seed=1)
     assert a == b and a.startswith("ab")
-    assert type(make_sampler(1.0, seed=1)).__name__ == "RandomSampler"
-    assert type(make_sampler(0.7, top_k=5)).__name__ == "TopKSampler"
+    c = generate_text(model, tokenizer, "ab", 8, temperature=1.0, top_p=0.9, seed=2)
+    assert c != a
     with pytest.raises(ConfigError):
         make_sampler(-1.0)
 
@@ -160,18 +161,50 @@ def test_several_prompts_compile_once(output_dir, tmp_path):
     assert result.stderr.count("time to first token") == 3 and "tokens/s" in result.stderr
 
 
-def test_streamed_tokens_are_the_ones_generate_returns(output_dir):
-    from kerastrain.model.streaming import StreamingDecoder, stream_text
 
-    model, tokenizer = load(output_dir)
-    greedy = generate_ids(model, [72, 105, 32], 10, make_sampler(temperature=0))
-    decoder = StreamingDecoder(model, make_sampler(temperature=0))
-    assert list(decoder.stream([72, 105, 32], 10)) == greedy
-    stop = greedy[3]
-    assert list(decoder.stream([72, 105, 32], 10, (stop,))) == greedy[: greedy.index(stop) + 1]
-    pieces = list(stream_text(decoder, tokenizer, [72, 105, 32], 10))
-    assert "".join(pieces) == tokenizer.decode(greedy)
-    # Seeded sampling repeats: a new decoder with the same seed streams the same tokens.
-    sampled = [list(StreamingDecoder(model, make_sampler(0.9, top_k=40, seed=5)).stream([7], 8))
-               for _ in range(2)]
-    assert sampled[0] == sampled[1]
+
+def _greedy_by_forward_pass(model, prompt, n):
+    forward = jax.jit(model.__call__)
+    seq = np.zeros((1, len(prompt) + n), "int32")  # causal: the zeros after i do not matter
+    seq[0, : len(prompt)] = prompt
+    for i in range(len(prompt), len(prompt) + n):
+        seq[0, i] = int(np.asarray(forward(seq))[0, i - 1].argmax())
+    return seq[0, len(prompt):].tolist()
+
+
+def test_one_decoder_batches_prompts_of_different_lengths_with_their_log_probs(output_dir):
+    from kerastrain.model.decoder import Decoder, Request, log_softmax
+
+    model, _ = load(output_dir, with_tokenizer=False)
+    prompts = [[72, 105, 32], [5], [9, 8, 7, 6, 5, 4, 3], [72, 105, 32]]
+    decoder = Decoder(model, slots=3)  # fewer slots than requests: the fourth waits for a slot
+    # The first ends early: the third moves into its slot mid-decode, the fourth joins later.
+    lengths = [2, 6, 6, 6]
+    requests = [Request(p, n, top_logprobs=2, echo=True)
+                for p, n in zip(prompts, lengths, strict=True)]
+    order = [(r, t.id) for r, t in decoder.run(requests)]
+    assert [t.id for t in requests[1].new] == generate_ids(model, prompts[1], 6,
+                                                           make_sampler(temperature=0))
+    for prompt, request, n in zip(prompts, requests, lengths, strict=True):
+        ids = [t.id for t in request.new]
+        assert ids == _greedy_by_forward_pass(model, prompt, n)
+        # Log-probs are the model's own: log-softmax of the full forward pass's logits.
+        full = log_softmax(np.asarray(model(np.array([prompt + ids], "int32")))[0])
+        expected = [full[i - 1, t] for i, t in enumerate(prompt + ids) if i > 0]
+        got = request.prompt_logprobs[1:] + [t.logprob for t in request.new]
+        np.testing.assert_allclose(got, expected[: len(got)], atol=1e-4)
+        assert request.new[0].top[0][0] == ids[0] and len(request.new[0].top) == 2
+        assert request.finish_reason == "length" and request.slot is None
+    assert [r for r, _ in order[:3]] == requests[:3]  # the first three start together
+    assert decoder.free_slots() == 3
+
+
+def test_sampled_tokens_do_not_depend_on_the_batch(output_dir):
+    from kerastrain.model.decoder import Decoder, Request
+
+    model, _ = load(output_dir, with_tokenizer=False)
+    sampling = make_sampler(0.9, top_k=40, top_p=0.95, seed=5)
+    alone = [t.id for _, t in Decoder(model).run([Request([7], 8, sampling)])]
+    batch = [Request([7], 8, sampling), Request([1, 2, 3], 8, make_sampler(1.0, seed=9))]
+    list(Decoder(model, slots=2).run(batch))
+    assert [t.id for t in batch[0].new] == alone and len(set(alone)) > 1

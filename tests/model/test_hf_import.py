@@ -143,7 +143,7 @@ def test_bad_init_from_folders_are_one_line_errors(tmp_path, llama_folder, how, 
 
 
 def test_a_llama_3_with_grouped_query_attention_and_scaled_rope_maps_exactly_both_ways():
-    from kerastrain.model.causal_lm import generate_ids
+    from kerastrain.model.decoder import generate_ids, make_sampler
     from kerastrain.model.gpt import build_model
     from kerastrain.model.keras_hub_mapping import (
         config_from_keras_hub,
@@ -168,7 +168,7 @@ def test_a_llama_3_with_grouped_query_attention_and_scaled_rope_maps_exactly_bot
     ids = rng.integers(0, 97, (2, 40)).astype("int32")  # past the 16 "pretraining" positions
     np.testing.assert_allclose(np.asarray(ours(ids)), _their_logits(theirs, ids), atol=1e-4)
     prompt = ids[0, :6].tolist()
-    mine = generate_ids(ours, prompt, 10, keras_hub.samplers.GreedySampler(), None)
+    mine = generate_ids(ours, prompt, 10, make_sampler(temperature=0), None)
     assert mine == _their_greedy(keras_hub.models.Llama3CausalLM(theirs, preprocessor=None), prompt, 10)
     back = to_keras_hub(ours, "llama3")
     np.testing.assert_allclose(_their_logits(back, ids), _their_logits(theirs, ids), atol=1e-5)

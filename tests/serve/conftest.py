@@ -1,0 +1,52 @@
+"""A tiny chat model trained for a few steps, served on a free port by a real uvicorn server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.cli.test_chat_command import chat_run  # noqa: F401  (the trained tiny chat model)
+
+
+class RunningServer:
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started:
+            assert time.time() < deadline, "the server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def served(chat_run):  # noqa: F811
+    from kerastrain.model.loading import chat_template_of, load
+    from kerastrain.serve.engine import BatchingEngine
+    from kerastrain.serve.openai_api import Served
+
+    model, tokenizer = load(chat_run)
+    return Served("tiny-chat", tokenizer, chat_template_of(chat_run), BatchingEngine(model, 4)), model
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    from kerastrain.serve.openai_api import build_app
+
+    running = RunningServer(build_app(served[0]))
+    yield running
+    running.stop()
