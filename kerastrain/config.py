@@ -159,7 +159,8 @@ class TrainConfig(PluginValues):
                               "schedule kinds)", group="Optimization")
     learning_rate: float = option(5e-4, "Peak learning rate", group="Training", check=positive)
     weight_decay: float = option(0.01, "AdamW weight decay", group="Training", check=not_negative)
-    warmup_steps: int = option(500, "Warm-up steps (at most half the run)", group="Training",
+    warmup_steps: int = option(500, "Warm-up steps (at most half the run; a resume keeps the "
+                               "first warm-up)", group="Training",
                                check=not_negative)
     grad_clip: float = option(1.0, "Global gradient-norm clip (0: off)", group="Training",
                               check=not_negative)

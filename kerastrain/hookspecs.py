@@ -73,7 +73,9 @@ def register_optimizers(register):
 def register_lr_schedules(register):
     """Register learning-rate schedules: ``register(name, make)`` where ``make(train, total_steps)``
     returns ``(schedule, warmup_steps)``: a Keras ``LearningRateSchedule`` evaluated at the update
-    count (0, 1, ...), and the warm-up it applies. ``--lr-schedule NAME`` selects it."""
+    count (0, 1, ..., ``total_steps - 1``), and the warm-up it applies. ``train.warmup_steps`` is
+    the run's warm-up, decided by its first invocation and kept by every resume.
+    ``--lr-schedule NAME`` selects it."""
 
 
 @hookspec

@@ -56,7 +56,9 @@ def _plain(value):
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, float):
-        return round(value, 6) if math.isfinite(value) else str(value)
+        # Significant digits, not decimals: a rate of 3e-5 kept to 6 decimals lost all but one
+        # digit. 7 digits hold a float32 (the device's values) to within its last bit or so.
+        return float(f"{value:.7g}") if math.isfinite(value) else str(value)
     return value
 
 

@@ -31,13 +31,22 @@ def check_kinds(config: RunConfig) -> None:
     _choose("--lr-schedule", config.train.lr_schedule, lr_schedules())
 
 
-def make_schedule(config: RunConfig, total_steps: int):
+def make_schedule(config: RunConfig, total_steps: int, warmup: int | None = None):
     """The run's learning rate as ``(schedule, warmup_steps)``; the schedule takes the update
-    count (0, 1, ...)."""
+    count (0, 1, ...).
+
+    The warm-up is decided here, once: ``--warmup-steps``, at most half the run. ``warmup``: the
+    one a resumed run's first invocation decided (its resolved record); it is kept whatever the
+    run's new length, or a resume with a larger ``--max-steps`` would warm up again. The
+    schedule kind receives it as ``train.warmup_steps``."""
+    import dataclasses
+
     from kerastrain.plugins import lr_schedules
 
     make = _choose("--lr-schedule", config.train.lr_schedule, lr_schedules())
-    return make(config.train, total_steps)
+    if warmup is None:
+        warmup = min(config.train.warmup_steps, total_steps // 2)
+    return make(dataclasses.replace(config.train, warmup_steps=warmup), total_steps)
 
 
 def make_optimizer(config: RunConfig, schedule, model):

@@ -63,3 +63,15 @@ def resolve(config, *, model: ModelConfig, tokenizer_path: Path, total_steps: in
         pretrained=pretrained, global_batch=global_batch,
         tokens_per_update=global_batch * model.seq_len * config.train.gradient_accumulation_steps,
     )
+
+
+def recorded_warmup(checkpoint: Path | None) -> int | None:
+    """The warm-up the run that wrote ``checkpoint`` resolved (its record), or None: a resumed
+    run keeps it (:func:`kerastrain.training.optimizer.make_schedule`)."""
+    path = Path(checkpoint) / RESOLVED_FILE if checkpoint is not None else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return int(json.loads(path.read_text())["warmup_steps"])
+    except (ValueError, KeyError, TypeError):
+        return None

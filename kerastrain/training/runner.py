@@ -118,6 +118,15 @@ def refuse_unused_init_from(config: RunConfig, resume: Path, previous: RunConfig
         )
 
 
+def refuse_changed_accumulation(config: RunConfig, resume: Path, previous: RunConfig) -> None:
+    """Keras' restored micro-step counter would put updates and the schedule at the wrong
+    micro-steps under another k (and k=1 has no accumulators to restore): refused."""
+    k, was = config.train.gradient_accumulation_steps, previous.train.gradient_accumulation_steps
+    if k != was:
+        raise ConfigError(f"--gradient-accumulation-steps {k} cannot resume {resume}, trained "
+                          f"with {was}; pass --gradient-accumulation-steps {was}, or --overwrite")
+
+
 def run_training(config: RunConfig, console) -> dict:
     """Train as configured; returns the summary (steps, losses, checkpoint path).
 
@@ -160,6 +169,8 @@ def run_training(config: RunConfig, console) -> dict:
     previous = checkpoint_request(resume)
     if resume is not None and config.train.init_from:
         refuse_unused_init_from(config, resume, previous)
+    if previous is not None:
+        refuse_changed_accumulation(config, resume, previous)
     if primary:
         from kerastrain.training.checkpoint import remove_leftovers
 
@@ -203,8 +214,8 @@ def run_training(config: RunConfig, console) -> dict:
 
         total_steps, steps_note = count_updates(config, train_docs, train_pipeline, say)
     check_memory_fits(config.replace(model=model_config), mesh_plan.shape if mesh_plan else None)
-    schedule, warmup = make_schedule(config, total_steps)
-    from kerastrain.training.resolved import RESOLVED_FILE, resolve
+    from kerastrain.training.resolved import RESOLVED_FILE, recorded_warmup, resolve
+    schedule, warmup = make_schedule(config, total_steps, recorded_warmup(resume))
 
     resolved = resolve(config, model=model_config, tokenizer_path=tok_path,
                        total_steps=total_steps, warmup_steps=warmup, steps_note=steps_note,
