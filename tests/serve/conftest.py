@@ -8,7 +8,20 @@ import time
 
 import pytest
 
-from tests.cli.test_chat_command import chat_run  # noqa: F401  (the trained tiny chat model)
+from tests.cli.test_chat_command import BPE, _chat_file
+from tests.helpers import TINY, invoke
+
+
+@pytest.fixture(scope="module")
+def chat_run(tmp_path_factory):
+    """A tiny chat model trained 2 steps: it has not learnt to stop yet, so its greedy replies
+    run several tokens (what the streaming and stop tests need)."""
+    root = tmp_path_factory.mktemp("serve")
+    out = root / "out"
+    result = invoke("run", "--output-dir", str(out), *TINY, *BPE, "--max-steps", "2",
+                    "--dataset-id", str(_chat_file(root / "chat.jsonl")), "--eval-every", "1000")
+    assert result.exit_code == 0, result.output
+    return out
 
 
 class RunningServer:
@@ -34,7 +47,7 @@ class RunningServer:
 
 
 @pytest.fixture(scope="module")
-def served(chat_run):  # noqa: F811
+def served(chat_run):
     from kerastrain.model.loading import chat_template_of, load
     from kerastrain.serve.engine import BatchingEngine
     from kerastrain.serve.openai_api import Served
