@@ -225,10 +225,10 @@ def run_training(config: RunConfig, console) -> dict:
     # -- what the run resolves ------------------------------------------------------------------
     model_config = (pretrained.config if pretrained is not None
                     else config.model.replace(vocab_size=tokenizer.vocab_size))
-    # The --vocab-size a tokenizer that fell short was trained for: now, or by the resumed run.
-    trained_for = config.tokenizer.vocab_size if trained_now else (
-        previous.tokenizer.vocab_size if previous is not None else None)
-    check_vocab(config, model_config.vocab_size, trained_for)
+    from kerastrain.data.preparation import vocab_trained_for
+
+    check_vocab(config, model_config.vocab_size,
+                vocab_trained_for(config, tok_path, trained_now, previous))
     model_config.validate()
     devices = mesh_plan.shape.devices if mesh_plan else 1
     total_steps, steps_note = estimate_total_steps(config, train_docs, tokenizer, devices, plan)
