@@ -249,6 +249,8 @@ def prepare_tokenizer(config: RunConfig, train: Documents, path: Path, say=print
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     tokenizer.save(tmp)
+    # The record first: a kill between the two leaves no tokenizer, never one without its record.
+    _write_json(trained_for_path(path), {"sha256": _sha256(tmp), **tokenizer_request(config)})
     tmp.replace(path)
     say(
         f"Tokenizer: trained {kind.name} on {len(texts)} documents, vocab "
@@ -288,10 +290,69 @@ def add_turn_end(tokenizer, plan: DataPlan, path: Path | None, say, rows: int | 
     return True
 
 
+def trained_for_path(path: Path) -> Path:
+    """The record beside a tokenizer the run trained: the request it was trained for (a kill at
+    any moment leaves a run whose tokenizer is recognised as its own by the same command)."""
+    return path.with_name(path.stem + ".trained_for.json")
+
+
+def tokenizer_request(config: RunConfig) -> dict:
+    """The options that decide the tokenizer a run trains: its own, and the data it samples."""
+    import json
+
+    t, d = config.tokenizer, config.data
+    request = {"tokenizer": {k: getattr(t, k) for k in ("kind", "vocab_size", "auto_vocab_size",
+                                                        "min_vocab_size", "max_vocab_size",
+                                                        "train_examples")},
+               "data": {k: getattr(d, k) for k in ("dataset_id", "mixture_weights", "datasets",
+                                                   "dataset_config", "split", "data_dir",
+                                                   "text_column", "max_train_examples",
+                                                   "data_format", "chat_template")},
+               "seed": config.train.seed}  # a mixture's sample order
+    return json.loads(json.dumps(request))  # plain JSON types, as read back
+
+
+def vocab_trained_for(config: RunConfig, path: Path, trained_now: bool,
+                      previous: RunConfig | None = None) -> int | None:
+    """The ``--vocab-size`` the run's tokenizer at ``path`` was trained for, if known: now, by
+    this same request (its record: the run may have been killed before any checkpoint), or by
+    the resumed run (``previous``: the request of the checkpoint's run)."""
+    import json
+
+    if trained_now:
+        return config.tokenizer.vocab_size
+    try:
+        record = json.loads(trained_for_path(path).read_text())
+    except (OSError, ValueError):
+        record = {}
+    sha = record.pop("sha256", None)
+    if record == tokenizer_request(config) and sha == _sha256(path):  # this very file
+        return record["tokenizer"]["vocab_size"]
+    return previous.tokenizer.vocab_size if previous is not None else None
+
+
+def _sha256(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _write_json(path: Path, value: dict) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)
+
+
 def check_vocab(config: RunConfig, vocab_size: int, trained_for: int | None = None) -> None:
     """An explicit ``--vocab-size`` must be the vocabulary the run will have (``vocab_size``: the
-    tokenizer's or the ``--init-from`` folder's). ``trained_for``: the ``--vocab-size`` the
-    checkpoint being resumed was asked for, when the data filled less of it: no contradiction."""
+    tokenizer's or the ``--init-from`` folder's). ``trained_for``: the ``--vocab-size`` the run's
+    tokenizer was trained for (:func:`vocab_trained_for`), when the data filled less of it: no
+    contradiction."""
     asked = config.tokenizer.vocab_size
     if asked is not None and asked != vocab_size and asked != trained_for:
         raise ConfigError(

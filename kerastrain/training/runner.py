@@ -189,10 +189,10 @@ def run_training(config: RunConfig, console) -> dict:
     # -- what the run resolves ------------------------------------------------------------------
     model_config = (pretrained.config if pretrained is not None
                     else config.model.replace(vocab_size=tokenizer.vocab_size))
-    # The --vocab-size a tokenizer that fell short was trained for: now, or by the resumed run.
-    trained_for = config.tokenizer.vocab_size if trained_now else (
-        previous.tokenizer.vocab_size if previous is not None else None)
-    check_vocab(config, model_config.vocab_size, trained_for)
+    from kerastrain.data.preparation import vocab_trained_for
+
+    check_vocab(config, model_config.vocab_size,
+                vocab_trained_for(config, tok_path, trained_now, previous))
     model_config.validate()
     # The data: what the run trains on is also what its length is counted from (run_length).
     from kerastrain.data.run_pipelines import training_pipeline, validation_pipeline
