@@ -66,6 +66,17 @@ def add_window_counts(totals: dict, labels, tags, eos_id: int, stride: int, name
             counts["examples"] += int((ends & mine[:, :stride]).sum())
 
 
+def summed(parts: list[dict]) -> dict:
+    """Several processes' totals as one: each counts the batches it trained."""
+    if not parts:
+        return {}
+    total = {k: sum(p.get(k, 0) for p in parts) for k in COUNTED}
+    if "datasets" in parts[0]:
+        total["datasets"] = {name: {k: sum(p["datasets"][name][k] for p in parts) for k in c}
+                             for name, c in parts[0]["datasets"].items()}
+    return total
+
+
 def dataset_logs(totals: dict) -> dict:
     """A mixture's trained tokens from each dataset, for the metrics."""
     return {f"tokens_from_{name}": c["tokens"] for name, c in totals.get("datasets", {}).items()}

@@ -226,12 +226,20 @@ class Trainer:
         summary = {"steps": self.step, "reason": reason, "first_loss": losses.first,
                    "first_step_seconds": self.first_step_seconds, "last_loss": losses.last,
                    "data_wait_seconds": batches.wait_seconds, **self._throughput(),
-                   **self._trained(position), **position.source_shares()}
+                   **self._trained(position)}
         return self._finish(state, metrics, summary, position, saved_at)
 
     def _trained(self, position) -> dict:
-        """What the run trained, counted from its batches (``kerastrain.data.counts``)."""
+        """What the run trained, counted from its batches (``kerastrain.data.counts``): in a
+        multi-process run, the sum of every process's batches."""
         t = position.trained
+        if self.mesh_plan is not None and self.mesh_plan.multi_process:
+            import json
+
+            from kerastrain.data.counts import summed
+            from kerastrain.training.processes import gather_bytes
+
+            t = summed([json.loads(b) for b in gather_bytes(json.dumps(t).encode())])
         counts = {"examples_trained": t.get("examples", 0), "tokens_trained": t.get("tokens", 0),
                   "trained_tokens_total": t.get("trained_tokens", 0)}
         if self.segmented:  # examples longer than --seq-len (--overlong), of the rows trained
@@ -241,7 +249,9 @@ class Trainer:
             counts["epochs_completed"] = self.cfg.train.epochs
         else:  # the epochs begun before the one this update is in
             counts["epochs_completed"] = position.epoch
-        return counts
+        from kerastrain.data.counts import dataset_shares
+
+        return {**counts, **dataset_shares(t)}
 
     def _open_metrics(self):
         """Where records go: process 0 writes and publishes them (``on_metrics``), the others
@@ -266,11 +276,27 @@ class Trainer:
             if batch is None:
                 break
             micro.append(batch)
-        if not micro:
+        if not micro and not self._share_ended():
             return None
-        last = micro[-1]
-        empty = dataclasses.replace(last, labels=np.full_like(last.labels, -1))
+        empty = self._empty_batch(micro[-1] if micro else None)
         return micro + [empty] * (self.cfg.train.gradient_accumulation_steps - len(micro))
+
+    def _share_ended(self) -> bool:
+        """Whether this process's share of the data has ended before the run's counted length:
+        the other processes' shares hold more batches (``run_length``), and this one trains
+        empty ones (they train nothing) until those end."""
+        return (self.mesh_plan is not None and self.mesh_plan.multi_process
+                and not self.cfg.train.max_steps and self.step < self.run.total_steps)
+
+    def _empty_batch(self, last):
+        """A micro-batch that trains nothing, shaped as the data's, at the data's position."""
+        if last is not None:
+            return dataclasses.replace(last, labels=np.full_like(last.labels, -1))
+        from kerastrain.data.pipeline import Batch
+
+        p = self.train_pipeline
+        zeros = np.zeros((p.batch_size, p.seq_len), np.int32)
+        return Batch(zeros, zeros - 1, p.state, segments=zeros if self.segmented else None)
 
     def _update(self, state, micro: list) -> tuple:
         """One optimizer update: a train step per micro-batch (Keras' optimizer accumulates and

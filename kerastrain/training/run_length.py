@@ -9,13 +9,13 @@ from (same settings, same seed, so the same batches) once before training, and t
 exact. It costs one tokenizing pass per epoch (the embedded corpus: ~1 s per epoch here); a
 stream of unknown length needs ``--max-steps``, as before.
 
-Several processes each read their own share of a stream that repeats; their step count is still
-estimated from the whole stream's first documents (:func:`estimate_updates`).
+Several processes each count the batches of their own share, and the run is as long as the
+largest share: a process whose share has ended trains empty batches (labels -1) until the others
+end, so every example of every share is trained N times.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 
 from kerastrain.config import RunConfig
@@ -55,38 +55,27 @@ def count_updates(config: RunConfig, train_docs, pipeline, say=print) -> tuple[i
     for _ in pipeline:
         batches += 1
     pipeline.restore(PipelineState())
+    shares = _every_process(batches)
+    batches = max(shares)
     updates = math.ceil(batches / t.gradient_accumulation_steps)
     if updates == 0:
         from kerastrain.errors import DataError
 
         raise DataError("the training data holds no complete sequence; pass more data or a "
                         "smaller --seq-len")
+    of = f" in the largest of {len(shares)} processes' shares" if len(shares) > 1 else ""
     return updates, (f"{updates} steps ({t.epochs} epochs, counted: {batches} batches of "
-                     f"{pipeline.batch_size} rows)")
+                     f"{pipeline.batch_size} rows{of})")
 
 
-def estimate_updates(config: RunConfig, train_docs, tokenizer, devices: int = 1, plan=None
-                     ) -> tuple[int, str]:
-    """Several processes: epochs × the data's size estimated from its first 500 documents
-    (``--batch-size`` rows on each of ``devices``)."""
-    t = config.train
-    if t.max_steps:
-        return t.max_steps, f"{t.max_steps} steps (--max-steps)"
-    n_docs = known_length(config, train_docs)
-    if n_docs is None:
-        raise _unknown_length()
-    sample = list(itertools.islice(train_docs.iter_from(0), min(n_docs, 500)))
-    if plan is None or plan.format.name == "text":
-        lengths = [len(ids) + 1 for ids in tokenizer.encode_batch(
-            sample if plan is None else [plan.format.text(r, plan.context) for r in sample])]
-    else:  # packed examples: each takes at most its length of a row
-        lengths = [min(len(e.ids), config.model.seq_len + 1) if e.whole else len(e.ids)
-                   for e in plan.format.encode(sample, plan.with_tokenizer(tokenizer))]
-    tokens_per_doc = sum(lengths) / max(1, len(sample))
-    stride = config.data.stride or config.model.seq_len
-    per_update = t.batch_size * devices * stride * t.gradient_accumulation_steps
-    per_epoch = max(1, int(n_docs * tokens_per_doc / per_update))
-    return per_epoch * t.epochs, (
-        f"{per_epoch * t.epochs} steps ({t.epochs} epochs of ~{per_epoch} steps, "
-        f"~{n_docs * tokens_per_doc:,.0f} tokens per epoch, estimated)"
-    )
+def _every_process(batches: int) -> list[int]:
+    """Each process's count, in process order (a collective in a multi-process run)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return [batches]
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    gathered = multihost_utils.process_allgather(np.array([batches], np.int64))
+    return [int(n) for n in np.asarray(gathered).reshape(-1)]

@@ -204,15 +204,9 @@ def run_training(config: RunConfig, console) -> dict:
         process=(mesh_plan.process_index if mesh_plan else 0, processes))
     val_batches = None if val_docs is None else (
         lambda: validation_pipeline(config, seq_len, val_docs, tokenizer, plan))
-    if processes > 1:
-        from kerastrain.training.run_length import estimate_updates
+    from kerastrain.training.run_length import count_updates
 
-        total_steps, steps_note = estimate_updates(config, train_docs, tokenizer,
-                                                   mesh_plan.shape.devices, plan)
-    else:
-        from kerastrain.training.run_length import count_updates
-
-        total_steps, steps_note = count_updates(config, train_docs, train_pipeline, say)
+    total_steps, steps_note = count_updates(config, train_docs, train_pipeline, say)
     check_memory_fits(config.replace(model=model_config), mesh_plan.shape if mesh_plan else None)
     from kerastrain.training.resolved import RESOLVED_FILE, recorded_warmup, resolve
     schedule, warmup = make_schedule(config, total_steps, recorded_warmup(resume))

@@ -169,3 +169,29 @@ def test_a_killed_process_stops_the_run_and_the_same_command_resumes_exactly(uni
     assert_close(train_losses(out), train_losses(baseline),
                  "killed, then the same command run again")
     assert not list(out.glob(".tmp-*"))  # a checkpoint being written at the kill is cleared
+
+
+def test_two_processes_train_every_example_of_their_epochs_exactly(tmp_path):
+    """``--epochs 2`` on 2 processes: each counts its own share's batches, the run is as long as
+    the largest share (the other trains empty batches meanwhile), and the summary's counts, summed
+    over the processes, are every example twice, counted by hand."""
+    from tests.training.test_chat_training import _chat_file
+    from tests.training.test_epochs import _chat_trained_tokens, _resolved
+    from tests.training.test_mixture_training import _summary
+
+    data = _chat_file(tmp_path / "chat.jsonl", 37)  # odd: the shares differ
+    out = tmp_path / "out"
+    # --no-packing: one example a row, 2 rows a batch (a device each): the shares hold 38 and 36
+    # rows of their 2 epochs, 19 and 18 batches, and process 1 trains one empty batch.
+    done = launch(*SMALL, "--dataset-id", str(data), "--seq-len", "256", "--epochs", "2",
+                  "--no-packing",
+                  "--batch-size", "1", "--eval-every", "1000", "--output-dir", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "largest of 2 processes' shares" in " ".join(done.stdout.split())
+    summary = _summary(out)
+    examples, trained = _chat_trained_tokens(data, out)
+    assert summary["reason"] == "epochs completed"
+    assert summary["steps"] == _resolved(out)["total_steps"] == 19
+    assert (summary["examples_trained"], summary["trained_tokens_total"]) == (2 * examples,
+                                                                             2 * trained)
+    assert summary["epochs_completed"] == 2
