@@ -77,6 +77,17 @@ def summed(parts: list[dict]) -> dict:
     return total
 
 
+def summary_counts(totals: dict, segmented: bool) -> dict:
+    """The summary's counts; ``segmented``: packed rows, which count overlong examples."""
+    counts = {"examples_trained": totals.get("examples", 0),
+              "tokens_trained": totals.get("tokens", 0),
+              "trained_tokens_total": totals.get("trained_tokens", 0)}
+    if segmented:  # examples longer than --seq-len (--overlong), of the rows trained
+        counts.update(overlong_truncated=totals.get("truncated", 0),
+                      overlong_dropped=totals.get("dropped", 0))
+    return {**counts, **dataset_shares(totals)}
+
+
 def dataset_logs(totals: dict) -> dict:
     """A mixture's trained tokens from each dataset, for the metrics."""
     return {f"tokens_from_{name}": c["tokens"] for name, c in totals.get("datasets", {}).items()}

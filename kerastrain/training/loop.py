@@ -230,28 +230,15 @@ class Trainer:
         return self._finish(state, metrics, summary, position, saved_at)
 
     def _trained(self, position) -> dict:
-        """What the run trained, counted from its batches (``kerastrain.data.counts``): in a
-        multi-process run, the sum of every process's batches."""
-        t = position.trained
-        if self.mesh_plan is not None and self.mesh_plan.multi_process:
-            import json
+        """What the run trained, counted from its batches, of every process
+        (``kerastrain.data.counts``), and the epochs it completed."""
+        from kerastrain.data.counts import summary_counts
+        from kerastrain.training.processes import summed_over_processes
 
-            from kerastrain.data.counts import summed
-            from kerastrain.training.processes import gather_bytes
-
-            t = summed([json.loads(b) for b in gather_bytes(json.dumps(t).encode())])
-        counts = {"examples_trained": t.get("examples", 0), "tokens_trained": t.get("tokens", 0),
-                  "trained_tokens_total": t.get("trained_tokens", 0)}
-        if self.segmented:  # examples longer than --seq-len (--overlong), of the rows trained
-            counts.update(overlong_truncated=t.get("truncated", 0),
-                          overlong_dropped=t.get("dropped", 0))
-        if not self.cfg.train.max_steps and self.step == self.run.total_steps:
-            counts["epochs_completed"] = self.cfg.train.epochs
-        else:  # the epochs begun before the one this update is in
-            counts["epochs_completed"] = position.epoch
-        from kerastrain.data.counts import dataset_shares
-
-        return {**counts, **dataset_shares(t)}
+        counts = summary_counts(summed_over_processes(position.trained), self.segmented)
+        done = not self.cfg.train.max_steps and self.step == self.run.total_steps
+        # else: the epochs begun before the one this update is in
+        return {**counts, "epochs_completed": self.cfg.train.epochs if done else position.epoch}
 
     def _open_metrics(self):
         """Where records go: process 0 writes and publishes them (``on_metrics``), the others

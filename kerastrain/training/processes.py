@@ -117,6 +117,19 @@ def gather_bytes(blob: bytes) -> list[bytes]:
     return [bytes(rows[i, : int(sizes[i][0])]) for i in range(rows.shape[0])]
 
 
+def summed_over_processes(counts: dict) -> dict:
+    """Every process's data counts added up (a collective in a multi-process run)."""
+    import jax
+
+    if jax.process_count() == 1:
+        return counts
+    import json
+
+    from kerastrain.data.counts import summed
+
+    return summed([json.loads(b) for b in gather_bytes(json.dumps(counts).encode())])
+
+
 def lost_process_message(exc: BaseException) -> str | None:
     """One line for an error that says another process of this multi-process run is gone, else
     None.
