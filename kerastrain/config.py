@@ -1,7 +1,7 @@
 """The run's configuration, declared once: every option of ``kerastrain run`` is a field here.
 
 Each section is a frozen dataclass; a field made with :func:`kerastrain.schema.option` is a user
-option, and its declaration (type, default, help, ``--help`` group, check) is the only one: the
+option, and its declaration (type, default, help, check) is the only one: the
 click options, the config-file keys, ``run_config.json`` and the option reference are derived from
 it (:mod:`kerastrain.schema`). A :class:`RunConfig` is what the user asked, frozen once parsed;
 what the run resolves from it (the vocabulary the tokenizer reached, an ``--init-from`` folder's
@@ -52,89 +52,81 @@ class PluginValues:
 class DataConfig(PluginValues):
     dataset_id: list[str] = option(help="Dataset: hub id, local path/glob, bucket URL (s3://, "
                                    "gs://, az://, https://), hf:ID, tfds:NAME, or a plugin's "
-                                   "NAME:...; repeat it to mix datasets (--mixture-weights)",
-                                   group="Dataset", default_factory=list,
+                                   "NAME:...; repeat it to mix datasets (--mixture-weights)", default_factory=list,
                                    shown_default="the embedded corpus")
     mixture_weights: list[float] = option(help="Weights of the repeated --dataset-id, e.g. "
-                                          "0.7,0.3 (default: equal)", group="Dataset",
+                                          "0.7,0.3 (default: equal)",
                                           default_factory=list, metavar="W,W,...")
     datasets: list[dict] = option(help="One dataset of a mixture with its own settings: "
                                   "id=...,weight=...,text_column=...,split=...,config=...,"
                                   "format=...,name=... (or a JSON object); repeatable; a "
-                                  "[[dataset]] table each in a config file", group="Dataset",
+                                  "[[dataset]] table each in a config file",
                                   default_factory=list, flags=("--dataset",),
                                   keys=("dataset", "datasets"),
                                   metavar="KEY=VALUE,...")
     mixture_exhausted: str = option("end-epoch", "When one dataset of a mixture runs out: end "
                                     "the epoch (all start again), restart that one, or drop it "
-                                    "(the others share its weight)", group="Dataset",
+                                    "(the others share its weight)",
                                     choices=("end-epoch", "restart", "drop"))
     data_options: dict[str, str] = option(
         help="A storage setting for data in a bucket, handed to fsspec over what the "
         "environment gives (endpoint_url=..., anon=true, client_kwargs.region_name=...; "
-        "repeatable; credentials among them are never written to disk)", group="Dataset",
+        "repeatable; credentials among them are never written to disk)",
         default_factory=dict, flags=("--data-option",), metavar="KEY=VALUE")
-    text_column: str = option("text", "Column holding the text", group="Dataset")
-    dataset_config: str | None = option(None, "Dataset configuration/subset", group="Dataset")
-    split: str = option("train", "Training split", group="Dataset")
-    val_split: str | None = option(None, "Validation split", group="Dataset")
-    data_dir: str | None = option(None, "Data directory (TFDS)", group="Dataset")
-    max_train_examples: int | None = option(None, "Limit training documents", group="Dataset",
+    text_column: str = option("text", "Column holding the text")
+    dataset_config: str | None = option(None, "Dataset configuration/subset")
+    split: str = option("train", "Training split")
+    val_split: str | None = option(None, "Validation split")
+    data_dir: str | None = option(None, "Data directory (TFDS)")
+    max_train_examples: int | None = option(None, "Limit training documents",
                                             check=at_least(1))
-    max_val_examples: int | None = option(None, "Limit validation documents", group="Dataset",
+    max_val_examples: int | None = option(None, "Limit validation documents",
                                           check=at_least(1))
-    streaming: bool = option(True, "Stream the dataset, or load it into memory",
-                             group="Data loading", flags=("--streaming/--no-streaming",))
-    shuffle_buffer_size: int = option(10000, "Shuffle buffer (documents); 1 disables shuffling",
-                                      group="Data loading", check=at_least(1))
+    streaming: bool = option(True, "Stream the dataset, or load it into memory", flags=("--streaming/--no-streaming",))
+    shuffle_buffer_size: int = option(10000, "Shuffle buffer (documents); 1 disables shuffling", check=at_least(1))
     window_shuffle_size: int = option(1024, "Shuffle buffer (packed windows) so a batch mixes "
-                                      "many documents; 0 disables", group="Data loading",
+                                      "many documents; 0 disables",
                                       check=not_negative)
     data_workers: int = option(1, "Processes that tokenize (this one and N-1 workers; batches "
-                               "and resume are the same for any number)", group="Data loading",
+                               "and resume are the same for any number)",
                                check=at_least(1))
-    stride: int | None = option(None, "Window stride", group="Data loading",
+    stride: int | None = option(None, "Window stride",
                                 shown_default="seq_len")
     data_format: str = option("auto", "How records become examples: text, chat, "
                               "prompt-completion, a plugin's, or auto (from the first record's "
-                              "columns)", group="Fine-tuning")
+                              "columns)")
     chat_template: str | None = option(None, "Jinja chat template file (or a model folder)",
-                                       group="Fine-tuning",
                                        shown_default="the --init-from folder's, else ChatML")
     chat_template_kwargs: dict[str, str] = option(
         help="A variable the chat template renders with, as apply_chat_template's keyword "
-        "arguments (enable_thinking=false; the value read as JSON where it is; repeatable)",
-        group="Fine-tuning", default_factory=dict, flags=("--chat-template-kwargs",),
+        "arguments (enable_thinking=false; the value read as JSON where it is; repeatable)", default_factory=dict, flags=("--chat-template-kwargs",),
         metavar="KEY=VALUE")
     train_on_prompt: bool = option(False, "Train on every token of a conversation or prompt, "
-                                   "not only the assistant turns / completion",
-                                   group="Fine-tuning")
+                                   "not only the assistant turns / completion")
     document_masking: bool = option(False, "Packed plain-text documents do not attend to each "
                                     "other; positions restart at each (always on for chat and "
-                                    "prompt-completion)", group="Fine-tuning")
+                                    "prompt-completion)")
     packing: bool = option(True, "Pack several examples into each row (with document masking); "
-                           "off: one example per row, the rest padding", group="Fine-tuning",
+                           "off: one example per row, the rest padding",
                            flags=("--packing/--no-packing",))
-    overlong: str = option("truncate", "An example longer than --seq-len: truncate or drop it",
-                           group="Fine-tuning", choices=("truncate", "drop"))
+    overlong: str = option("truncate", "An example longer than --seq-len: truncate or drop it", choices=("truncate", "drop"))
     extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class TokenizerConfig(PluginValues):
-    kind: str = option("bpe", "Tokenizer kind (bpe, bytes, or a plugin's)", group="Tokenizer",
+    kind: str = option("bpe", "Tokenizer kind (bpe, bytes, or a plugin's)",
                        flags=("--tokenizer",), keys=("tokenizer_kind",))
-    auto_vocab_size: bool = option(False, "Choose the vocabulary size from the data",
-                                   group="Tokenizer")
-    vocab_size: int | None = option(None, "Vocabulary size", group="Tokenizer", check=at_least(1),
+    auto_vocab_size: bool = option(False, "Choose the vocabulary size from the data")
+    vocab_size: int | None = option(None, "Vocabulary size", check=at_least(1),
                                     shown_default=DEFAULT_VOCAB_SIZE)
-    min_vocab_size: int = option(5000, "Smallest size for --auto-vocab-size", group="Tokenizer")
-    max_vocab_size: int = option(50000, "Largest size for --auto-vocab-size", group="Tokenizer")
-    train_examples: int = option(10000, "Documents to train the tokenizer on", group="Tokenizer",
+    min_vocab_size: int = option(5000, "Smallest size for --auto-vocab-size")
+    max_vocab_size: int = option(50000, "Largest size for --auto-vocab-size")
+    train_examples: int = option(10000, "Documents to train the tokenizer on",
                                  flags=("--tokenizer-train-examples",), check=at_least(1))
-    retrain: bool = option(False, "Train a new tokenizer even if one exists", group="Tokenizer",
+    retrain: bool = option(False, "Train a new tokenizer even if one exists",
                            flags=("--retrain-tokenizer",))
-    path: str | None = option(None, "Where to load/save the tokenizer", group="Tokenizer",
+    path: str | None = option(None, "Where to load/save the tokenizer",
                               flags=("--tokenizer-path",),
                               shown_default="OUTPUT_DIR/tokenizer.json")
     extra: dict = field(default_factory=dict)
@@ -147,72 +139,62 @@ class TokenizerConfig(PluginValues):
 
 @dataclass(frozen=True)
 class TrainConfig(PluginValues):
-    epochs: int = option(3, "Epochs", group="Training", check=at_least(1))
-    max_steps: int | None = option(None, "Stop after this many updates (overrides --epochs)",
-                                   group="Training", check=at_least(1))
-    batch_size: int = option(32, "Batch size per device", group="Training", check=at_least(1))
-    gradient_accumulation_steps: int = option(1, "Micro-batches per update", group="Training",
+    epochs: int = option(3, "Epochs", check=at_least(1))
+    max_steps: int | None = option(None, "Stop after this many updates (overrides --epochs)", check=at_least(1))
+    batch_size: int = option(32, "Batch size per device", check=at_least(1))
+    gradient_accumulation_steps: int = option(1, "Micro-batches per update",
                                               check=at_least(1))
-    optimizer: str = option("adamw", "Optimizer (see `kerastrain plugins`: optimizer kinds)",
-                            group="Optimization")
+    optimizer: str = option("adamw", "Optimizer (see `kerastrain plugins`: optimizer kinds)")
     lr_schedule: str = option("cosine", "Learning-rate schedule (see `kerastrain plugins`: "
-                              "schedule kinds)", group="Optimization")
-    learning_rate: float = option(5e-4, "Peak learning rate", group="Training", check=positive)
-    weight_decay: float = option(0.01, "AdamW weight decay", group="Training", check=not_negative)
+                              "schedule kinds)")
+    learning_rate: float = option(5e-4, "Peak learning rate", check=positive)
+    weight_decay: float = option(0.01, "AdamW weight decay", check=not_negative)
     warmup_steps: int = option(500, "Warm-up steps (at most half the run; a resume keeps the "
-                               "first warm-up)", group="Training",
+                               "first warm-up)",
                                check=not_negative)
-    grad_clip: float = option(1.0, "Global gradient-norm clip (0: off)", group="Training",
+    grad_clip: float = option(1.0, "Global gradient-norm clip (0: off)",
                               check=not_negative)
-    adam_beta1: float = option(0.9, "AdamW beta_1", group="Training", check=fraction)
-    adam_beta2: float = option(0.95, "AdamW beta_2 (LLM practice; Keras' default is 0.999)",
-                               group="Training", check=fraction)
-    adam_epsilon: float = option(1e-8, "AdamW epsilon (Keras' default is 1e-7)", group="Training",
+    adam_beta1: float = option(0.9, "AdamW beta_1", check=fraction)
+    adam_beta2: float = option(0.95, "AdamW beta_2 (LLM practice; Keras' default is 0.999)", check=fraction)
+    adam_epsilon: float = option(1e-8, "AdamW epsilon (Keras' default is 1e-7)",
                                  check=positive)
     muon_lr: float = option(0.02, "Muon's peak learning rate for the hidden weight matrices "
-                            "(--optimizer muon; the rest take --learning-rate)",
-                            group="Optimization", check=positive)
-    muon_weight_decay: float = option(0.01, "Muon's weight decay for the hidden weight matrices",
-                                      group="Optimization", check=not_negative)
-    decay_fraction: float = option(0.2, "Share of the run the wsd schedule spends decaying",
-                                   group="Optimization", check=fraction)
+                            "(--optimizer muon; the rest take --learning-rate)", check=positive)
+    muon_weight_decay: float = option(0.01, "Muon's weight decay for the hidden weight matrices", check=not_negative)
+    decay_fraction: float = option(0.2, "Share of the run the wsd schedule spends decaying", check=fraction)
     min_lr_ratio: float = option(0.1, "Learning rate at the end of the decay, as a share of the "
-                                 "peak (cosine, wsd, linear)", group="Optimization",
+                                 "peak (cosine, wsd, linear)",
                                  check=fraction)
     z_loss: float = option(0.0, "Weight of the z-loss, (log of the softmax normaliser)^2 per "
-                           "token, added to the loss (0: off; PaLM and OLMo use 1e-4)",
-                           group="Optimization", check=not_negative)
-    seed: int = option(42, "Random seed", group="Training")
+                           "token, added to the loss (0: off; PaLM and OLMo use 1e-4)", check=not_negative)
+    seed: int = option(42, "Random seed")
     init_from: str | None = option(None, "Start from this checkpoint, or a downloaded Hugging Face "
                                    "/ keras-hub model folder (Llama, SmolLM, Mistral, Qwen 2/3, "
-                                   "Gemma 2/3, GPT-2): its weights, shape and tokenizer", group="Model")
+                                   "Gemma 2/3, GPT-2): its weights, shape and tokenizer")
     extra: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class OutputConfig(PluginValues):
-    output_dir: str = option("output_advanced", "Output directory", group="Checkpoint & logging")
-    log_every: int = option(10, "Log every N steps", group="Checkpoint & logging",
+    output_dir: str = option("output_advanced", "Output directory")
+    log_every: int = option(10, "Log every N steps",
                             check=at_least(1))
-    save_every: int = option(1000, "Checkpoint every N steps", group="Checkpoint & logging",
+    save_every: int = option(1000, "Checkpoint every N steps",
                              check=at_least(1))
-    eval_every: int = option(500, "Validate every N steps", group="Checkpoint & logging",
+    eval_every: int = option(500, "Validate every N steps",
                              check=at_least(1))
-    keep_last: int | None = option(None, "Keep only the newest N step checkpoints",
-                                   group="Checkpoint & logging", check=at_least(1))
+    keep_last: int | None = option(None, "Keep only the newest N step checkpoints", check=at_least(1))
     resume_from: str | None = option(None, "Checkpoint directory or URL: s3://, gs://, az://, "
                                      "file://, or any scheme a storage plugin registers (see "
-                                     "`kerastrain plugins`)", group="Checkpoint & logging")
-    overwrite: bool = option(False, "Start fresh instead of resuming in OUTPUT_DIR",
-                             group="Checkpoint & logging")
+                                     "`kerastrain plugins`)")
+    overwrite: bool = option(False, "Start fresh instead of resuming in OUTPUT_DIR")
     trackers: list[str] = option(help="Also send the run to an experiment tracker plugin (mlflow, "
-                                 "wandb); repeatable", group="Checkpoint & logging",
+                                 "wandb); repeatable",
                                  default_factory=list, flags=("--tracker",), keys=("trackers",))
     sample_every: int | None = option(None, "Print and log a generated sample every N steps (0: "
-                                      "never)", group="Checkpoint & logging", check=not_negative,
+                                      "never)", check=not_negative,
                                       shown_default="at each evaluation on a terminal")
-    sample_prompt: str = option("The", "The fixed prompt of those samples",
-                                group="Checkpoint & logging")
+    sample_prompt: str = option("The", "The fixed prompt of those samples")
     extra: dict = field(default_factory=dict)
 
 
@@ -221,20 +203,19 @@ class CloudConfig(PluginValues):
     """Where checkpoints are uploaded. Provider-specific settings are the provider plugin's
     options (``register_run_options``, kept in ``extra``) or ``--cloud-option`` pairs."""
 
-    provider: str | None = option(None, "Upload checkpoints: s3, gcs, azure, or a plugin's",
-                                  group="Cloud storage", flags=("--cloud-provider",))
-    bucket: str | None = option(None, "Bucket or container", group="Cloud storage",
+    provider: str | None = option(None, "Upload checkpoints: s3, gcs, azure, or a plugin's", flags=("--cloud-provider",))
+    bucket: str | None = option(None, "Bucket or container",
                                 flags=("--cloud-bucket",))
-    region: str | None = option(None, "Region", group="Cloud storage", flags=("--cloud-region",))
-    prefix: str = option("checkpoints", "Key prefix", group="Cloud storage",
+    region: str | None = option(None, "Region", flags=("--cloud-region",))
+    prefix: str = option("checkpoints", "Key prefix",
                          flags=("--cloud-prefix",))
     # --cloud-option KEY=VALUE pairs, handed to the backend's from_config (as this object).
     backend_options: dict[str, str] = option(
         help="A setting handed to the storage backend's from_config (repeatable; see the "
-        "backend's docs)", group="Cloud storage", default_factory=dict,
+        "backend's docs)", default_factory=dict,
         flags=("--cloud-option",), metavar="KEY=VALUE", keys=("cloud_options",))
     upload_timeout: float = option(600.0, "Seconds the end of a run waits for uploads; then it "
-                                   "lists what did not upload and exits 3", group="Cloud storage",
+                                   "lists what did not upload and exits 3",
                                    envvar="KERASTRAIN_UPLOAD_TIMEOUT", check=not_negative)
     extra: dict = field(default_factory=dict)
 
@@ -247,20 +228,18 @@ class CloudConfig(PluginValues):
 class DistributionConfig(PluginValues):
     """The device mesh and the processes of a run (``kerastrain.training.distribution``)."""
 
-    data_parallel: int | None = option(None, "Data-parallel devices", group="Distribution",
+    data_parallel: int | None = option(None, "Data-parallel devices",
                                        shown_default="the devices --fsdp and --tensor-parallel "
                                        "leave", check=at_least(1))
     fsdp: int | None = option(None, "Devices that shard weights, gradients and optimizer state "
-                              "(ZeRO-3)", group="Distribution", shown_default=1, check=at_least(1))
+                              "(ZeRO-3)", shown_default=1, check=at_least(1))
     tensor_parallel: int | None = option(None, "Devices that split attention heads and MLP "
-                                         "columns", group="Distribution", shown_default=1,
+                                         "columns", shown_default=1,
                                          check=at_least(1))
     coordinator_address: str | None = option(None, "HOST:PORT of process 0 for a multi-process "
-                                             "run", group="Distribution")
-    num_processes: int | None = option(None, "Processes of a multi-process run",
-                                       group="Distribution", check=at_least(1))
-    process_id: int | None = option(None, "This process's id, 0 .. num-processes - 1",
-                                    group="Distribution", check=not_negative)
+                                             "run")
+    num_processes: int | None = option(None, "Processes of a multi-process run", check=at_least(1))
+    process_id: int | None = option(None, "This process's id, 0 .. num-processes - 1", check=not_negative)
     extra: dict = field(default_factory=dict)
 
 
@@ -273,7 +252,7 @@ SECTIONS = {"data": DataConfig, "tokenizer": TokenizerConfig, "model": ModelConf
 class RunConfig:
     """What the user asked for a run (see the module docstring)."""
 
-    preset: str | None = option(None, "Model preset (see `kerastrain presets`)", group="Model",
+    preset: str | None = option(None, "Model preset (see `kerastrain presets`)",
                                 flags=("--preset", "--model-preset"))
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)

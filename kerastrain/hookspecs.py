@@ -81,10 +81,10 @@ def register_lr_schedules(register):
 @hookspec
 def register_run_options(register):
     """Add options to ``kerastrain run`` (as pytest's ``pytest_addoption``):
-    ``register(name, section=..., help=..., default=None, type=str, group=None, secret=False,
+    ``register(name, section=..., help=..., default=None, type=str, secret=False,
     envvar=None, flags=(...))``. The value is read as ``config.<section>.<name>`` (e.g.
-    ``config.cloud.azure_sas_token``); it is a config-file key and part of ``run_config.json``
-    (redacted when ``secret``)."""
+    ``config.cloud.azure_sas_token``); the section is its ``--help`` group and config-file table
+    (``[cloud]``), and it is part of ``run_config.json`` (redacted when ``secret``)."""
 
 
 @hookspec

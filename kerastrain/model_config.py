@@ -21,7 +21,6 @@ ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "silu")
 def _model(default, help, **spec):
     """A model option: its command-line default is None, so a preset's value applies unless the
     user names the option; ``--help`` shows the built-in default."""
-    spec.setdefault("group", "Model")
     spec.setdefault("shown_default", default)
     return option(default, help, cli_default_none=True, **spec)
 
@@ -52,8 +51,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     use_lora: bool = _model(False, "Train LoRA adapters only")
     lora_rank: int = _model(8, "LoRA rank")
-    mixed_precision: bool = _model(False, "bfloat16 compute, float32 weights and loss",
-                                   group="Optimization", flags=("--use-mixed-precision",))
+    mixed_precision: bool = _model(False, "bfloat16 compute, float32 weights and loss", flags=("--use-mixed-precision",))
     use_bias: bool = False  # biases in every projection (GPT-2 checkpoints have them)
     # Pretrained families (``--init-from`` a Llama folder): grouped-query attention, RoPE base and
     # Llama 3 RoPE scaling, norm epsilon (None: 1e-6 for RMSNorm, 1e-5 for LayerNorm).
@@ -81,7 +79,7 @@ class ModelConfig:
     rope_local_theta: float | None = _model(None, "RoPE base of local layers (Gemma 3)",
                                             shown_default="rope_theta", check=positive)
     remat: bool = _model(False, "Recompute each block's activations in the backward pass: less "
-                         "memory, ~1/3 more compute", group="Optimization")
+                         "memory, ~1/3 more compute")
 
     def validate(self) -> None:
         positive_fields = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff")

@@ -312,7 +312,6 @@ def plugin_options() -> list[Declared]:
         if reg.name in {d.name for d in declared_fields(SECTIONS[section], section)}:
             raise PluginError(f"run option {reg.name!r} of plugin {reg.plugin!r} is a kerastrain "
                               f"option already; choose another name")
-        spec.setdefault("group", "Plugins")
         try:
             option_spec = OptionSpec(**spec)
         except TypeError as exc:

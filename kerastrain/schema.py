@@ -1,7 +1,9 @@
 """The option schema: each option of a run is declared once, as a dataclass field.
 
 A field of a section of :class:`kerastrain.config.RunConfig` made with :func:`option` carries its
-flag spellings, help, ``--help`` group, check and secrecy in its metadata. Everything else is
+flag spellings, help, check and secrecy in its metadata. Its section is its one address: the
+``--help`` group (``[train]``), the config-file table (``[train]``) and the ``run_config.json``
+section (``train.batch_size``) all carry the section's name. Everything else is
 derived from that declaration: the click options of ``run``, ``plan`` and ``eval``
 (:mod:`kerastrain.cli.options`), the keys and tables a ``--config`` file may use
 (:mod:`kerastrain.cli.config_file`), ``run_config.json`` and reading it back, the checks, and the
@@ -37,7 +39,6 @@ class OptionSpec:
     """How one configuration value is offered to the user."""
 
     help: str
-    group: str
     flags: tuple[str, ...] = ()  # click declarations; default: --FIELD-NAME
     choices: tuple[str, ...] | None = None
     check: Callable[[Any], str | None] | None = None  # returns what is wrong, or None
@@ -49,10 +50,10 @@ class OptionSpec:
     cli_default_none: bool = False  # the click default is None (model fields: a preset applies)
 
 
-def option(default: Any = MISSING, help: str = "", *, group: str, default_factory: Any = MISSING,
+def option(default: Any = MISSING, help: str = "", *, default_factory: Any = MISSING,
            **spec: Any) -> Any:
     """A dataclass field that is a user option (see :class:`OptionSpec` for ``spec``)."""
-    metadata = {"option": OptionSpec(help=help, group=group, **spec)}
+    metadata = {"option": OptionSpec(help=help, **spec)}
     if default_factory is not MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -90,6 +91,12 @@ class Declared:
     def param(self) -> str:
         """The click parameter name (unique across sections)."""
         return f"{self.section}__{self.name}" if self.section else self.name
+
+    @property
+    def group(self) -> str:
+        """Its section: the ``--help`` group, config-file table and run_config.json section
+        (``--preset``, a top-level field of run_config.json, is shown with the model's)."""
+        return self.section or "model"
 
     @property
     def flags(self) -> tuple[str, ...]:

@@ -114,7 +114,7 @@ def test_a_plugin_option_is_a_run_option_and_a_config_key(tmp_path, kerastrain_p
     config = _parse(["--colour", "red", "--shade-count", "4"])
     assert config.output.colour == "red" and config.train.shade_count == 4
     path = tmp_path / "run.toml"
-    path.write_text('[plugins]\ncolour = "green"\n')
+    path.write_text('[output]\ncolour = "green"\n')  # the plugin's section
     assert _parse(["--config", str(path)]).output.colour == "green"
     assert _parse([]).output.colour == "blue"
 

@@ -1,9 +1,11 @@
 """``--config FILE``: the options of ``kerastrain run`` from a TOML, YAML or JSON file.
 
 Keys are option names, with ``_`` or ``-`` (``batch_size``, ``batch-size``), at the top level
-or in tables named after the ``--help`` groups (``[training]``, ``[data_loading]``,
-``["Checkpoint & logging"]``...). The ``run_config.json`` every run writes is read too, so
-``kerastrain run --config OUT/run_config.json --output-dir NEW`` runs the same training again.
+or in the table of their section (``[data]``, ``[train]``, ``[output]``...): the name of their
+``--help`` group and of their ``run_config.json`` section. The ``run_config.json`` every run
+writes is such a file (its sections are those tables, its keys the options' field names), so
+``kerastrain run --config OUT/run_config.json --output-dir NEW`` runs the same training again;
+an option it holds that no installed plugin declares is an error, never dropped.
 
 The file's values become click's ``default_map``: options given on the command line override
 them, and click converts and checks every value exactly as if it had been typed.
@@ -19,15 +21,13 @@ from typing import Any
 
 import click
 
-from kerastrain.config import SECTIONS
 from kerastrain.errors import ConfigError
 from kerastrain.schema import REDACTED, Declared
 
 
 def _norm(name: str) -> str:
-    """``"Checkpoint & logging"`` → ``checkpoint_logging``; ``batch-size`` → ``batch_size``."""
-    name = re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-    return name.replace("_and_", "_")
+    """``batch-size`` → ``batch_size``."""
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
 class OptionKeys:
@@ -44,10 +44,10 @@ class OptionKeys:
                 self.param_of[_norm(on)] = (d.param, False)
                 if off:
                     self.param_of[_norm(off)] = (d.param, True)
-            for key in d.spec.keys:
-                self.param_of[_norm(key)] = (d.param, False)
-            self.group_of[d.param] = d.spec.group
-            self.groups[_norm(d.spec.group)] = d.spec.group
+            for key in (*d.spec.keys, d.name):  # the field's name too: run_config.json's
+                self.param_of.setdefault(_norm(key), (d.param, False))
+            self.group_of[d.param] = d.group
+            self.groups[d.group] = d.group
 
     def param(self, key: str, where: str, group: str | None = None) -> tuple[str, bool]:
         """The parameter a key names (and whether it negates it); a one-line error naming the
@@ -99,34 +99,15 @@ def read_file(path: Path) -> dict:
     return data
 
 
-def is_run_config(data: dict) -> bool:
-    """True for the ``run_config.json`` a run writes (RunConfig's sections)."""
-    return {"data", "train", "model"} <= set(data) and all(
-        isinstance(data[s], dict) for s in SECTIONS if s in data
-    )
-
-
-def from_run_config(data: dict, keys: OptionKeys) -> dict[str, Any]:
-    """Option values that reproduce the run that wrote ``data`` (a run_config.json): each
-    section's fields are the declared options themselves."""
-    values: dict[str, Any] = {}
-    for param, d in keys.by_param.items():
-        where = data if d.section is None else data.get(d.section, {})
-        value = where.get(d.name) if isinstance(where, dict) else None
-        if value is not None and value != REDACTED:
-            values[param] = d.to_click_value(value)
-    return values
-
-
 def option_values(path: Path, keys: OptionKeys) -> dict[str, Any]:
     """``{parameter name: value}`` from a config file (grouped or flat, or a run_config.json)."""
     data = read_file(path)
-    if is_run_config(data):
-        return from_run_config(data, keys)
     values: dict[str, Any] = {}
     where = f"--config {path}"
 
     def put(found: tuple[str, bool], value: Any, key: str) -> None:
+        if value is None or value == REDACTED:  # unset; a secret run_config.json never holds
+            return
         param, negated = found
         if param in values:
             raise ConfigError(f"{where}: {key!r} is given twice")

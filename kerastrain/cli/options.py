@@ -22,7 +22,7 @@ def click_kwargs(d: Declared, *, default_none: bool = False) -> dict:
     """click's keyword arguments for one declared option."""
     spec = d.spec
     kwargs: dict = {"envvar": spec.envvar, "metavar": spec.metavar}
-    help_text = f"[{spec.group}] {spec.help}"
+    help_text = f"[{d.group}] {spec.help}"
     base = d.base_type
     if base in (list, dict):
         kwargs["multiple"] = True
@@ -60,17 +60,12 @@ def declared_option(d: Declared, *, default_none: bool = False, help_suffix: str
     return click.option(*d.flags, d.param, **kwargs)
 
 
-# The order of the ``--help`` groups; options keep their declaration order within a group.
-GROUP_ORDER = ("Dataset", "Fine-tuning", "Tokenizer", "Model", "Training", "Data loading",
-               "Optimization", "Checkpoint & logging", "Cloud storage", "Distribution")
-
-
 def in_help_order(declared: list[Declared]) -> list[Declared]:
-    def rank(d: Declared) -> int:
-        group = d.spec.group
-        return GROUP_ORDER.index(group) if group in GROUP_ORDER else len(GROUP_ORDER)
+    """By section, in RunConfig's order; options keep their declaration order within one."""
+    from kerastrain.config import SECTIONS
 
-    return sorted(declared, key=rank)
+    order = list(SECTIONS)
+    return sorted(declared, key=lambda d: order.index(d.group))
 
 
 def run_option_decorator(f):

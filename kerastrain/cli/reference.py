@@ -8,20 +8,20 @@ from kerastrain.schema import UNSET
 
 
 def reference_markdown() -> str:
-    """``docs/options.md``: every option of ``kerastrain run``, by ``--help`` group, with its
+    """``docs/options.md``: every option of ``kerastrain run``, by section, with its
     config-file key and run_config.json field (generated: ``python -m kerastrain.cli.reference``)."""
     lines = ["# `kerastrain run` options", "",
              "Generated from the declarations in `kerastrain/config.py` (and the installed "
              "plugins' `register_run_options`) by `python -m kerastrain.cli.reference > "
              "docs/options.md`; do not edit by hand.", "",
              "A config file (`--config FILE`, TOML/YAML/JSON) takes each option by its name with "
-             "`_` or `-`, at the top level or in the table of its group (`[training]`, "
-             "`[data_loading]`, ...). `run_config.json` holds the same values under "
-             "`section.field`."]
+             "`_` or `-`, at the top level or in the table of its section (`[data]`, "
+             "`[train]`, ...): the same name as its `--help` group and its `run_config.json` "
+             "section (`train.batch_size`)."]
     group = None
     for d in in_help_order(run_options()):
-        if d.spec.group != group:
-            group = d.spec.group
+        if d.group != group:
+            group = d.group
             lines += ["", f"## {group}", "", "| option | config key | run_config.json | default | "
                       "help |", "|---|---|---|---|---|"]
         key = d.flags[0].split("/")[0].lstrip("-").replace("-", "_")

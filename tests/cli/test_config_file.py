@@ -16,15 +16,15 @@ preset = "nano"
 batch-size = 16
 dataset_id = "data/*.txt"
 
-[training]
+[train]
 learning_rate = 1e-3
 gradient-accumulation-steps = 2
 
-["Checkpoint & logging"]
+[output]
 output-dir = "from_file"
 save_every = 7
 
-[data_loading]
+[data]
 streaming = false
 
 [model]
@@ -33,19 +33,18 @@ no-rope = true
 
 YAML = """\
 preset: nano
-training:
+train:
   batch_size: 16
   learning-rate: 0.001
   gradient_accumulation_steps: 2
-checkpoint_and_logging:
+output:
   output_dir: from_file
   save-every: 7
-dataset:
+data:
   dataset-id: data/*.txt
-data_loading:
   streaming: false
 model:
-  no_rope: true
+  use_rope: false
 """
 
 
@@ -84,8 +83,8 @@ def test_a_config_file_sets_options_and_the_command_line_overrides_it(tmp_path, 
     "text,message",
     [
         ("batch_sise = 3\n", "unknown option 'batch_sise'; did you mean 'batch_size'?"),
-        ("[trainig]\nbatch_size = 3\n", "unknown table [trainig]; did you mean [training]?"),
-        ("[model]\nbatch_size = 3\n", "'batch_size' belongs in [training]"),
+        ("[trainig]\nbatch_size = 3\n", "unknown table [trainig]; did you mean [train]?"),
+        ("[model]\nbatch_size = 3\n", "'batch_size' belongs in [train]"),
         ("batch_size = 3\nbatch-size = 4\n", "'batch-size' is given twice"),
         ("batch_size = [3\n", "not valid TOML"),
     ],
@@ -150,3 +149,34 @@ def test_the_readme_example_config_file_is_valid(tmp_path):
     assert config.data.dataset_id == ["roneneldan/TinyStories"] and config.preset == "nano"
     assert config.tokenizer.auto_vocab_size and config.output.trackers == ["mlflow"]
     assert config.output.sample_every == 250 and config.train.batch_size == 64
+
+
+def test_each_option_has_one_address_in_help_config_files_and_run_config(tmp_path):
+    """An option's ``--help`` group, config-file table and run_config.json section are one
+    name: a file of every option in its section's table, keyed by its run_config.json field,
+    reads back as exactly the values written."""
+    from kerastrain.cli.options import parse_run_args
+    from kerastrain.plugins import run_options
+
+    config = parse_run_args([])
+    tables: dict = {}
+    for d in run_options():
+        assert click_help_group(d) == (d.section or "model")
+        if d.section is None or d.base_type in (list, dict) or d.spec.secret:
+            continue
+        value = getattr(getattr(config, d.section), d.name)
+        if value is not None:
+            tables.setdefault(d.section, {})[d.name] = value
+    path = tmp_path / "every.json"
+    path.write_text(json.dumps(tables))
+    again, result = _configured("--config", str(path))
+    assert result.exit_code == 0, result.output
+    for section, values in tables.items():
+        for name, value in values.items():
+            assert getattr(getattr(again, section), name) == value, f"{section}.{name}"
+
+
+def click_help_group(d) -> str:
+    from kerastrain.cli.options import click_kwargs
+
+    return click_kwargs(d)["help"].split("]")[0].lstrip("[")

@@ -92,10 +92,9 @@ def test_bad_mixtures_are_one_line_errors_before_anything_runs(tmp_path, args, m
     assert not out.exists()
 
 
-def test_datasets_tables_sit_beside_a_dataset_group_table(tmp_path):
+def test_dataset_tables_sit_beside_the_data_section_table(tmp_path):
     path = tmp_path / "mix.toml"
-    path.write_text(TABLES.replace("[[dataset]]", "[[datasets]]").replace(
-        "max_steps = 10\n", "max_steps = 10\n\n[dataset]\nsplit = \"train\"\n"))
+    path.write_text(TABLES.replace("max_steps = 10\n", "max_steps = 10\n\n[data]\nsplit = \"train\"\n"))
     config, result = _configured("--config", str(path))
     assert result.exit_code == 0, result.output
     assert [s.name for s in datasets_of(config.data)] == ["web", "chat"]

@@ -155,7 +155,7 @@ def register_storage_backends(register) -> None:
 @hookimpl
 def register_run_options(register) -> None:
     # Read by from_config as options.azure_account_name / options.azure_sas_token.
-    register("azure_sas_token", section="cloud", group="Cloud storage", secret=True,
+    register("azure_sas_token", section="cloud", secret=True,
              envvar="AZURE_STORAGE_SAS_TOKEN", help="Azure SAS token (or $AZURE_STORAGE_SAS_TOKEN)")
-    register("azure_account_name", section="cloud", group="Cloud storage",
+    register("azure_account_name", section="cloud",
              help="Azure storage account")
