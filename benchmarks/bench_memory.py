@@ -80,7 +80,7 @@ def child(args) -> None:
     print(json.dumps({"variant": args.variant, "xla_peak_mib": xla_peak / 2**20,
                       "temporaries_mib": stats.temp_size_in_bytes / 2**20,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "step_s": seconds, "loss": float(loss)}))
+                      "step_s": seconds, "loss": float(loss if loss.ndim == 0 else loss[0])}))
 
 
 def eval_step(args, model, state, x) -> None:
