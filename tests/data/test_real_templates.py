@@ -327,3 +327,13 @@ def test_the_smollm3_transcription_renders_what_the_hubs_template_renders():
     for kwargs, messages, expected in cases:
         ours = _template(SMOLLM3, **kwargs).render(messages, add_generation_prompt=True)
         assert re.sub(r"Today Date: [^\n]*", "Today Date: 29 August 2026", ours) == expected
+
+
+def test_the_built_in_chatml_renders_as_the_plain_chatml_models_ship():
+    from kerastrain.data.chat_template import CHATML
+
+    name = "teknium-OpenHermes-2.5-Mistral-7B"
+    for messages in (ONE, SYSTEM):
+        assert ChatTemplate(CHATML).render(messages) == _theirs(name, messages)
+        assert ChatTemplate(CHATML).render(messages[:-1], add_generation_prompt=True) == \
+            _theirs(name, messages[:-1], add_generation_prompt=True)
