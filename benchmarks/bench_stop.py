@@ -8,7 +8,8 @@ same model, data, steps and seed:
   checkpoint reuses its tokenizer, which gains ``<|im_start|>``/``<|im_end|>`` (the embedding
   grows);
 * ``llama31-file``: Llama 3.1's real template (``--chat-template`` the test data's copy), whose
-  ``<|eot_id|>`` is added to a fresh tokenizer.
+  ``<|eot_id|>`` is added to a fresh tokenizer;
+* ``control-1-step``: ``chatml-fresh`` after one update, which shows the measure can fail.
 
 Then ``--replies`` held-out prompts are answered by sampling (temperature 0.8, seed 0) through the
 template with the turn-end ids ``kerastrain chat`` stops at; a reply stops when it ends with one
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--replies", type=int, default=200)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--words", type=int, default=50)
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated variants to run (default: all)")
     args = parser.parse_args()
 
     words = corpus_words(args.words)
@@ -89,18 +92,23 @@ def main() -> None:
     chat = [*model, "--dataset-id", str(data), "--max-steps", str(args.steps),
             "--learning-rate", "3e-3"]
     pretrained = root / "pretrained"
-    run(pretrained, *model, "--vocab-size", "1024", "--max-steps", "20",
-        "--max-train-examples", "2000")
+    if args.variants is None or "chatml-reused" in args.variants:
+        run(pretrained, *model, "--vocab-size", "1024", "--max-steps", "20",
+            "--max-train-examples", "2000")
     variants = {
         "chatml-fresh": ["--vocab-size", "1024"],
         "chatml-reused": ["--init-from", str(pretrained / "final_checkpoint")],
         "llama31-file": ["--vocab-size", "1024", "--chat-template", str(LLAMA31)],
+        # A control: one update has not learnt to end a turn, so the measure can fail.
+        "control-1-step": ["--vocab-size", "1024", "--max-steps", "1", "--warmup-steps", "0"],
     }
     print(f"{len(train)} training conversations, {args.steps} updates, d_model 64, 2 layers; "
           f"{len(prompts)} sampled replies (temperature 0.8), --max-new-tokens "
           f"{args.max_new_tokens}")
     print(f"{'variant':<14} {'stopped':>8} {'at marker':>9} {'stop ids':>8} {'run s':>6}")
     for name, extra in variants.items():
+        if args.variants is not None and name not in args.variants.split(","):
+            continue
         seconds = run(root / name, *chat, *extra)
         share, marker, stops = stopping_share(root / name, prompts, args.max_new_tokens)
         print(f"{name:<14} {share:>8.1%} {marker:>9.1%} {stops:>8} {seconds:>6.0f}",

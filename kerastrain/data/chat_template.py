@@ -19,7 +19,8 @@ tokens into ``tokenizer_config.json``, so transformers on the exported folder re
 trained on (tested with transformers itself).
 
 Which characters are trained: each assistant turn, from where the conversation rendered up to
-that turn with the generation prompt stops agreeing with the whole conversation's text, to the
+that turn with the generation prompt stops agreeing with the whole conversation's text (backed up
+to a line or marker edge when they part mid-word: Qwen 3's ``<think>`` and a ``<tool_call>``), to the
 end of the template's turn-end marker (:attr:`ChatTemplate.turn_end`: ``<|im_end|>``,
 ``<|eot_id|>``, ``<end_of_turn>``, the EOS...) that follows it: the marker is what generation
 stops at, so it is trained and nothing after it (ChatML's newline) is. Turns are trained as the
