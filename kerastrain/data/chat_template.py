@@ -19,7 +19,8 @@ tokens into ``tokenizer_config.json``, so transformers on the exported folder re
 trained on (tested with transformers itself).
 
 Which characters are trained: each assistant turn, from where the conversation rendered up to
-that turn with the generation prompt stops agreeing with the whole conversation's text, to the
+that turn with the generation prompt stops agreeing with the whole conversation's text (backed up
+to a line or marker edge when they part mid-word: Qwen 3's ``<think>`` and a ``<tool_call>``), to the
 end of the template's turn-end marker (:attr:`ChatTemplate.turn_end`: ``<|im_end|>``,
 ``<|eot_id|>``, ``<end_of_turn>``, the EOS...) that follows it: the marker is what generation
 stops at, so it is trained and nothing after it (ChatML's newline) is. Turns are trained as the
@@ -200,6 +201,11 @@ class ChatTemplate:
             # or, where the template renders earlier turns otherwise (Qwen 3 without thinking),
             # the first character the model writes there.
             start = _common_prefix(before, text)
+            prompt = self.render(messages[:i], tools=tools, documents=documents) if i else ""
+            if start < len(before):  # not at a word's middle (Qwen 3's <think> vs <tool_call>)
+                floor = _common_prefix(prompt, text)
+                start = max(floor, text.rfind("\n", floor, start) + 1,
+                            text.rfind(">", floor, start) + 1)
             end = text.find(marker, start)
             previous = str(messages[i - 1].get("content") or "").strip() if i else ""
             at = text.rfind(previous, 0, end) if previous and end >= 0 else -1
@@ -207,8 +213,10 @@ class ChatTemplate:
                 # The template moved part of the prompt (Mistral puts the system message in the
                 # last user turn): the reply starts where its content does.
                 start = self._content_start(messages, i, text, tools, documents)
+                lead = self.reply_lead
+                if lead and start >= len(lead) and text[start - len(lead):start] == lead:
+                    start -= len(lead)
                 end = text.find(marker, start)
-            prompt = self.render(messages[:i], tools=tools, documents=documents) if i else ""
             if start < _common_prefix(prompt, text) or (spans and start < spans[-1][1]) \
                     or end < 0 or end + len(marker) > self._turn_limit(messages, i, text, start,
                                                                       tools, documents):
@@ -240,6 +248,17 @@ class ChatTemplate:
                               *messages[i + 1:]], tools=tools, documents=documents)
         at = marked.find(stand_in)
         return at if at >= 0 and marked[:at] == text[:at] else -1
+
+    @cached_property
+    def reply_lead(self) -> str:
+        """What the template writes before an assistant reply's content beyond its generation
+        prompt (Mistral v0.3's space after ``[/INST]``): the model writes it, so it is trained.
+        Found by rendering a probe conversation, as :attr:`turn_end` is."""
+        user = [{"role": "user", "content": "hi"}]
+        prompt = self.render(user, add_generation_prompt=True)
+        text = self.render([*user, {"role": "assistant", "content": PROBE}])
+        at = text.find(PROBE)
+        return text[len(prompt):at] if at >= len(prompt) and text.startswith(prompt) else ""
 
     def turn_end_ids(self, tokenizer) -> tuple[int, ...]:
         """Ids that end an assistant turn: the turn-end marker's (when it is one token), and EOS.

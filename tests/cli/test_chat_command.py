@@ -100,3 +100,49 @@ def test_export_writes_the_template_that_renders_the_trained_ids(chat_run, tmp_p
     generation = json.loads((target / "generation_config.json").read_text())
     im_end = tokenizer.encode_batch(["<|im_end|>"])[0]
     assert generation["eos_token_id"] == [tokenizer.eos_id, *im_end]
+
+
+@pytest.mark.slow
+def test_chat_prints_the_tool_calls_a_model_makes_and_answers_them_with_tool(tmp_path):
+    """A model fine-tuned on tool-calling conversations rendered by Qwen 2.5's real template
+    writes the call's markup; ``kerastrain chat --tools`` shows the reply, then the call it
+    reads there, labelled; ``/tool RESULT`` sends the result and the model answers it."""
+    import json
+    from pathlib import Path
+
+    from kerastrain.data.tool_calls import parse_tool_calls
+    from tests.data.test_real_templates import WEATHER
+
+    call = {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    record = {"messages": [{"role": "user", "content": "Weather in Paris?"},
+                           {"role": "assistant", "content": "", "tool_calls": [call]},
+                           {"role": "tool", "content": "18 C", "tool_call_id": "get_weather"},
+                           {"role": "assistant", "content": "It is 18 C."}],
+              "tools": [WEATHER]}
+    data = tmp_path / "tools.jsonl"
+    data.write_text((json.dumps(record) + "\n") * 120)
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps([WEATHER]))
+    qwen = Path(__file__).parents[1] / "data" / "templates" / "Qwen-Qwen2.5-7B-Instruct.jinja"
+    out = tmp_path / "out"
+    result = invoke("run", "--output-dir", str(out), *TINY, "--d-model", "64", "--tokenizer",
+                    "bpe", "--vocab-size", "512", "--seq-len", "384", "--max-steps", "100",
+                    "--dataset-id", str(data), "--eval-every", "1000", "--chat-template", str(qwen))
+    assert result.exit_code == 0, result.output
+    chat = invoke("chat", str(out), "--tools", str(tools), *REPLY[:2], "--max-new-tokens", "40",
+                  input="Weather in Paris?\n/tool 18 C\n")
+    assert chat.exit_code == 0, chat.output
+    written = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert parse_tool_calls(written)[1][0].arguments == {"city": "Paris"}
+    assert chat.stdout == (f'{written}\n[tool call] get_weather({{"city": "Paris"}})\n'
+                           "It is 18 C.\n")
+    early = invoke("chat", str(out), "--tools", str(tools), input="/tool 18 C\n")
+    assert early.stdout == "" and "(no tool call to answer)" in early.stderr
+    tools.write_text('{"name": "get_weather"}')
+    from click.testing import CliRunner
+
+    from kerastrain.cli import cli
+
+    bad = CliRunner().invoke(cli, ["chat", str(out), "--tools", str(tools)], input="hi\n")
+    assert bad.exit_code == 2 and "expected a JSON list of function schemas" in bad.output
+    assert "Traceback" not in bad.output
