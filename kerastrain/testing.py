@@ -100,3 +100,24 @@ def kerastrain_run(kerastrain_output_dir):
         return RunResult(result.exit_code, result.output, kerastrain_output_dir, error)
 
     return run
+
+
+def invoke(*args: str, input: str | None = None):
+    """``kerastrain ARGS`` run in this process by click's test runner (``input``: what stdin
+    reads); an exception propagates. For a plugin's tests, as for kerastrain's own."""
+    from click.testing import CliRunner
+
+    from kerastrain.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def run_command(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):
+    """``python -m kerastrain ARGS`` in a subprocess (``env`` added to this one's); returns the
+    ``subprocess.CompletedProcess`` with its output as text."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "kerastrain", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=cwd)

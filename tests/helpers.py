@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kerastrain.testing import invoke, run_command  # noqa: F401 (tests import invoke here)
+
 # A model small enough that a real training step takes milliseconds on 2 cores.
 TINY = [
     "--tokenizer", "bytes", "--d-model", "32", "--num-layers", "2", "--num-heads", "2",
@@ -15,24 +17,9 @@ TINY = [
 ]
 
 
-def kerastrain(*args: str, env: dict | None = None, timeout: float = 300,
-               cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m kerastrain ARGS`` in a subprocess; returns the completed process."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "kerastrain", *args],
-        capture_output=True, text=True, timeout=timeout, env=full_env, cwd=cwd,
-    )
-
-
-def invoke(*args: str, input: str | None = None):
-    """Run the CLI in-process (fast) with click's test runner (``input``: what stdin reads)."""
-    from click.testing import CliRunner
-
-    from kerastrain.cli import cli
-
-    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+# The CLI in this process (``invoke``) and in a subprocess: kerastrain.testing's, which plugins'
+# tests use too.
+kerastrain = run_command
 
 
 TOY_PLUGIN = str(Path(__file__).parent / "toy_plugin")

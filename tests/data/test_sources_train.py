@@ -67,27 +67,6 @@ def test_local_jsonl_files_train(tmp_path, streaming):
     assert losses[-1] < losses[0]
 
 
-@pytest.mark.slow
-def test_tfds_dataset_trains(tmp_path):
-    import tensorflow_datasets as tfds
-
-    from tests.data.test_source_tfds import _builder_class
-
-    data_dir = tmp_path / "tfds"
-    tfds.disable_progress_bar()
-    _builder_class()(data_dir=str(data_dir), config="small",
-                     file_format="array_record").download_and_prepare()
-    out = tmp_path / "out"
-    proc = kerastrain("run", "--output-dir", str(out), *TINY, "--dataset-id", "tfds:tiny_text",
-                      "--data-dir", str(data_dir), "--val-split", "test", "--max-steps", "4",
-                      "--log-every", "2", "--batch-size", "2", "--seq-len", "16")
-    assert proc.returncode == 0, proc.stderr
-    assert "source 'tfds'" in proc.stdout
-    assert (out / "final_checkpoint" / "manifest.json").exists()
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert any(r["kind"] == "eval" for r in records)
-
-
 def test_hub_id_fails_fast_with_one_line(tmp_path):
     proc = kerastrain("run", "--output-dir", str(tmp_path / "o"), *TINY, "--dataset-id",
                       "roneneldan/TinyStories", timeout=60)

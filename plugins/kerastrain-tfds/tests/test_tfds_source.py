@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 
 from kerastrain.data.sources import Documents, SourceRequest
 from kerastrain.errors import DataError
+from kerastrain.testing import TINY_RUN_ARGS as TINY
+from kerastrain.testing import run_command as kerastrain
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
@@ -138,3 +141,22 @@ def test_registered_through_the_plugin_hook():
     found = []
     kerastrain_tfds.register_data_sources(register=found.append)
     assert [s.name for s in found] == ["tfds"]
+
+
+@pytest.mark.slow
+def test_tfds_dataset_trains(tmp_path):
+    import tensorflow_datasets as tfds
+
+    data_dir = tmp_path / "tfds"
+    tfds.disable_progress_bar()
+    _builder_class()(data_dir=str(data_dir), config="small",
+                     file_format="array_record").download_and_prepare()
+    out = tmp_path / "out"
+    proc = kerastrain("run", "--output-dir", str(out), *TINY, "--dataset-id", "tfds:tiny_text",
+                      "--data-dir", str(data_dir), "--val-split", "test", "--max-steps", "4",
+                      "--log-every", "2", "--batch-size", "2", "--seq-len", "16")
+    assert proc.returncode == 0, proc.stderr
+    assert "source 'tfds'" in proc.stdout
+    assert (out / "final_checkpoint" / "manifest.json").exists()
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "eval" for r in records)

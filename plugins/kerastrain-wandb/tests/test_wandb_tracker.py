@@ -7,7 +7,8 @@ import struct
 
 import pytest
 
-from tests.helpers import TINY, kerastrain
+from kerastrain.testing import TINY_RUN_ARGS as TINY
+from kerastrain.testing import run_command as kerastrain
 
 wandb = pytest.importorskip("wandb")
 

@@ -19,7 +19,8 @@ import pytest
 from kerastrain.data.pipeline import PipelineState, StreamingTextPipeline
 from kerastrain.data.tokenizer import ByteTokenizer
 from kerastrain.sources import SourceRequest
-from tests.helpers import TINY, invoke
+from kerastrain.testing import TINY_RUN_ARGS as TINY
+from kerastrain.testing import invoke
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.helpers import TINY, invoke
+from kerastrain.testing import TINY_RUN_ARGS as TINY
+from kerastrain.testing import invoke
 
 mlflow = pytest.importorskip("mlflow")
 
