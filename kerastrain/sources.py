@@ -1,4 +1,4 @@
-"""The data-source interface plugins implement, at the path the README documents.
+"""The data-source interface plugins implement, at the path docs/plugins.md documents.
 
 It lives in :mod:`kerastrain.data.sources`; this module only re-exports it.
 """

@@ -136,12 +136,13 @@ def test_run_config_json_reproduces_a_run(tmp_path):
     assert a == b
 
 
-def test_the_readme_example_config_file_is_valid(tmp_path):
+def test_the_guides_example_config_file_is_valid(tmp_path):
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "tinystories" in b]
+    guide = Path(__file__).resolve().parents[2] / "docs" / "guides" / "config-files.md"
+    (block,) = [b for b in re.findall(r"```toml\n(.*?)```", guide.read_text(), re.S)
+                if "tinystories" in b]
     path = tmp_path / "tinystories-nano.toml"
     path.write_text(block)
     config, result = _configured("--config", str(path))

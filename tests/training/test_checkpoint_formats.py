@@ -1,8 +1,9 @@
 """One checkpoint format for every run, read by plain Orbax; the format before it still resumes.
 
-The README's loading snippet (``orbax.checkpoint.PyTreeCheckpointer().restore(
-"final_checkpoint/state/model")``) is run as written, in a fresh process with one CPU device, on
-the final checkpoint of a one-device run and of a 2-device FSDP run.
+The loading snippet of docs/guides/checkpoints.md
+(``orbax.checkpoint.PyTreeCheckpointer().restore("final_checkpoint/state/model")``) is run as
+written, in a fresh process with one CPU device, on the final checkpoint of a one-device run and
+of a 2-device FSDP run.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ def _metrics(out: Path, kind="train") -> list[dict]:
 
 
 def _weights(checkpoint: Path) -> list[np.ndarray]:
-    """The checkpoint's weights, sorted by variable path (the README's plain Orbax restore)."""
+    """The checkpoint's weights, sorted by variable path (the guide's plain Orbax restore)."""
     import jax
     import orbax.checkpoint as ocp
 
