@@ -152,6 +152,8 @@ def run_tasks(request: HarnessRequest) -> dict:
         if chat:  # one conversation a request: lm-eval's chat model sends no batches
             lm = "local-chat-completions"
             args = {"base_url": f"{url}/v1/chat/completions", "tokenizer_backend": None}
+            if getattr(tokenizer, "eos_token", None):  # a stop string besides the turn end
+                args["eos_string"] = tokenizer.eos_token
         else:
             lm = "local-completions"
             args = {"base_url": f"{url}/v1/completions", "tokenizer_backend": "remote",

@@ -141,3 +141,48 @@ def test_without_the_eval_extra_the_error_names_the_install_command(chat_run, mo
     assert result.output.strip().splitlines() == [
         "Error: kerastrain eval --task needs the eval extra (lm_eval is missing): "
         "pip install 'kerastrain[eval]'"]
+
+
+GENERATION_TASK = """\
+task: tiny_replies
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: replies.jsonl
+test_split: test
+output_type: generate_until
+doc_to_text: "{{question}}"
+doc_to_target: "{{answer}}"
+generation_kwargs:
+  until: ["###"]
+  max_gen_toks: 8
+  do_sample: false
+  temperature: 0
+metric_list:
+  - metric: exact_match
+"""
+
+
+def test_a_generation_task_goes_through_the_chat_template(chat_run, served, tmp_path):
+    """Every task generates and the model has a chat template: lm-eval's chat model, whose
+    replies are the decoder's greedy replies to the same one-message conversations."""
+    from kerastrain.model.decoder import generate_ids, make_sampler
+    from kerastrain.serve.harness import HarnessRequest, run_tasks
+
+    questions = ["What is 3 plus 3?", "Say hello.", "Name a colour."]
+    with open(tmp_path / "replies.jsonl", "w") as f:
+        for q in questions:
+            f.write(json.dumps({"question": q, "answer": "six"}) + "\n")
+    (tmp_path / "replies.yaml").write_text(GENERATION_TASK)
+    out = run_tasks(HarnessRequest(str(chat_run), [str(tmp_path / "replies.yaml")],
+                                   log_samples=True))
+    assert out["lm_eval_model"] == "local-chat-completions"
+    s, model = served
+    stops = s.template.turn_end_ids(s.tokenizer)
+    for sample in sorted(out["samples"]["tiny_replies"], key=lambda x: x["doc_id"]):
+        messages = [{"role": "user", "content": questions[sample["doc_id"]]}]
+        prompt = s.tokenizer.encode_batch([s.template.render(messages,
+                                                             add_generation_prompt=True)])[0]
+        ids = generate_ids(model, prompt, 8, make_sampler(temperature=0), stops)
+        expected = s.tokenizer.decode([i for i in ids if i not in stops]).split("###")[0]
+        assert sample["resps"] == [[expected]] and expected
