@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kerastrain.errors import ConfigError
+from kerastrain.errors import ConfigError, DependencyError
 
 INSTALL = "pip install 'kerastrain[eval]'"
 
@@ -38,7 +38,7 @@ def require_lm_eval() -> None:
         import tenacity  # noqa: F401
         import uvicorn  # noqa: F401
     except ImportError as exc:
-        raise ConfigError(f"kerastrain eval --task needs the eval extra ({exc.name} is missing): "
+        raise DependencyError(f"kerastrain eval --task needs the eval extra ({exc.name} is missing): "
                           f"{INSTALL}") from None
 
 
