@@ -141,7 +141,9 @@ def run_tasks(request: HarnessRequest) -> dict:
     from kerastrain.serve.openai_api import Served, build_app
 
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
-    task_manager = TaskManager()
+    # lm-eval's catalogue is indexed (seconds) only when a task is named, not for YAML files.
+    named = any(not name.endswith((".yaml", ".yml")) for name in request.tasks)
+    task_manager = TaskManager(include_defaults=named)
     specs, kinds = task_specs(request.tasks, task_manager)
     model, tokenizer, template = load_for_inference(request.model, request.seq_len)
     name = Path(request.model).resolve().name
