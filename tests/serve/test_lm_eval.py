@@ -12,6 +12,7 @@ import pytest
 
 from kerastrain.model.decoder import log_softmax
 from tests.helpers import invoke, kerastrain
+from tests.serve.test_openai_server import _post
 
 # Short questions (the tiny model's context is 64 tokens) with 3 or 4 answers of unequal lengths
 # (acc and acc_norm differ).
@@ -123,6 +124,14 @@ def test_lm_evals_tokenizer_client_reads_the_servers_tokenizer(server, served):
     assert remote.eos_token_id == tokenizer.eos_id
     assert remote.decode(tokenizer.encode_batch([text[:-13]])[0]) == text[:-13]
     assert remote.tokenizer_info["model_max_length"] == 64
+    # Bad bodies get OpenAI's error object, and the routes keep answering.
+    for path, body, param in (("/detokenize", {"tokens": [1, -2]}, "tokens"),
+                              ("/detokenize", {"tokens": "12"}, "tokens"),
+                              ("/tokenize", {"prompt": 3}, "prompt")):
+        status, out = _post(server, path, body)
+        assert status == 400 and out["error"]["param"] == param, (path, out)
+    assert _post(server, "/tokenize", {"prompt": "Answer:"})[1]["tokens"] == (
+        tokenizer.encode_batch(["Answer:"])[0])
 
 
 def test_a_task_that_does_not_exist_is_a_one_line_error(chat_run, tmp_path):
@@ -186,3 +195,20 @@ def test_a_generation_task_goes_through_the_chat_template(chat_run, served, tmp_
         ids = generate_ids(model, prompt, 8, make_sampler(temperature=0), stops)
         expected = s.tokenizer.decode([i for i in ids if i not in stops]).split("###")[0]
         assert sample["resps"] == [[expected]] and expected
+
+
+def test_the_tokenizer_routes_want_the_api_key_when_one_is_set(served):
+    from dataclasses import replace
+
+    from starlette.testclient import TestClient
+
+    from kerastrain.serve.openai_api import build_app
+
+    client = TestClient(build_app(replace(served[0], api_key="sesame")))
+    assert client.get("/tokenizer_info").status_code == 401
+    assert client.post("/tokenize", json={"prompt": "hi"}).json()["error"]["code"] == (
+        "invalid_api_key")
+    answer = client.post("/detokenize", json={"tokens": [72, 105]},
+                         headers={"Authorization": "Bearer sesame"})
+    assert answer.status_code == 200
+    assert answer.json()["prompt"] == served[0].tokenizer.decode([72, 105])
