@@ -31,8 +31,10 @@ def torch_and_transformers():
     return torch, transformers
 
 
-@pytest.mark.parametrize(("cfg", "hf_class"), [(LLAMA, "LlamaForCausalLM"),
-                                               (GPT2, "GPT2LMHeadModel")], ids=["llama", "gpt2"])
+@pytest.mark.parametrize(("cfg", "hf_class"), [
+    (LLAMA, "LlamaForCausalLM"), (GPT2, "GPT2LMHeadModel"),
+    (LLAMA.replace(qk_norm=True), "Qwen3ForCausalLM"),  # written by kerastrain, not keras-hub
+], ids=["llama", "gpt2", "qwen3"])
 def test_an_export_verifies_against_transformers(torch_and_transformers, tmp_path, cfg, hf_class):
     run = write_run(tmp_path / "run", cfg)
     result = invoke("export", str(run), "--to", str(tmp_path / "hf"), "--verify")
