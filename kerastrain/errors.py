@@ -45,3 +45,7 @@ class PluginError(UserError):
 
 class DependencyError(UserError):
     """An optional dependency a feature needs is not installed (the message says what to install)."""
+
+
+class VerificationError(UserError):
+    """An exported model whose outputs differ from the model it was exported from."""

@@ -1,5 +1,5 @@
 """The OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``,
-``/health``, and the chat page at ``/``.
+``/health``, the chat page at ``/``, and vLLM's tokenizer routes (:mod:`.tokenizer_api`).
 
 Starlette on uvicorn: the ASGI stack FastAPI itself is built on (both well kept, both already in
 most Python environments that have MLflow), without FastAPI's pydantic layer: the request bodies
@@ -23,6 +23,7 @@ from starlette.routing import Route
 from kerastrain.errors import ConfigError
 from kerastrain.model.decoder import Request, Sampling
 from kerastrain.serve.engine import BatchingEngine, tokens
+from kerastrain.serve.tokenizer_api import tokenizer_routes
 
 PAGE = Path(__file__).with_name("chat.html")
 
@@ -161,10 +162,13 @@ def build_app(served: Served) -> Starlette:
     eos = getattr(tokenizer, "eos_id", None)
     eos_ids = () if eos is None else (eos,)
 
-    async def read(http: HTTPRequest):
+    async def read(http: HTTPRequest, body: bool = True):
+        """The request's JSON body (``body=False``: only check the API key)."""
         if served.api_key and http.headers.get("authorization") != f"Bearer {served.api_key}":
             raise BadRequest("Incorrect API key provided", None, "invalid_api_key", 401,
                              "authentication_error")
+        if not body:
+            return None
         try:
             return json.loads(await http.body())
         except ValueError as exc:
@@ -292,14 +296,9 @@ def build_app(served: Served) -> Starlette:
         return JSONResponse({**head, "choices": choices, "usage": usage()})
 
     async def models(http: HTTPRequest):
-        await read_auth_only(http)
+        await read(http, body=False)
         return JSONResponse({"object": "list", "data": [
             {"id": served.name, "object": "model", "created": 0, "owned_by": "kerastrain"}]})
-
-    async def read_auth_only(http):
-        if served.api_key and http.headers.get("authorization") != f"Bearer {served.api_key}":
-            raise BadRequest("Incorrect API key provided", None, "invalid_api_key", 401,
-                             "authentication_error")
 
     async def health(http: HTTPRequest):
         return JSONResponse({"status": "ok", "model": served.name})
@@ -312,7 +311,8 @@ def build_app(served: Served) -> Starlette:
 
     routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"]),
               Route("/v1/completions", completions, methods=["POST"]),
-              Route("/v1/models", models), Route("/health", health), Route("/", page)]
+              Route("/v1/models", models), Route("/health", health), Route("/", page),
+              *tokenizer_routes(served, read, BadRequest)]
     return Starlette(routes=routes, exception_handlers={BadRequest: bad_request})
 
 
