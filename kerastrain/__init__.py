@@ -1,12 +1,9 @@
 """kerastrain: a plugin-based Keras 3 training framework for GPT-style language models.
 
-Importing kerastrain selects the JAX backend for Keras unless the user chose one: without it Keras
-falls back to TensorFlow, which kerastrain does not install.
+The JAX backend is selected by ``kerastrain.model`` and ``kerastrain.training``, the only packages
+that import Keras, not here: importing kerastrain (as pytest does with its plugin,
+``kerastrain.testing``, in every session) leaves other projects' choice of backend alone.
 """
-
-import os
-
-os.environ.setdefault("KERAS_BACKEND", "jax")
 
 __version__ = "0.1.0"
 

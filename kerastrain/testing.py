@@ -20,17 +20,17 @@ these fixtures work in any project's tests with no conftest and no ``pytest_plug
             result = kerastrain_run("--dataset-id", "mine:sample")
             assert result.exit_code == 0, result.output
             assert (result.output_dir / "final_checkpoint" / "manifest.json").exists()
+
+Loading this plugin sets nothing in the session: a project that uses none of these fixtures keeps its
+own Keras backend; kerastrain selects JAX when a fixture reaches its model or training code.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-os.environ.setdefault("KERAS_BACKEND", "jax")
 
 # A model small enough that a real training step takes milliseconds on a laptop CPU.
 TINY_RUN_ARGS = (

@@ -48,3 +48,37 @@ def kill_9_at_step(output_dir: Path, args: list[str], step: int, delay: str = "0
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     return max(logged())
+
+
+def write_checkpoint(model, folder: Path) -> Path:
+    """``folder`` as a checkpoint of ``model``'s weights, laid out as runs write them (Orbax
+    ``state/model`` and ``state/rng``, ``state.json``, sealed by ``manifest.json``)."""
+    import json
+
+    import orbax.checkpoint as ocp
+
+    from kerastrain.model.sharded_weights import (
+        MODEL_ITEM,
+        RNG_ITEM,
+        STATE_DIR,
+        describe,
+        model_variables,
+    )
+    from kerastrain.storage.manifest import write_manifest
+    from kerastrain.training.sharded_checkpoint import _lora_scale, model_trees
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights, rngs = model_trees(model, [v.value for v in model.trainable_variables],
+                                [v.value for v in model.non_trainable_variables])
+    items = {MODEL_ITEM: ocp.args.StandardSave(weights)}
+    if rngs:
+        items[RNG_ITEM] = ocp.args.StandardSave(rngs)
+    with ocp.Checkpointer(ocp.CompositeCheckpointHandler()) as writer:
+        writer.save((folder / STATE_DIR).absolute(), args=ocp.args.Composite(**items))
+    record = {"step": 0, "kind": "final", "format": "orbax", "weights": {"count": len(model.weights)},
+              "lora_scale": _lora_scale(model),
+              "model_variables": describe(model_variables(model), {id(w) for w in model.weights})}
+    (folder / "state.json").write_text(json.dumps(record, indent=1))
+    write_manifest(folder, {"step": 0})
+    return folder

@@ -124,3 +124,23 @@ def test_no_import_cycles():
 def test_modules_stay_small():
     big = {n: len(p.read_text().splitlines()) for n, p in _modules().items()}
     assert {n: c for n, c in big.items() if c > 420} == {}
+
+
+# The packages whose __init__ selects the JAX backend (kerastrain/__init__.py sets nothing, so that
+# pytest loading kerastrain.testing leaves other projects' backend alone).
+SELECTS_BACKEND = ("kerastrain.model", "kerastrain.training")
+
+
+def test_keras_is_imported_only_where_the_jax_backend_is_selected():
+    outside = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            if any(n.split(".")[0] in ("keras", "keras_hub", "keras_nlp") for n in names) and \
+                    not name.startswith(tuple(p + "." for p in SELECTS_BACKEND)):
+                outside.append(name)
+    assert not outside, f"modules that import Keras outside {SELECTS_BACKEND}: {sorted(set(outside))}"
+    for package in SELECTS_BACKEND:
+        init = PACKAGE.parent.joinpath(*package.split("."), "__init__.py").read_text()
+        assert 'os.environ.setdefault("KERAS_BACKEND", "jax")' in init, package

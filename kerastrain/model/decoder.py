@@ -143,7 +143,10 @@ class Decoder:
         self._move = jax.jit(lambda cache, src, dst: cache.at[dst].set(cache[src]),
                              donate_argnums=0)
         self._variables = variables
-        self.cache = jax.numpy.zeros((slots, *row_shape), dtype=dtype)
+        # Committed to a device from the start, as the rows inserted into it are when the weights
+        # were read from a checkpoint: otherwise the second insert compiles again.
+        self.cache = jax.device_put(jax.numpy.zeros((slots, *row_shape), dtype=dtype),
+                                    jax.local_devices()[0])
         self.active: list[Request | None] = [None] * slots
 
     def free_slots(self) -> int:

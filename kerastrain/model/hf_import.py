@@ -45,8 +45,7 @@ class PretrainedModel:
 
 def is_pretrained_folder(source: str) -> bool:
     """A Hugging Face or keras-hub folder (``config.json``), or something that names one on the
-    hub; kerastrain checkpoints have ``state.json`` and ``state/`` (older ones
-    ``model.weights.h5``) and no ``config.json``."""
+    hub; kerastrain checkpoints have ``state.json`` and ``state/`` and no ``config.json``."""
     path = Path(source)
     if path.is_dir():
         return (path / "config.json").is_file()

@@ -25,7 +25,7 @@ def _find(path: Path) -> tuple[Path, Path]:
     if holds_weights(path / FINAL_CHECKPOINT):
         return path, path / FINAL_CHECKPOINT
     raise CheckpointError(
-        f"{path} holds no checkpoint ({STATE_DIR}/ or model.weights.h5) nor {FINAL_CHECKPOINT}/; pass a run's "
+        f"{path} holds no checkpoint ({STATE_DIR}/) nor {FINAL_CHECKPOINT}/; pass a run's "
         "output directory after training finished, or one of its checkpoint directories"
     )
 

@@ -4,9 +4,8 @@ Keras trap: ``save_weights`` on a LoRA-enabled ``Dense`` writes the *merged* ker
 (``kernel + a @ b * alpha / rank``) and no adapter matrices, and ``load_weights`` assigns that
 merged kernel to the base kernel while leaving the adapters as they are, so a naive resume applies
 the adapters twice. Checkpoints therefore hold base kernels and adapters as separate arrays (Orbax
-state, :mod:`kerastrain.model.sharded_weights`); :func:`kerastrain.model.weights.load_weights_verified`
-zeroes the adapters after loading an older ``.h5`` checkpoint that lacks them; :func:`merge_lora`
-folds adapters into the base kernels for inference.
+state, :mod:`kerastrain.model.sharded_weights`); :func:`merge_lora` folds adapters into the base
+kernels for inference.
 """
 
 from __future__ import annotations

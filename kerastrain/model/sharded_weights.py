@@ -21,8 +21,8 @@ Orbax layout (one ``model`` item keyed ``v00000``...) are read too, from the sam
 
 A LoRA checkpoint read into a model without LoRA (``kerastrain.load``) gets each adapter folded
 into its kernel. Every variable the model has must be found with its shape, or the read fails:
-nothing is restored silently-partially. Checkpoints written before Orbax (``model.weights.h5``)
-go through :mod:`kerastrain.model.weights`; :func:`restore_weights` picks the reader.
+nothing is restored silently-partially. A checkpoint in the format before Orbax
+(``model.weights.h5``), which predates the first release, is refused with a one-line error.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerastrain.errors import CheckpointError
+from kerastrain.errors import CheckpointError, ConfigError
 
 STATE_DIR = "state"  # the Orbax checkpoint inside a kerastrain checkpoint folder
 MODEL_ITEM, RNG_ITEM, OPTIMIZER_ITEM = "model", "rng", "optimizer"
@@ -43,11 +43,25 @@ def has_orbax_state(checkpoint: Path) -> bool:
     return (Path(checkpoint) / STATE_DIR / MODEL_ITEM).is_dir()
 
 
-def holds_weights(folder: Path) -> bool:
-    """Whether ``folder`` is a checkpoint with weights, in either format."""
-    from kerastrain.model.weights import WEIGHTS_FILE
+PRE_RELEASE_WEIGHTS = "model.weights.h5"  # the checkpoint format before Orbax (never released)
+LAST_READER = "b517c8f"  # the last kerastrain commit that reads it
 
-    return has_orbax_state(folder) or (Path(folder) / WEIGHTS_FILE).is_file()
+
+def refuse_pre_release(folder: Path) -> None:
+    """A one-line :class:`ConfigError` when ``folder`` is a checkpoint in the format before Orbax."""
+    folder = Path(folder)
+    if not has_orbax_state(folder) and (folder / PRE_RELEASE_WEIGHTS).is_file():
+        raise ConfigError(
+            f"{folder} holds {PRE_RELEASE_WEIGHTS}, a checkpoint format that predates kerastrain's "
+            f"first release and is no longer read: train again, or resume it for one step with "
+            f"kerastrain at commit {LAST_READER} (which rewrites it as Orbax state/) and use that")
+
+
+def holds_weights(folder: Path) -> bool:
+    """Whether ``folder`` is a checkpoint with weights (one in the format before Orbax is
+    refused)."""
+    refuse_pre_release(folder)
+    return has_orbax_state(folder)
 
 
 def key(index: int) -> str:
@@ -244,19 +258,17 @@ def restore_optimizer_variables(optimizer, checkpoint: Path, state: dict) -> Non
 
 def restore_weights(model, checkpoint: Path, state: dict | None = None, rng: bool = True,
                     grow: bool = False) -> int:
-    """The model's weights (and, with ``rng``, dropout RNG states) from ``checkpoint`` in
-    whichever format it has; ``state`` is its ``state.json`` (read when not given); ``grow``: see
-    :func:`restore_model_variables`."""
+    """The model's weights (and, with ``rng``, dropout RNG states) from ``checkpoint``; ``state``
+    is its ``state.json`` (read when not given); ``grow``: see :func:`restore_model_variables`."""
     import json
 
     checkpoint = Path(checkpoint)
-    if has_orbax_state(checkpoint):
-        if state is None:
-            try:
-                state = json.loads((checkpoint / "state.json").read_text())
-            except (OSError, ValueError) as exc:
-                raise CheckpointError(f"{checkpoint} has no readable state.json ({exc})") from exc
-        return restore_model_variables(model, checkpoint, state, rng=rng, grow=grow)
-    from kerastrain.model.weights import load_legacy_weights
-
-    return load_legacy_weights(model, checkpoint, rng=rng)
+    if not holds_weights(checkpoint):
+        raise CheckpointError(f"{checkpoint} holds no {STATE_DIR}/{MODEL_ITEM}: it is not a complete "
+                              "kerastrain checkpoint; pass another checkpoint directory")
+    if state is None:
+        try:
+            state = json.loads((checkpoint / "state.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{checkpoint} has no readable state.json ({exc})") from exc
+    return restore_model_variables(model, checkpoint, state, rng=rng, grow=grow)

@@ -8,9 +8,6 @@ asynchronously (:mod:`kerastrain.training.sharded_checkpoint`), into a temporary
 sealed with ``manifest.json`` (files, sizes, sha256; written last) and only then renamed into
 place, so a crash while writing never leaves something that looks complete. Every restore is
 verified against the manifest and against the variables the model has.
-
-Checkpoints written before Orbax (``model.weights.h5`` + ``optimizer.npz``) are still read:
-:func:`restore_model` and :func:`restore_optimizer` pick the reader from what the folder holds.
 """
 
 from __future__ import annotations
@@ -23,19 +20,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from kerastrain.errors import CheckpointError
-from kerastrain.model.sharded_weights import (
-    has_orbax_state,
-    restore_optimizer_variables,
-    restore_weights,
-)
+from kerastrain.model.sharded_weights import restore_optimizer_variables, restore_weights
 from kerastrain.storage.durable import fsync_dir, fsync_tree
 from kerastrain.storage.manifest import is_complete, verify, write_manifest
 from kerastrain.training.resolved import RESOLVED_FILE
 
-OPTIMIZER_FILE = "optimizer.npz"  # the optimizer of a checkpoint written before Orbax
 STATE_FILE = "state.json"
 PIPELINE_FILE = "pipeline_state.json.gz"  # the data position before per-process positions
 RUN_CONFIG_FILE = "run_config.json"
@@ -115,22 +105,7 @@ def restore_model(model, path: Path, rng: bool = True, grow: bool = False) -> di
 
 def restore_optimizer(optimizer, path: Path, state: dict) -> None:
     """Load the optimizer's variables from a checkpoint (the optimizer must be built)."""
-    if has_orbax_state(path):
-        restore_optimizer_variables(optimizer, path, state)
-        return
-    expected = state["optimizer"]  # written before Orbax: optimizer.npz, by position
-    if expected["count"] != len(optimizer.variables):
-        raise CheckpointError(
-            f"{path} holds {expected['count']} optimizer variables, the optimizer has "
-            f"{len(optimizer.variables)}: the training configuration differs (e.g. "
-            "--gradient-accumulation-steps or --use-lora); resume with the same options"
-        )
-    with np.load(Path(path) / OPTIMIZER_FILE) as data:
-        for i, var in enumerate(optimizer.variables):
-            value = data[f"{i:05d}"]
-            if tuple(value.shape) != tuple(var.shape):
-                raise CheckpointError(f"optimizer variable {var.path} has another shape in {path}")
-            var.assign(value)
+    restore_optimizer_variables(optimizer, path, state)
 
 
 def list_checkpoints(output_dir: Path) -> list[CheckpointInfo]:

@@ -28,6 +28,7 @@ from kerastrain.training.flops import MfuMeter
 from kerastrain.training.loss_window import LossWindow
 from kerastrain.training.metrics_log import MetricsLog
 from kerastrain.training.optimizer import applied_rates
+from kerastrain.training.progress_display import Display, steady_eta
 from kerastrain.training.sharded_checkpoint import Checkpointer
 from kerastrain.training.steps import initial_state, make_steps, row_sharding, update_counts
 
@@ -192,8 +193,8 @@ class Trainer:
         losses = LossWindow(self._read_loss)
         position = self.train_pipeline.state  # the data position after the latest update
         saved_at = self.step
-        task = progress.add_task("train", total=total, completed=self.step, loss=float("nan"),
-                                 lr=0.0, tps=0.0, mfu=0.0, epoch=position.epoch)
+        self.display = Display(progress, self.run.say, self.step, total)
+        self.display.waiting("reading the first batch")
         self._window = (time.perf_counter(), 0.0)  # (start, data wait so far) of the log window
         # A run of --epochs ends with its data: its updates were counted (run_length).
         reason = "data exhausted" if self.cfg.train.max_steps else "epochs completed"
@@ -207,7 +208,7 @@ class Trainer:
                 losses.add(self.step, loss)
                 self.hooks.on_train_step(run=self.run, step=self.step, logs=self.run.logs)
                 if self.step % self.cfg.output.log_every == 0 or self.step == total:
-                    self._log(*losses.take(), metrics, progress, task, position, batches)
+                    self._log(*losses.take(), metrics, position, batches)
                 if self._periodic(state, metrics, position):
                     saved_at = self.step
                 if self._should_stop():
@@ -294,6 +295,9 @@ class Trainer:
         losses = []
         step = self.step + 1
         logged = step % self.cfg.output.log_every == 0 or step == self.run.total_steps
+        if self.first_step_seconds is None:
+            self.display.waiting("compiling the step")
+            compile_start = time.perf_counter()
         for i, batch in enumerate(micro):
             if logged and i == len(micro) - 1:  # the micro-step that applies the update
                 self._rates = self.read_rates(state[2])
@@ -307,10 +311,10 @@ class Trainer:
             loss.block_until_ready()
             self.first_step_seconds = time.time() - self.process_start
             self._steady_start = (time.perf_counter(), self.step)
+            self.display.first_update(self._steady_start[0] - compile_start)
         return state, loss
 
-    def _log(self, losses: list[float], tokens: list[float], metrics, progress, task, position,
-             batches) -> None:
+    def _log(self, losses: list[float], tokens: list[float], metrics, position, batches) -> None:
         """The log record of the updates since the previous one: mean loss, rate, throughput."""
         now = time.perf_counter()
         start, waited = self._window
@@ -329,14 +333,8 @@ class Trainer:
         logs["mfu"] = self.mfu(logs["tokens_per_sec"])
         metrics.write("train", self.step, logs)
         self.run.logs = logs
-        progress.update(task, completed=self.step, loss=logs["loss"], lr=logs["lr"],
-                        tps=logs["tokens_per_sec"], epoch=logs["epoch"], mfu=100 * logs["mfu"])
-        if progress.disable:
-            self.run.say(
-                f"step {self.step}/{self.run.total_steps} epoch {logs['epoch']} loss "
-                f"{logs['loss']:.4f} lr {logs['lr']:.2e} {logs['tokens_per_sec']:,.0f} tok/s "
-                f"MFU {100 * logs['mfu']:.1f}%"
-            )
+        self.display.logged(self.step, logs,
+                            steady_eta(self.step, self.run.total_steps, self._steady_start, now))
         self._window = (now, batches.wait_seconds)
 
     def _periodic(self, state, metrics, position) -> bool:

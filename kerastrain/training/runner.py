@@ -265,6 +265,8 @@ def run_training(config: RunConfig, console) -> dict:
     hooks.on_train_start(run=run)
     summary: dict = {}
     try:
+        from kerastrain.training.progress_display import make_progress
+
         with make_progress(console) as progress:
             summary = trainer.fit(progress)
         summary["start_step"] = start_step  # the summary line says what this invocation ran
@@ -330,29 +332,3 @@ def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan,
     if groups is not None:
         say(describe_groups(groups))
     return model, optimizer
-
-
-def make_progress(console):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]step"),
-        MofNCompleteColumn(),
-        BarColumn(),
-        TextColumn("epoch {task.fields[epoch]}  loss {task.fields[loss]:.4f}  "
-                   "lr {task.fields[lr]:.2e}  "
-                   "{task.fields[tps]:,.0f} tok/s  MFU {task.fields[mfu]:.1f}%"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-        disable=not console.is_terminal,
-    )

@@ -14,7 +14,7 @@ from kerastrain.data.tokenizer import BPETokenizer, train_byte_level_bpe
 from kerastrain.model.decoder import generate_ids, make_sampler
 from kerastrain.model.gpt import build_model
 from kerastrain.model.loading import load
-from tests.helpers import invoke
+from tests.helpers import invoke, write_checkpoint
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. ",
@@ -40,8 +40,7 @@ def write_run(root, cfg: ModelConfig, seed: int = 0):
     root.mkdir(parents=True, exist_ok=True)
     cfg.save(root / "model_config.json")
     tokenizer.save(root / "tokenizer.json")
-    (root / "final_checkpoint").mkdir()
-    model.save_weights(root / "final_checkpoint" / "model.weights.h5")
+    write_checkpoint(model, root / "final_checkpoint")
     return root
 
 
@@ -202,10 +201,9 @@ def test_a_model_without_a_hugging_face_tokenizer_is_refused(tmp_path):
 
     cfg = ModelConfig(vocab_size=257, seq_len=16, d_model=32, num_layers=1, num_heads=4, d_ff=64)
     run = tmp_path / "run"
-    (run / "final_checkpoint").mkdir(parents=True)
+    write_checkpoint(build_model(cfg), run / "final_checkpoint")
     cfg.save(run / "model_config.json")
     ByteTokenizer().save(run / "tokenizer.json")
-    build_model(cfg).save_weights(run / "final_checkpoint" / "model.weights.h5")
     result = invoke("export", str(run), "--to", str(tmp_path / "out"))
     assert result.exit_code == 2 and "--tokenizer bpe" in result.output
     assert not (tmp_path / "out").exists()

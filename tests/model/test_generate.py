@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import jax
 import keras
 import numpy as np
@@ -15,6 +17,7 @@ from kerastrain.model.causal_lm import GPTCausalLM
 from kerastrain.model.decoder import generate_ids, generate_text, make_sampler
 from kerastrain.model.gpt import build_model
 from kerastrain.model.loading import load
+from tests.helpers import write_checkpoint
 
 BYTES = dict(vocab_size=257, seq_len=32, d_model=32, num_layers=2, num_heads=4, d_ff=64,
              dropout_rate=0.0)
@@ -31,8 +34,7 @@ def output_dir(tmp_path_factory):
         v.assign(np.asarray(v.value) * 8 if len(v.shape) == 2 else v.value)
     cfg.save(root / "model_config.json")
     ByteTokenizer().save(root / "tokenizer.json")
-    (root / "final_checkpoint").mkdir()
-    model.save_weights(root / "final_checkpoint" / "model.weights.h5")
+    write_checkpoint(model, root / "final_checkpoint")
     return root
 
 
@@ -63,13 +65,10 @@ def test_load_restores_the_model_and_tokenizer(output_dir):
 
 
 def test_load_rejects_a_mismatching_config(output_dir, tmp_path):
-    (tmp_path / "final_checkpoint").mkdir()
-    (tmp_path / "final_checkpoint" / "model.weights.h5").write_bytes(
-        (output_dir / "final_checkpoint" / "model.weights.h5").read_bytes()
-    )
+    shutil.copytree(output_dir / "final_checkpoint", tmp_path / "final_checkpoint")
     ModelConfig(**{**BYTES, "num_layers": 3}).save(tmp_path / "model_config.json")
     ByteTokenizer().save(tmp_path / "tokenizer.json")
-    with pytest.raises(CheckpointError, match="weight arrays"):
+    with pytest.raises(CheckpointError, match="different model configuration"):
         load(tmp_path)
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load(tmp_path / "final_checkpoint" / "nowhere")

@@ -10,8 +10,8 @@ from kerastrain.config import ModelConfig
 from kerastrain.errors import CheckpointError
 from kerastrain.model.gpt import apply_lora, apply_precision, build_model, merge_lora
 from kerastrain.model.presets import count_lora_parameters, count_parameters
-from kerastrain.model.weights import load_weights_verified
-from tests.legacy_format import save_legacy_weights
+from kerastrain.model.sharded_weights import restore_weights
+from tests.helpers import write_checkpoint
 
 TINY = dict(vocab_size=64, seq_len=16, d_model=32, num_layers=2, num_heads=4, d_ff=64)
 SWITCHES = {
@@ -135,57 +135,34 @@ def test_lora_trains_only_adapters_and_merges(tmp_path):
     adapted = np.asarray(model(x))
 
     # Exact resume of a LoRA run: base kernels and adapters come back as they were.
-    save_legacy_weights(model, tmp_path / "model.weights.h5")
+    checkpoint = write_checkpoint(model, tmp_path / "checkpoint")
     resumed = build_model(cfg)
     apply_lora(resumed, rank=4)
-    load_weights_verified(resumed, tmp_path / "model.weights.h5")
+    assert restore_weights(resumed, checkpoint) == len(resumed.weights)
     for a, b in zip(model.weights, resumed.weights, strict=True):
         np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value), err_msg=a.path)
 
-    # Merged weights load into a plain model for inference and compute the same function.
+    # Into a plain model for inference, each adapter folds into its kernel: the same function.
     plain = build_model(cfg)
-    load_weights_verified(plain, tmp_path / "model.weights.h5")
+    restore_weights(plain, checkpoint)
     np.testing.assert_allclose(np.asarray(plain(x)), adapted, atol=1e-4)
     assert merge_lora(model) == 2 * 7
     np.testing.assert_allclose(np.asarray(model(x)), adapted, atol=1e-4)
 
 
-def test_lora_load_without_adapter_file_does_not_apply_adapters_twice(tmp_path):
-    cfg = tiny(dropout_rate=0.0)
-    model = build_model(cfg)
-    apply_lora(model, rank=2)
-    for v in model.weights:
-        if "lora_kernel_b" in v.path:
-            v.assign(np.full(v.shape, 0.05, "float32"))
-    x, _ = fixed_batch(cfg)
-    expected = np.asarray(model(x))
-    model.save_weights(tmp_path / "model.weights.h5")  # plain Keras: merged, no adapters
-    other = build_model(cfg)
-    apply_lora(other, rank=2)
-    for v in other.weights:
-        if "lora_kernel_b" in v.path:
-            v.assign(np.full(v.shape, 0.3, "float32"))
-    load_weights_verified(other, tmp_path / "model.weights.h5")
-    np.testing.assert_allclose(np.asarray(other(x)), expected, atol=1e-4)
-
-
-def test_verified_load_round_trip_and_mismatches(tmp_path):
+def test_verified_restore_round_trip_and_mismatches(tmp_path):
     cfg = tiny()
     model = build_model(cfg)
-    path = tmp_path / "model.weights.h5"
-    model.save_weights(path)
+    checkpoint = write_checkpoint(model, tmp_path / "checkpoint")
     fresh = build_model(cfg)
-    assert load_weights_verified(fresh, path) == len(model.weights)
-    for a, b in zip(model.weights, fresh.weights, strict=True):
-        np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value))
-    with pytest.raises(CheckpointError, match="weight arrays"):
-        load_weights_verified(build_model(tiny(num_layers=3)), path)
-    with pytest.raises(CheckpointError, match="weight arrays"):
-        load_weights_verified(build_model(tiny(tie_embeddings=False)), path)
-    with pytest.raises(CheckpointError):
-        load_weights_verified(build_model(tiny(d_model=64)), path)
-    with pytest.raises(CheckpointError, match="does not exist"):
-        load_weights_verified(fresh, tmp_path / "missing.weights.h5")
+    restore_weights(fresh, checkpoint)
+    for a, b in zip(model.variables, fresh.variables, strict=True):  # dropout RNG states too
+        np.testing.assert_array_equal(np.asarray(a.value), np.asarray(b.value), err_msg=a.path)
+    for other in (tiny(num_layers=3), tiny(tie_embeddings=False), tiny(d_model=64)):
+        with pytest.raises(CheckpointError, match="different model configuration"):
+            restore_weights(build_model(other), checkpoint)
+    with pytest.raises(CheckpointError, match="holds no state/model"):
+        restore_weights(fresh, tmp_path / "missing")
 
 
 def test_residual_projections_use_gpt2_scaled_init():

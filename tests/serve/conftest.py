@@ -12,10 +12,11 @@ from tests.cli.test_chat_command import BPE, _chat_file
 from tests.helpers import TINY, invoke
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def chat_run(tmp_path_factory):
     """A tiny chat model trained 2 steps: it has not learnt to stop yet, so its greedy replies
-    run several tokens (what the streaming and stop tests need)."""
+    run several tokens (what the streaming and stop tests need). Trained once for the package's
+    modules in each worker (``--dist loadscope`` keeps a module on one worker)."""
     root = tmp_path_factory.mktemp("serve")
     out = root / "out"
     result = invoke("run", "--output-dir", str(out), *TINY, *BPE, "--max-steps", "2",

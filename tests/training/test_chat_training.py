@@ -1,6 +1,6 @@
 """``kerastrain run`` on chat data: the format is picked from the columns, only assistant turns
-are trained, a kill -9 resume matches the uninterrupted run, and bad input is one line with
-nothing written."""
+are trained, and bad input is one line with nothing written (kill -9 resume:
+test_kill_9_resume.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import TINY, invoke
-from tests.training.test_training import _metrics, resume_after_kill_9
+from tests.training.test_training import _metrics
 
 
 def _chat_file(path: Path, n: int = 120) -> Path:
@@ -21,27 +21,6 @@ def _chat_file(path: Path, n: int = 120) -> Path:
             for i in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
-
-
-@pytest.mark.slow
-def test_chat_kill_9_then_resume_matches_uninterrupted(tmp_path):
-    data = _chat_file(tmp_path / "chat.jsonl")
-    args = [*TINY, "--dataset-id", str(data), "--seq-len", "128", "--dropout-rate", "0.1",
-            "--max-steps", "12", "--save-every", "4", "--log-every", "1", "--eval-every", "1000",
-            "--shuffle-buffer-size", "30", "--gradient-accumulation-steps", "2"]
-    a = tmp_path / "a"
-    done = invoke("run", "--output-dir", str(a), *args)  # in-process where no kill is needed
-    assert done.exit_code == 0, done.output
-    assert "Data format: chat, from the first record's columns" in done.output.replace("\n", " ")
-    train = _metrics(a)
-    assert all(0 < r["trained_tokens"] < 4 * 128 * 2 / 3 for r in train)  # prompts are not trained
-    b = tmp_path / "b"
-    resume_after_kill_9(a, b, args, 5, 8)
-    losses_a = {r["step"]: (r["loss"], r["trained_tokens"]) for r in _metrics(a)}
-    losses_b = {r["step"]: (r["loss"], r["trained_tokens"]) for r in _metrics(b)}
-    for step in range(5, 13):
-        assert losses_a[step][1] == losses_b[step][1], step
-        assert losses_a[step][0] == pytest.approx(losses_b[step][0], rel=1e-6), step
 
 
 def _refused(tmp_path, *args) -> str:

@@ -1,4 +1,4 @@
-"""One checkpoint format for every run, read by plain Orbax; the format before it still resumes.
+"""One checkpoint format for every run, read by plain Orbax; the format before it is refused.
 
 The loading snippet of docs/guides/checkpoints.md
 (``orbax.checkpoint.PyTreeCheckpointer().restore("final_checkpoint/state/model")``) is run as
@@ -9,14 +9,14 @@ of a 2-device FSDP run.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
+from kerastrain.errors import ConfigError
 from tests.helpers import TINY, invoke, kerastrain
-from tests.legacy_format import convert_to_legacy
-from tests.training.test_distribution import SMALL, forced_devices, run_script, train_losses
+from tests.training.test_distribution import SMALL, forced_devices, run_script
 
 SNIPPET = """
     import sys
@@ -64,35 +64,35 @@ def test_plain_orbax_restore_of_final_checkpoint_returns_the_weights_whatever_th
         assert f"EQUAL {state['weights']['count']}" in said
 
 
-def test_a_checkpoint_in_the_format_before_orbax_loads_and_resumes_exactly(tmp_path):
-    args = [*TINY, "--dropout-rate", "0.1", "--max-steps", "8", "--save-every", "4",
-            "--log-every", "1", "--eval-every", "1000", "--shuffle-buffer-size", "50"]
-    uninterrupted = tmp_path / "a"
-    assert invoke("run", *args, "--output-dir", str(uninterrupted)).exit_code == 0
-    old = tmp_path / "old" / "checkpoint_step_4"
-    shutil.copytree(uninterrupted / "checkpoint_step_4", old)
-    convert_to_legacy(old)
-    assert (old / "model.weights.h5").is_file() and not (old / "state").exists()
+def test_a_checkpoint_in_the_format_before_orbax_is_refused_in_one_line(tmp_path):
+    """``model.weights.h5`` + ``optimizer.npz`` (never released): every way in says what to do."""
+    from kerastrain.config import ModelConfig
+    from kerastrain.data.tokenizer import ByteTokenizer
+    from kerastrain.model.gpt import build_model
+    from kerastrain.storage.manifest import write_manifest
 
-    import orbax.checkpoint as ocp
+    run, old = tmp_path / "run", tmp_path / "run" / "final_checkpoint"
+    old.mkdir(parents=True)
+    cfg = ModelConfig(vocab_size=257, seq_len=32, d_model=32, num_layers=2, num_heads=2, d_ff=64)
+    cfg.save(run / "model_config.json")
+    ByteTokenizer().save(run / "tokenizer.json")
+    build_model(cfg).save_weights(old / "model.weights.h5")  # as Keras wrote it
+    np.savez(old / "optimizer.npz")
+    (old / "state.json").write_text(json.dumps({"step": 4, "kind": "final", "optimizer": {}}))
+    write_manifest(old, {"step": 4})
 
     import kerastrain
 
-    model, _ = kerastrain.load(old)
-    saved = ocp.PyTreeCheckpointer().restore(
-        (uninterrupted / "checkpoint_step_4" / "state" / "model").absolute())
-    for var in model.weights:
-        value = saved
-        for part in var.path.split("/"):
-            value = value[part]
-        np.testing.assert_array_equal(np.asarray(var.value), value, err_msg=var.path)
-
-    resumed = tmp_path / "resumed"
-    result = invoke("run", *args, "--output-dir", str(resumed), "--resume-from", str(old))
-    assert result.exit_code == 0, result.output
-    assert "at step 4" in " ".join(result.output.split())
-    expected = train_losses(uninterrupted)[4:]
-    got = train_losses(resumed)
-    assert len(got) == 4
-    np.testing.assert_allclose(got, expected, rtol=1e-6)
-    assert (resumed / "final_checkpoint" / "state" / "model").is_dir()
+    for where in (run, old):
+        with pytest.raises(ConfigError) as refused:
+            kerastrain.load(where)
+        message = str(refused.value.format_message())
+        assert "\n" not in message and "predates kerastrain's first release" in message
+        assert f"{old} holds model.weights.h5" in message
+    said = invoke("generate", str(run), "--prompt", "Hi", "--max-new-tokens", "2")
+    assert said.exit_code == 2 and said.output.count("\n") == 1, said.output
+    assert "predates kerastrain's first release" in said.output
+    resumed = invoke("run", *TINY, "--max-steps", "8", "--output-dir", str(tmp_path / "resumed"),
+                     "--resume-from", str(old))
+    assert resumed.exit_code == 2, resumed.output
+    assert "predates kerastrain's first release" in resumed.output

@@ -1,4 +1,5 @@
-"""The training loop: accumulation, kill -9 resume, non-finite loss, keep-last, plot."""
+"""The training loop: accumulation, non-finite loss, keep-last, plot (kill -9 resume:
+test_kill_9_resume.py)."""
 
 import json
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import TINY, invoke, kerastrain, kill_9_at_step
+from tests.helpers import TINY, invoke
 
 
 def _metrics(out: Path, kind="train") -> list[dict]:
@@ -57,41 +58,6 @@ def test_accumulation_matches_a_large_batch():
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
-
-
-def resume_after_kill_9(a: Path, b: Path, args: list[str], kill_at: int, before: int) -> None:
-    """Run ``args`` in ``b``, kill it with SIGKILL once step ``kill_at`` is logged (and before
-    step ``before``), resume it with the same command, and check that its final weights equal
-    those of the uninterrupted run in ``a``."""
-    killed_at = kill_9_at_step(b, args, kill_at)
-    assert kill_at <= killed_at < before, killed_at
-    resumed = invoke("run", "--output-dir", str(b), *args)
-    assert resumed.exit_code == 0, resumed.output
-    for wa, wb in zip(_weights(a / "final_checkpoint"), _weights(b / "final_checkpoint"),
-                      strict=True):
-        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
-
-@pytest.mark.slow
-def test_kill_9_between_checkpoints_then_resume_matches_uninterrupted(tmp_path):
-    args = [*TINY, "--dropout-rate", "0.1", "--max-steps", "40", "--save-every", "10",
-            "--log-every", "1", "--eval-every", "1000", "--shuffle-buffer-size", "50"]
-    a = tmp_path / "a"
-    assert kerastrain("run", "--output-dir", str(a), *args).returncode == 0
-    b = tmp_path / "b"
-    killed_at = kill_9_at_step(b, args, 24, delay="0.15")
-    assert 24 <= killed_at < 30, killed_at  # between the checkpoints at 20 and 30
-    assert not (b / "checkpoint_step_30").exists() and not (b / "final_checkpoint").exists()
-    resumed = kerastrain("run", "--output-dir", str(b), *args)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "checkpoint_step_20" in resumed.stdout.replace("\n", "")
-    for wa, wb in zip(_weights(a / "final_checkpoint"), _weights(b / "final_checkpoint"),
-                      strict=True):
-        np.testing.assert_allclose(wa, wb, rtol=1e-6, atol=1e-7)
-    losses_a = {r["step"]: r["loss"] for r in _metrics(a)}
-    losses_b = {r["step"]: r["loss"] for r in _metrics(b)}
-    assert sorted(losses_b) == list(range(1, 41))  # steps after the checkpoint logged once
-    for step in range(21, 41):
-        assert losses_a[step] == pytest.approx(losses_b[step], rel=1e-6), step
 
 
 def test_non_finite_loss_names_the_step_and_keeps_the_last_checkpoint(tmp_path, kerastrain_plugin):
