@@ -115,6 +115,7 @@ def invoke(*args: str, input: str | None = None):
 def run_command(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None):
     """``python -m kerastrain ARGS`` in a subprocess (``env`` added to this one's); returns the
     ``subprocess.CompletedProcess`` with its output as text."""
+    import os
     import subprocess
     import sys
 
