@@ -121,11 +121,6 @@ def test_no_import_cycles():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-def test_modules_stay_small():
-    big = {n: len(p.read_text().splitlines()) for n, p in _modules().items()}
-    assert {n: c for n, c in big.items() if c > 420} == {}
-
-
 # The packages whose __init__ selects the JAX backend (kerastrain/__init__.py sets nothing, so that
 # pytest loading kerastrain.testing leaves other projects' backend alone).
 SELECTS_BACKEND = ("kerastrain.model", "kerastrain.training")
