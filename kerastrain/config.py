@@ -183,6 +183,18 @@ class TrainConfig(PluginValues):
                            "token, added to the loss (0: off; PaLM and OLMo use 1e-4)",
                            group="Optimization", check=not_negative)
     seed: int = option(42, "Random seed", group="Training")
+    objective: str = option("sft", "What the run trains: sft (the language-model loss), dpo, "
+                            "simpo, orpo (preference pairs), or a plugin's (see `kerastrain "
+                            "plugins`: objective kinds)", group="Preference tuning")
+    beta: float = option(0.1, "DPO / SimPO / ORPO beta (TRL's default)",
+                         group="Preference tuning", check=positive)
+    gamma: float = option(0.5, "SimPO's target reward margin gamma (TRL's simpo_gamma)",
+                          group="Preference tuning", check=not_negative)
+    label_smoothing: float = option(0.0, "DPO / SimPO label smoothing (conservative DPO), in "
+                                    "[0, 0.5)", group="Preference tuning", check=fraction)
+    preference_from_scratch: bool = option(False, "Allow a preference objective without "
+                                           "--init-from (it prefers nothing learnt)",
+                                           group="Preference tuning")
     init_from: str | None = option(None, "Start from this checkpoint, or a downloaded Hugging Face "
                                    "/ keras-hub model folder (Llama, SmolLM, Mistral, Qwen 2/3, "
                                    "Gemma 2/3, GPT-2): its weights, shape and tokenizer", group="Model")
