@@ -16,7 +16,8 @@ Built-ins, registered through ``register_data_formats`` like a third party's:
   (every one of a multi-turn chat; a completion's only), each with its turn end, or every token
   with ``--train-on-prompt``;
 * ``prompt-completion``: ``prompt`` / ``completion``, or Alpaca's ``instruction`` / ``input`` /
-  ``output``; the completion (and EOS) trained.
+  ``output``; the completion (and EOS) trained;
+* ``preference``: ``chosen`` / ``rejected`` pairs (:mod:`kerastrain.data.preference_format`).
 
 ``--data-format auto`` picks the first format whose columns the first record has
 (:func:`detect_format`).
@@ -360,7 +361,10 @@ def _builtin_formats() -> dict:
 
 @hookimpl
 def register_data_formats(register):
-    for fmt in BUILTIN_FORMATS:
+    # Preference pairs first: their records may hold messages too (UltraFeedback's do).
+    from kerastrain.data.preference_format import PreferenceFormat
+
+    for fmt in (PreferenceFormat(), *BUILTIN_FORMATS):
         register(fmt)
 
 
