@@ -36,6 +36,7 @@ LOAD_ENV = "KERASTRAIN_LOAD_PLUGINS"
 
 DEFAULT_PLUGINS = (
     "kerastrain.data.corpus",
+    "kerastrain.data.preference_format",  # before formats: --data-format auto tries it first
     "kerastrain.data.formats",
     "kerastrain.data.tokenizer",
     "kerastrain.storage.backends",

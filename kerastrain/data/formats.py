@@ -20,7 +20,8 @@ Built-ins, registered through ``register_data_formats`` like a third party's:
 * ``preference``: ``chosen`` / ``rejected`` pairs (:mod:`kerastrain.data.preference_format`).
 
 ``--data-format auto`` picks the first format whose columns the first record has
-(:func:`detect_format`).
+(:func:`detect_format`); the ``preference`` format registers first (its module is
+listed before this one), as its records may hold messages too (UltraFeedback's do).
 """
 
 from __future__ import annotations
@@ -361,10 +362,7 @@ def _builtin_formats() -> dict:
 
 @hookimpl
 def register_data_formats(register):
-    # Preference pairs first: their records may hold messages too (UltraFeedback's do).
-    from kerastrain.data.preference_format import PreferenceFormat
-
-    for fmt in (PreferenceFormat(), *BUILTIN_FORMATS):
+    for fmt in BUILTIN_FORMATS:
         register(fmt)
 
 

@@ -33,6 +33,7 @@ from kerastrain.data.formats import (
     messages_of,
 )
 from kerastrain.errors import DataError
+from kerastrain.hookspecs import hookimpl
 
 
 @dataclass
@@ -156,3 +157,8 @@ class PreferenceFormat:
             out.append(PairExample(Example(list(c_ids), list(c_mask)),
                                    Example(list(r_ids), list(r_mask)), shared))
         return out
+
+
+@hookimpl
+def register_data_formats(register):
+    register(PreferenceFormat())
