@@ -113,6 +113,11 @@ def reference_weights(model, trainable, frozen):
             for n, v in zip(names, trainable, strict=True)]
 
 
+def frozen_reference_weights(model) -> list:
+    """A copy of the model's trainable values (the training step donates the originals)."""
+    return [jnp.array(v.value, copy=True) for v in model.trainable_variables]
+
+
 def side_logps(model, trainable, non_trainable, x, y, segments, chunk=None):
     """(PairLogps, valid pairs, updated non-trainable values) of the model at these values."""
     hidden, kernel, non_trainable = hidden_and_head(model, trainable, non_trainable, x, False,
@@ -196,6 +201,13 @@ def make_pair_eval_step(model, objective, train):
         return jnp.concatenate([sums, metrics])
 
     return eval_step
+
+
+def pair_logs(objective, values: list) -> dict:
+    """The pair metrics of the updates logged (each update's, from its step), averaged."""
+    if not values:
+        return {}
+    return dict(zip(metric_names(objective), np.mean(values, axis=0).tolist(), strict=True))
 
 
 def eval_logs(total: np.ndarray, objective) -> dict | None:

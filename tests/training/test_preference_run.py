@@ -1,0 +1,102 @@
+"""``kerastrain run --objective dpo|simpo|orpo`` end to end on a preference JSONL file: an SFT run,
+then preference tuning from its checkpoint (full weights, and LoRA); the first DPO loss is log 2
+(policy = reference), TRL's metrics are logged, and bad requests are one line."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import TINY, invoke
+from tests.training.test_training import _metrics
+
+
+def preference_file(path: Path, n: int = 60) -> Path:
+    """Sums: the chosen reply is right, the rejected one off by one (or more)."""
+    rows = [{"prompt": f"{i} + {i % 7} =", "chosen": f" {i + i % 7}.",
+             "rejected": f" {i + i % 7 + 1 + i % 3}."} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def sft_file(path: Path, n: int = 60) -> Path:
+    rows = [{"prompt": f"{i} + {i % 7} =", "completion": f" {i + i % 7}."} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sft_checkpoint(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("sft")
+    out = tmp / "sft"
+    done = invoke("run", "--output-dir", str(out), *TINY, "--dropout-rate", "0",
+                  "--dataset-id", str(sft_file(tmp / "sft.jsonl")), "--max-steps", "3")
+    assert done.exit_code == 0, done.output
+    return out / "final_checkpoint"
+
+
+@pytest.mark.parametrize("objective, extra", [
+    ("dpo", []), ("dpo", ["--use-lora", "--lora-rank", "4"]), ("simpo", []), ("orpo", []),
+])
+def test_preference_tuning_from_an_sft_checkpoint(tmp_path, sft_checkpoint, objective, extra):
+    out = tmp_path / objective
+    data = preference_file(tmp_path / "pref.jsonl")
+    done = invoke("run", "--output-dir", str(out), *TINY, "--dropout-rate", "0",
+                  "--dataset-id", str(data), "--objective", objective,
+                  "--init-from", str(sft_checkpoint), "--max-steps", "4", "--log-every", "1",
+                  "--gradient-accumulation-steps", "2", *extra)
+    assert done.exit_code == 0, done.output
+    assert "Data format: preference" in done.output
+    train = _metrics(out)
+    assert [r["step"] for r in train] == [1, 2, 3, 4]
+    for r in train:
+        for name in ("rewards/chosen", "rewards/rejected", "rewards/accuracies",
+                     "rewards/margins", "logps/chosen", "logps/rejected"):
+            assert math.isfinite(r[name]), (name, r)
+        assert 0 <= r["rewards/accuracies"] <= 1
+        assert r["rewards/margins"] == pytest.approx(r["rewards/chosen"] - r["rewards/rejected"],
+                                                     abs=1e-5)
+    if objective == "dpo":  # the first update's policy is the reference
+        assert train[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+        assert train[0]["rewards/chosen"] == pytest.approx(0, abs=1e-6)
+        assert "Reference model: " + ("the base model" if extra else "the starting weights") \
+            in done.output
+        assert train[-1]["loss"] != train[0]["loss"]
+    if objective == "orpo":
+        assert "log_odds_ratio" in train[0]
+    summary = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    assert summary["examples_trained"] > 0 and summary["overlong_dropped"] == 0
+
+
+def _refused(tmp_path, *args) -> str:
+    out = tmp_path / "out"
+    result = invoke("run", "--output-dir", str(out), *TINY, "--max-steps", "2", *args)
+    assert result.exit_code == 2, result.output
+    assert not out.exists() or not any(out.iterdir())  # nothing written
+    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(lines) == 1, result.output
+    return lines[0]
+
+
+def test_a_preference_run_needs_init_from_unless_asked(tmp_path):
+    data = preference_file(tmp_path / "pref.jsonl")
+    line = _refused(tmp_path, "--dataset-id", str(data), "--objective", "dpo")
+    assert "--init-from" in line and "--preference-from-scratch" in line
+    done = invoke("run", "--output-dir", str(tmp_path / "scratch"), *TINY, "--max-steps", "2",
+                  "--dropout-rate", "0", "--dataset-id", str(data), "--objective", "dpo",
+                  "--preference-from-scratch", "--log-every", "1")
+    assert done.exit_code == 0, done.output
+    assert _metrics(tmp_path / "scratch")[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+
+
+def test_objective_and_data_must_agree(tmp_path):
+    pref = preference_file(tmp_path / "pref.jsonl")
+    assert "pass --objective dpo" in _refused(tmp_path, "--dataset-id", str(pref))
+    sft = sft_file(tmp_path / "sft.jsonl")
+    assert "trains on preference pairs" in _refused(
+        tmp_path, "--dataset-id", str(sft), "--objective", "orpo", "--preference-from-scratch")
+    assert "unknown --objective 'kto'" in _refused(tmp_path, "--dataset-id", str(sft),
+                                                   "--objective", "kto")
