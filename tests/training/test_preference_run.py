@@ -47,7 +47,8 @@ def test_preference_tuning_from_an_sft_checkpoint(tmp_path, sft_checkpoint, obje
     done = invoke("run", "--output-dir", str(out), *TINY, "--dropout-rate", "0",
                   "--dataset-id", str(data), "--objective", objective,
                   "--init-from", str(sft_checkpoint), "--max-steps", "4", "--log-every", "1",
-                  "--gradient-accumulation-steps", "2", *extra)
+                  "--gradient-accumulation-steps", "2", "--val-split", "train",
+                  "--max-val-examples", "8", *extra)
     assert done.exit_code == 0, done.output
     assert "Data format: preference" in done.output
     train = _metrics(out)
@@ -67,6 +68,9 @@ def test_preference_tuning_from_an_sft_checkpoint(tmp_path, sft_checkpoint, obje
         assert train[-1]["loss"] != train[0]["loss"]
     if objective == "orpo":
         assert "log_odds_ratio" in train[0]
+    (final,) = _metrics(out, "eval")
+    assert final["val_pairs"] == 8 and math.isfinite(final["val_loss"])
+    assert 0 <= final["val_rewards/accuracies"] <= 1
     summary = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert summary["examples_trained"] > 0 and summary["overlong_dropped"] == 0
 
