@@ -71,6 +71,15 @@ def test_preference_tuning_from_an_sft_checkpoint(tmp_path, sft_checkpoint, obje
     (final,) = _metrics(out, "eval")
     assert final["val_pairs"] == 8 and math.isfinite(final["val_loss"])
     assert 0 <= final["val_rewards/accuracies"] <= 1
+    # `kerastrain eval` scores the run's validation pairs as the run did (DPO: against the
+    # --init-from model loaded beside the checkpoint; LoRA: the checkpoint merged).
+    scored = invoke("eval", str(out), "--json")
+    assert scored.exit_code == 0, scored.output
+    result = json.loads(scored.output)
+    assert result["pairs"] == 8
+    assert result["loss"] == pytest.approx(final["val_loss"], rel=1e-5)
+    for name in ("rewards/chosen", "rewards/accuracies", "logps/rejected"):
+        assert result[name] == pytest.approx(final[f"val_{name}"], rel=1e-4, abs=1e-5), name
     summary = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert summary["examples_trained"] > 0 and summary["overlong_dropped"] == 0
 
