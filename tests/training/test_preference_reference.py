@@ -40,3 +40,18 @@ def test_the_lora_reference_is_the_base_model_alone():
                                    getattr(alone, side)[valid_alone], rtol=1e-6)
         # The adapters do change the policy: the reference is not the policy.
         assert np.abs(getattr(policy, side) - getattr(reference, side))[valid].max() > 1e-3
+
+
+def test_the_planner_counts_the_frozen_reference():
+    from kerastrain.config import RunConfig, TrainConfig
+    from kerastrain.model.presets import count_parameters
+    from kerastrain.training.planner import plan_memory
+
+    lora = CONFIG.replace(use_lora=True, lora_rank=4)
+
+    def weights(objective, model=CONFIG):
+        return plan_memory(RunConfig(model=model, train=TrainConfig(objective=objective))).weights
+
+    assert weights("dpo") - weights("sft") == 4 * count_parameters(CONFIG)
+    assert weights("simpo") == weights("orpo") == weights("sft")  # no reference
+    assert weights("dpo", lora) == weights("sft", lora)  # the base model, adapters off
