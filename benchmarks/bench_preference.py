@@ -1,23 +1,24 @@
 """Preference tuning on a task whose preferences can be checked exactly, packed and not.
 
-The task: ``"a + b ="`` -> ``" c."`` with ``c = a + b``, ``a, b`` drawn at random (held-out
-prompts are pairs never trained on); nothing is written by hand. The SFT data is noisy: half of
-its completions are wrong sums, so the SFT model answers some prompts wrongly. The preference
-pairs prefer the right sum (chosen) to a wrong one (rejected); the wrong ones come in replies of
-uneven lengths (a bare number, or a sentence around it), so pairs differ in length as real ones
-do.
+The task: ``"Say: word"`` -> ``" word."``, the words drawn from the embedded corpus (held-out
+prompts use words never trained on); nothing is written by hand. The SFT data is biased: 60% of
+its completions shout the word (``" WORD."``), so the SFT model's greedy answer is mostly wrong.
+The preference pairs prefer the right answer (chosen) to a shouted one (rejected), the rejected
+replies of uneven lengths (``" WORD."`` or a sentence around it), so pairs differ in length as
+real ones do.
 
 Runs, same model, seed and data, one after another:
 
-* ``sft``: the noisy SFT run preference tuning starts from;
+* ``sft``: the biased SFT run preference tuning starts from;
 * ``dpo``, ``simpo``, ``orpo``: ``--init-from`` the SFT checkpoint, packed (the default);
 * ``dpo --no-packing``: one pair per row, padded (as TRL's batches are), for throughput.
 
 Reported: held-out reward accuracy (``val_rewards/accuracies`` on held-out pairs), exact match of
-greedy answers on held-out prompts before (the SFT model) and after, trained tokens per update,
-positions/s and the share of padding of packed against one-pair-per-row rows.
+greedy answers on held-out prompts before (the SFT model) and after, pairs and trained tokens per
+update, the share of padding, and positions/s (padding included) of packed against
+one-pair-per-row rows.
 
-    uv run python benchmarks/bench_preference.py --sft-steps 300 --steps 100
+    uv run python benchmarks/bench_preference.py --sft-steps 600 --steps 150
 """
 
 from __future__ import annotations
@@ -26,30 +27,29 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
-WRONG = ("{}.", "I think it is {}.", "It is {}, I am sure.", "{}? Or so.")
+WRONG = ("{}.", "I say {}.", "{}! {}! I said {}.", "It is {}, surely.")
 
 
-def problems(n: int, seed: int, exclude: set | None = None) -> list[tuple[int, int]]:
-    rng = random.Random(seed)
-    seen, out = set(exclude or ()), []
-    while len(out) < n:
-        a, b = rng.randint(0, 49), rng.randint(0, 49)
-        if (a, b) not in seen:
-            seen.add((a, b))
-            out.append((a, b))
-    return out
+def corpus_words(count: int) -> list[str]:
+    from kerastrain.data.corpus import load_corpus
+
+    words = Counter(w for _, text in load_corpus()
+                    for w in re.findall(r"\b[a-z]{3,9}\b", text.lower()))
+    return [w for w, _ in words.most_common(count)]
 
 
-def wrong_answer(a: int, b: int, rng: random.Random) -> str:
-    return " " + rng.choice(WRONG).format(a + b + rng.choice((-3, -2, -1, 1, 2, 3)))
+def wrong_answer(word: str, rng: random.Random) -> str:
+    return " " + rng.choice(WRONG).format(*[word.upper()] * 3)
 
 
 def write_data(root: Path, train, held_out) -> tuple[Path, Path]:
@@ -58,14 +58,15 @@ def write_data(root: Path, train, held_out) -> tuple[Path, Path]:
     pref = root / "pref"
     for folder in (sft, pref):
         folder.mkdir()
-    # SFT: half the completions are wrong (the model has something to unlearn).
-    sft_rows = [{"prompt": f"{a} + {b} =", "completion": f" {a + b}." if rng.random() < 0.5
-                 else wrong_answer(a, b, rng)} for a, b in train]
+    # SFT: 60% of the completions shout (the model has something to unlearn).
+    sft_rows = [{"prompt": f"Say: {w}", "completion": f" {w}." if rng.random() < 0.4
+                 else f" {w.upper()}."} for w in train for _ in range(2)]
+    rng.shuffle(sft_rows)
     (sft / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sft_rows))
 
     def pairs(items):
-        return "".join(json.dumps({"prompt": f"{a} + {b} =", "chosen": f" {a + b}.",
-                                   "rejected": wrong_answer(a, b, rng)}) + "\n" for a, b in items)
+        return "".join(json.dumps({"prompt": f"Say: {w}", "chosen": f" {w}.",
+                                   "rejected": wrong_answer(w, rng)}) + "\n" for w in items)
 
     (pref / "train.jsonl").write_text(pairs(train))
     (pref / "validation.jsonl").write_text(pairs(held_out))
@@ -79,10 +80,10 @@ def exact_match(path: Path, held_out) -> float:
     model, tokenizer = load(path)
     sampler = make_sampler(temperature=0)
     right = 0
-    for a, b in held_out:
-        prompt = f"{a} + {b} ="
-        reply = generate_text(model, tokenizer, prompt, max_new_tokens=8, sampler=sampler)
-        right += reply[len(prompt):].strip() == f"{a + b}."
+    for word in held_out:
+        prompt = f"Say: {word}"
+        reply = generate_text(model, tokenizer, prompt, max_new_tokens=12, sampler=sampler)
+        right += reply[len(prompt):].strip() == f"{word}."
     return right / len(held_out)
 
 
@@ -102,17 +103,20 @@ def run(out: Path, args: list[str]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=1500)
+    parser.add_argument("--words", type=int, default=1600)
     parser.add_argument("--held-out", type=int, default=100)
-    parser.add_argument("--sft-steps", type=int, default=300)
-    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--sft-steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--learning-rate", type=float, default=1e-4,
+                        help="Preference tuning's peak learning rate")
     parser.add_argument("--d-model", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=64)
     args = parser.parse_args()
 
-    train = problems(args.train, seed=0)
-    held_out = problems(args.held_out, seed=1, exclude=set(train))
+    words = corpus_words(args.words)
+    random.Random(0).shuffle(words)
+    train, held_out = words[args.held_out:], words[:args.held_out]
     root = Path(tempfile.mkdtemp(prefix="bench_preference_"))
     sft_data, pref_data = write_data(root, train, held_out)
     model = ["--tokenizer", "bytes", "--d-model", str(args.d_model), "--num-layers", "2",
@@ -124,10 +128,10 @@ def main() -> None:
                                 "--warmup-steps", "20", "--max-steps", str(args.sft_steps)])
     start = sft_out / "final_checkpoint"
     before = exact_match(start, held_out)
-    print(f"task: a + b = (a, b < 50); {len(train)} training prompts, {len(held_out)} held out; "
+    print(f"task: Say: word -> word.; {len(train)} training words, {len(held_out)} held out; "
           f"d_model {args.d_model}, 2 layers, batch {args.batch_size} x {args.seq_len}; SFT "
-          f"{args.sft_steps} updates on half-wrong answers ({sft_seconds:.0f} s), then "
-          f"{args.steps} updates of each objective")
+          f"{args.sft_steps} updates, 60% shouted answers ({sft_seconds:.0f} s), then "
+          f"{args.steps} updates of each objective at learning rate {args.learning_rate}")
     variants = {"dpo": ["--objective", "dpo", "--beta", "0.1"],
                 "simpo": ["--objective", "simpo", "--beta", "2", "--gamma", "0.5"],
                 "orpo": ["--objective", "orpo", "--beta", "0.1"],
@@ -136,7 +140,7 @@ def main() -> None:
     for name, extra in variants.items():
         out = root / name.replace(" ", "_")
         seconds = run(out, [*model, "--dataset-id", str(pref_data), "--init-from", str(start),
-                            "--val-split", "validation", "--learning-rate", "1e-3",
+                            "--val-split", "validation", "--learning-rate", str(args.learning_rate),
                             "--warmup-steps", "5", "--max-steps", str(args.steps), *extra])
         log, summary = metrics(out, "train"), metrics(out, "summary")[-1]
         (final,) = metrics(out, "eval")[-1:]

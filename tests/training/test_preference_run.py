@@ -133,3 +133,22 @@ def test_dpo_kill_9_then_resume_matches_uninterrupted(tmp_path, sft_checkpoint):
     losses_b = {r["step"]: r["loss"] for r in _metrics(b)}
     for step in range(4, 9):
         assert losses_b[step] == pytest.approx(losses_a[step], rel=1e-6), step
+
+
+def test_dpo_on_a_2_device_mesh_equals_one_device(tmp_path, sft_checkpoint):
+    """Both the trained weights and the frozen reference sharded over --fsdp 2 (pairs whole in
+    each device's rows): the same losses and rewards as on one device."""
+    from tests.helpers import kerastrain
+
+    data = preference_file(tmp_path / "pref.jsonl")
+    args = [*TINY, "--batch-size", "2", "--dropout-rate", "0", "--dataset-id", str(data),
+            "--objective", "dpo", "--init-from", str(sft_checkpoint), "--max-steps", "3",
+            "--log-every", "1"]
+    one = kerastrain("run", "--output-dir", str(tmp_path / "one"), *args, "--batch-size", "4")
+    assert one.returncode == 0, one.stderr
+    mesh = kerastrain("run", "--output-dir", str(tmp_path / "mesh"), *args, "--fsdp", "2",
+                      env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert mesh.returncode == 0, mesh.stderr
+    for a, b in zip(_metrics(tmp_path / "one"), _metrics(tmp_path / "mesh"), strict=True):
+        for name in ("loss", "rewards/chosen", "rewards/accuracies", "logps/rejected"):
+            assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-6), (name, a["step"])
