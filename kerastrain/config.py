@@ -191,7 +191,9 @@ class TrainConfig(PluginValues):
     gamma: float = option(0.5, "SimPO's target reward margin gamma (TRL's simpo_gamma)",
                           group="Preference tuning", check=not_negative)
     label_smoothing: float = option(0.0, "DPO / SimPO label smoothing (conservative DPO), in "
-                                    "[0, 0.5)", group="Preference tuning", check=fraction)
+                                    "[0, 0.5)", group="Preference tuning",
+                                    check=lambda v: None if 0 <= v < 0.5 else
+                                    f"must be in [0, 0.5), got {v}")
     preference_from_scratch: bool = option(False, "Allow a preference objective without "
                                            "--init-from (it prefers nothing learnt)",
                                            group="Preference tuning")

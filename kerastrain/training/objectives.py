@@ -185,6 +185,9 @@ def check_objective(config, data_plan=None):
         raise ConfigError(f"--objective {objective.name} tunes a trained model's preferences, "
                           "and without --init-from there is none; pass --init-from (an SFT run's "
                           "checkpoint or a model folder), or --preference-from-scratch")
+    if objective.pairs and config.data.train_on_prompt:
+        raise ConfigError(f"--objective {objective.name} compares the replies of a pair, which "
+                          "share their prompt; drop --train-on-prompt")
     fmt = getattr(data_plan, "format", None)
     if fmt is not None and bool(getattr(fmt, "pairs", False)) != bool(objective.pairs):
         if objective.pairs:

@@ -111,6 +111,9 @@ def test_objective_and_data_must_agree(tmp_path):
     sft = sft_file(tmp_path / "sft.jsonl")
     assert "trains on preference pairs" in _refused(
         tmp_path, "--dataset-id", str(sft), "--objective", "orpo", "--preference-from-scratch")
+    assert "drop --train-on-prompt" in _refused(tmp_path, "--dataset-id", str(pref),
+                                                "--objective", "simpo", "--train-on-prompt",
+                                                "--preference-from-scratch")
     assert "unknown --objective 'kto'" in _refused(tmp_path, "--dataset-id", str(sft),
                                                    "--objective", "kto")
 
