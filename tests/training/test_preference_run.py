@@ -155,3 +155,29 @@ def test_dpo_on_a_2_device_mesh_equals_one_device(tmp_path, sft_checkpoint):
     for a, b in zip(_metrics(tmp_path / "one"), _metrics(tmp_path / "mesh"), strict=True):
         for name in ("loss", "rewards/chosen", "rewards/accuracies", "logps/rejected"):
             assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-6), (name, a["step"])
+
+
+def test_a_lora_dpo_run_exports_merged_to_hugging_face(tmp_path):
+    """The tuned model (adapters merged) exported and read back computes what the run's
+    checkpoint computes."""
+    import numpy as np
+
+    from kerastrain.model.loading import load, load_for_inference
+
+    data = preference_file(tmp_path / "pref.jsonl")
+    out = tmp_path / "dpo"
+    args = [*TINY, "--tokenizer", "bpe", "--vocab-size", "300", "--dropout-rate", "0",
+            "--dataset-id", str(data), "--objective", "dpo", "--preference-from-scratch",
+            "--use-lora", "--lora-rank", "4", "--learning-rate", "3e-2", "--max-steps", "3",
+            "--log-every", "1"]
+    done = invoke("run", "--output-dir", str(out), *args)
+    assert done.exit_code == 0, done.output
+    exported = invoke("export", str(out), "--to", str(tmp_path / "hf"))
+    assert exported.exit_code == 0, exported.output
+    model, tokenizer = load(out)
+    again, _, _ = load_for_inference(tmp_path / "hf", seq_len=32)
+    ids = np.asarray([tokenizer.encode_batch(["7 + 3 = 10."])[0]], np.int32)
+    np.testing.assert_allclose(np.asarray(again(ids)), np.asarray(model(ids)), rtol=1e-4,
+                               atol=1e-5)
+    # The adapters moved the policy away from the base model (its DPO loss left log 2).
+    assert abs(_metrics(out)[-1]["loss"] - math.log(2)) > 1e-3
