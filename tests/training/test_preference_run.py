@@ -181,3 +181,28 @@ def test_a_lora_dpo_run_exports_merged_to_hugging_face(tmp_path):
                                atol=1e-5)
     # The adapters moved the policy away from the base model (its DPO loss left log 2).
     assert abs(_metrics(out)[-1]["loss"] - math.log(2)) > 1e-3
+
+
+def test_conversations_sharing_a_prefix_train_through_the_chat_template(tmp_path):
+    """UltraFeedback's form (whole conversations, no prompt column), tokenized by 2 worker
+    processes: rendered with ChatML, replies trained, the first DPO loss log 2."""
+    rows = [{"chosen": [{"role": "user", "content": f"What is {i} plus {i % 5}?"},
+                        {"role": "assistant", "content": f"{i + i % 5}."}],
+             "rejected": [{"role": "user", "content": f"What is {i} plus {i % 5}?"},
+                          {"role": "assistant", "content": f"It is {i + i % 5 + 1}, I think."}]}
+            for i in range(40)]
+    data = tmp_path / "ultrafeedback.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    done = invoke("run", "--output-dir", str(out), *TINY, "--seq-len", "96", "--dropout-rate",
+                  "0", "--dataset-id", str(data), "--objective", "dpo",
+                  "--preference-from-scratch", "--max-steps", "2", "--log-every", "1",
+                  "--data-workers", "2")
+    assert done.exit_code == 0, done.output
+    assert "(chat template: built-in ChatML)" in " ".join(done.output.split())
+    train = _metrics(out)
+    assert train[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    # Each update trains the replies only: far fewer tokens than the rows hold.
+    assert all(0 < r["trained_tokens"] < 4 * 96 / 2 for r in train), train
+    summary = _metrics(out, "summary")[-1]  # the longest pairs were cut to fit, and trained
+    assert summary["overlong_truncated"] > 0 and summary["overlong_dropped"] == 0
