@@ -84,6 +84,12 @@ class PreferenceFormat:
 
         return PairPacker
 
+    def needs_template_for(self, record) -> bool:
+        """Only pairs of message lists render through the chat template (string pairs do not:
+        no template, no chat markers added to the tokenizer)."""
+        return isinstance(record, dict) and any(_is_messages(record.get(k))
+                                                for k in ("prompt", "chosen", "rejected"))
+
     def matches(self, record, context: FormatContext) -> bool:
         return isinstance(record, dict) and ("chosen" in record or "rejected" in record)
 
@@ -126,6 +132,9 @@ class PreferenceFormat:
                        for reply in (chosen, rejected))
 
     def _render(self, prompt, reply, record, context):
+        if context.template is None:  # the first record's pairs were text: no template loaded
+            raise DataError(f"a preference record holds message lists where the first record "
+                            f"held text; give one form per dataset: {describe(record)}")
         messages = messages_of({"prompt": prompt, "completion": reply})
         if not any(m["role"] == "assistant" for m in messages[len(prompt):]):
             raise DataError(f"a preference record's reply has no assistant turn: "

@@ -150,3 +150,12 @@ def test_the_packer_resumes_from_its_state():
     assert len(rows) == len(whole)
     for a, b in zip(rows, whole, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_only_message_pairs_need_the_chat_template():
+    fmt = choose_format("preference", {"chosen": "a", "rejected": "b"}, _context())
+    assert not fmt.needs_template_for({"prompt": "Q", "chosen": "a", "rejected": "b"})
+    assert fmt.needs_template_for({"prompt": [USER], "chosen": [GOOD], "rejected": [BAD]})
+    no_template = FormatContext(tokenizer=ByteTokenizer())
+    with pytest.raises(DataError, match="one form per dataset"):
+        fmt.text({"chosen": [USER, GOOD], "rejected": [USER, BAD]}, no_template)

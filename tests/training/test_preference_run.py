@@ -51,6 +51,7 @@ def test_preference_tuning_from_an_sft_checkpoint(tmp_path, sft_checkpoint, obje
                   "--max-val-examples", "8", *extra)
     assert done.exit_code == 0, done.output
     assert "Data format: preference" in done.output
+    assert "chat template" not in done.output  # string pairs: no template, no chat markers
     train = _metrics(out)
     assert [r["step"] for r in train] == [1, 2, 3, 4]
     for r in train:
