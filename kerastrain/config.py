@@ -168,6 +168,17 @@ class TrainConfig(PluginValues):
     z_loss: float = option(0.0, "Weight of the z-loss, (log of the softmax normaliser)^2 per "
                            "token, added to the loss (0: off; PaLM and OLMo use 1e-4)", check=not_negative)
     seed: int = option(42, "Random seed")
+    objective: str = option("sft", "What the run trains: sft (the language-model loss), dpo, "
+                            "simpo, orpo (preference pairs), or a plugin's (see `kerastrain "
+                            "plugins`: objective kinds)")
+    beta: float = option(0.1, "DPO / SimPO / ORPO beta (TRL's default)", check=positive)
+    gamma: float = option(0.5, "SimPO's target reward margin gamma (TRL's simpo_gamma)", check=not_negative)
+    label_smoothing: float = option(0.0, "DPO / SimPO label smoothing (conservative DPO), in "
+                                    "[0, 0.5)",
+                                    check=lambda v: None if 0 <= v < 0.5 else
+                                    f"must be in [0, 0.5), got {v}")
+    preference_from_scratch: bool = option(False, "Allow a preference objective without "
+                                           "--init-from (it prefers nothing learnt)")
     init_from: str | None = option(None, "Start from this checkpoint, or a downloaded Hugging Face "
                                    "/ keras-hub model folder (Llama, SmolLM, Mistral, Qwen 2/3, "
                                    "Gemma 2/3, GPT-2): its weights, shape and tokenizer")

@@ -79,6 +79,13 @@ def register_lr_schedules(register):
 
 
 @hookspec
+def register_objectives(register):
+    """Register training objectives: ``register(objective)`` with a
+    :class:`kerastrain.training.objectives.Objective` (``--objective NAME`` selects it): the
+    language-model loss, or a loss on the summed log-probs of chosen / rejected pairs."""
+
+
+@hookspec
 def register_run_options(register):
     """Add options to ``kerastrain run`` (as pytest's ``pytest_addoption``):
     ``register(name, section=..., help=..., default=None, type=str, secret=False,

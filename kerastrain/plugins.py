@@ -36,6 +36,7 @@ LOAD_ENV = "KERASTRAIN_LOAD_PLUGINS"
 
 DEFAULT_PLUGINS = (
     "kerastrain.data.corpus",
+    "kerastrain.data.preference_format",  # before formats: --data-format auto tries it first
     "kerastrain.data.formats",
     "kerastrain.data.tokenizer",
     "kerastrain.storage.backends",
@@ -48,6 +49,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.training.tracking",
     "kerastrain.training.optimizer",
     "kerastrain.training.schedules",
+    "kerastrain.training.objectives",
     "kerastrain.cli.storage_commands",
     "kerastrain.cli.export_command",
     "kerastrain.cli.chat_command",
@@ -157,6 +159,11 @@ def _check_tokenizer(obj, *args, plugin: str, **kwargs) -> None:
     check_members("tokenizer", obj, TOKENIZER_MEMBERS, plugin)
 
 
+def _check_objective(obj, *args, plugin: str, **kwargs) -> None:
+    check_members("objective", obj, ("name", "description", "pairs", "reference", "metric_names",
+                                     "pair_loss"), plugin)
+
+
 def _check_backend(obj, *args, plugin: str, **kwargs) -> None:
     check_backend(obj, plugin)
 
@@ -194,6 +201,12 @@ def storage_backends(problems: list[dict] | None = None) -> dict[str, Registered
 def trackers(problems: list[dict] | None = None) -> dict[str, Registered]:
     """Experiment trackers (``--tracker NAME``), in registration order."""
     return _collect("register_trackers", "tracker", lambda t: t.name, None, problems)
+
+
+def objectives(problems: list[dict] | None = None) -> dict[str, Registered]:
+    """Training objectives (``--objective NAME``), in registration order."""
+    return _collect("register_objectives", "objective", lambda o: o.name, _check_objective,
+                    problems)
 
 
 def optimizers(problems: list[dict] | None = None) -> dict[str, Registered]:
@@ -251,6 +264,7 @@ def plugin_report() -> list[dict]:
         ("tracker", trackers(problems)),
         ("optimizer", optimizers(problems)),
         ("schedule", lr_schedules(problems)),
+        ("objective", objectives(problems)),
         ("option", run_option_declarations(problems)),
     ):
         for reg in parts.values():

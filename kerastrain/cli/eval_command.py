@@ -80,10 +80,12 @@ def score(checkpoint, max_examples, as_json, tasks, num_fewshot, seq_len, **opti
     # One row per figure: narrow terminals fold long paths instead of cropping numbers.
     table = Table("", "", show_header=False)
     table.columns[1].overflow = "fold"
+    figures = [("perplexity", f"{result['perplexity']:.2f}"), ("tokens", f"{result['tokens']:,}")
+               ] if "tokens" in result else [("pairs", f"{result['pairs']:,}")] + [
+        (k, f"{v:.4f}") for k, v in result.items() if "/" in k or k.startswith("log_odds")]
     for name, value in (("checkpoint", result["checkpoint"]), ("data", result["dataset"]),
                         ("split", result["split"]), ("loss", f"{result['loss']:.4f}"),
-                        ("perplexity", f"{result['perplexity']:.2f}"),
-                        ("tokens", f"{result['tokens']:,}")):
+                        *figures):
         table.add_row(name, value)
     console.print(table)
 

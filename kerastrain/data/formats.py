@@ -16,10 +16,12 @@ Built-ins, registered through ``register_data_formats`` like a third party's:
   (every one of a multi-turn chat; a completion's only), each with its turn end, or every token
   with ``--train-on-prompt``;
 * ``prompt-completion``: ``prompt`` / ``completion``, or Alpaca's ``instruction`` / ``input`` /
-  ``output``; the completion (and EOS) trained.
+  ``output``; the completion (and EOS) trained;
+* ``preference``: ``chosen`` / ``rejected`` pairs (:mod:`kerastrain.data.preference_format`).
 
 ``--data-format auto`` picks the first format whose columns the first record has
-(:func:`detect_format`).
+(:func:`detect_format`); the ``preference`` format registers first (its module is
+listed before this one), as its records may hold messages too (UltraFeedback's do).
 """
 
 from __future__ import annotations

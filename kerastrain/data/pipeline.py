@@ -263,8 +263,9 @@ class StreamingTextPipeline:
         """Examples packed into rows with segment ids (:mod:`kerastrain.data.packing`), through
         the same row shuffle as plain-text windows."""
         state = self.state
-        packer = RowPacker(self.seq_len, self.overlong, self.tokenizer.eos_id, state.packer,
-                           several=self.packing)
+        # A format may bring its own packer (preference pairs: both sides in one row).
+        packer = getattr(self.data_format, "packer", RowPacker)(
+            self.seq_len, self.overlong, self.tokenizer.eos_id, state.packer, several=self.packing)
         rows = [np.asarray(r, dtype=np.int32) for r in state.rows]
         shuffler = self._shuffler((META + 1) * self.seq_len)
         while self.epochs is None or state.epoch < self.epochs:

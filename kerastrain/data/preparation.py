@@ -86,7 +86,8 @@ def plan_data(config: RunConfig, train: Documents, model_folder: str | None = No
     first = next(iter(train.iter_from(0)), None)
     context = FormatContext(text_column=d.text_column, train_on_prompt=d.train_on_prompt)
     fmt = choose_format(d.data_format, first, context)
-    if fmt.needs_template:
+    # A format may need its template only for some records (preference pairs: message lists).
+    if getattr(fmt, "needs_template_for", lambda record: fmt.needs_template)(first):
         template = load_chat_template(d.chat_template, model_folder,
                                       template_kwargs(d.chat_template_kwargs))
         context = dataclasses.replace(context, template=template)
@@ -100,7 +101,7 @@ def plan_data(config: RunConfig, train: Documents, model_folder: str | None = No
         for record in itertools.islice(train.iter_from(0), CHECKED_RECORDS):
             fmt.text(record, context)
     if d.data_format == "auto" and not isinstance(first, str):  # strings: nothing to pick from
-        what = f" (chat template: {context.template.origin})" if fmt.needs_template else ""
+        what = f" (chat template: {context.template.origin})" if context.template else ""
         say(f"Data format: {fmt.name}, from the first record's columns{what}")
     return plan
 

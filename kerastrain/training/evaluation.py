@@ -116,6 +116,14 @@ def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
     seq_len = read_model_config(*_find(checkpoint)).seq_len
     pipeline = validation_pipeline(config, seq_len, documents, tokenizer, plan)
 
+    from kerastrain.training.objectives import choose_objective
+
+    objective = choose_objective(config.train.objective)
+    if objective.pairs:  # preference pairs: the objective's loss and TRL's metrics
+        return {"checkpoint": str(checkpoint), "dataset": ", ".join(config.data.dataset_id),
+                "split": split or config.data.val_split or "validation", "seq_len": seq_len,
+                **score_pairs(config, objective, model, pipeline, seq_len, progress)}
+
     # The in-run validation's very loss: output projection and cross-entropy in chunks, so eval
     # never holds the whole batch's logits (training's memory, not more).
     def score(trainable, non_trainable, x, y, segments):
@@ -147,3 +155,42 @@ def evaluate_checkpoint(request: EvalRequest, progress=None) -> dict:
         "batches": batches,
         "seq_len": seq_len,
     }
+
+
+def score_pairs(config: RunConfig, objective, model, pipeline, seq_len: int, progress=None
+                ) -> dict:
+    """A preference run's checkpoint on preference pairs: its objective's loss and TRL's metrics,
+    as its validation scored them. DPO's reference is the run's ``--init-from`` model, loaded
+    beside it (a LoRA run's checkpoint is loaded merged, so its base is that model too)."""
+    import jax
+
+    from kerastrain.training.preference_loss import eval_logs, make_pair_eval_step
+
+    frozen = None
+    if objective.reference:
+        if not config.train.init_from:
+            raise ConfigError(f"--objective {objective.name} scores against the model the run "
+                              "started from, and the run had no --init-from")
+        from kerastrain.model.loading import load_for_inference
+
+        reference = load_for_inference(config.train.init_from, seq_len)[0]
+        frozen = [v.value for v in reference.trainable_variables]
+        if [tuple(v.shape) for v in frozen] != [tuple(v.shape) for v in
+                                                 model.trainable_variables]:
+            raise ConfigError(f"the run's --init-from {config.train.init_from} no longer has "
+                              "the checkpoint's shape; it cannot be the reference")
+    step = jax.jit(make_pair_eval_step(model, objective, config.train))
+    trainable = [v.value for v in model.trainable_variables]
+    non_trainable = [v.value for v in model.non_trainable_variables]
+    total, batches = 0, 0
+    for batch in pipeline:
+        total = total + jax.device_get(step(trainable, non_trainable, batch.inputs, batch.labels,
+                                            batch.segments, frozen))
+        batches += 1
+        if progress is not None:
+            progress(int(total[0]))
+    logs = eval_logs(total, objective) if batches else None
+    if logs is None:
+        raise ConfigError("the split gave no preference pair to score; pass more data or "
+                          "another --split")
+    return {k.removeprefix("val_"): v for k, v in logs.items()} | {"batches": batches}

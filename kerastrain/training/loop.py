@@ -28,6 +28,7 @@ from kerastrain.training.flops import MfuMeter
 from kerastrain.training.loss_window import LossWindow
 from kerastrain.training.metrics_log import MetricsLog
 from kerastrain.training.optimizer import applied_rates
+from kerastrain.training.preference_loss import eval_logs, pair_logs
 from kerastrain.training.progress_display import Display, steady_eta
 from kerastrain.training.sharded_checkpoint import Checkpointer
 from kerastrain.training.steps import initial_state, make_steps, row_sharding, update_counts
@@ -88,7 +89,7 @@ class Trainer:
 
     def __init__(self, run: TrainingRun, model, optimizer, schedule, train_pipeline,
                  val_pipeline_factory, hooks, start_step: int = 0, best_val: float | None = None,
-                 mesh_plan=None):
+                 mesh_plan=None, objective=None, frozen=None):
         self.run = run
         self.cfg = run.config
         self.model = model
@@ -106,8 +107,12 @@ class Trainer:
         # In a multi-process run only process 0 writes metrics and checkpoints.
         self.primary = mesh_plan is None or mesh_plan.process_index == 0
         self.segmented = bool(getattr(train_pipeline, "packed", False))  # packed rows
-        self.train_step, self.eval_step = make_steps(model, optimizer, mesh_plan, self.segmented,
-                                                     z_loss=self.cfg.train.z_loss)
+        # A preference objective (--objective dpo...): pair steps, counts and metrics.
+        self.objective, self.pairs = objective, bool(getattr(objective, "pairs", False))
+        self._pair_values: list = []  # each update's pair metrics since the last log line
+        self.train_step, self.eval_step = make_steps(
+            model, optimizer, mesh_plan, self.segmented, z_loss=self.cfg.train.z_loss,
+            objective=objective, train=self.cfg.train, frozen=frozen)
         # The rates the optimizer applies, read from its own state before the update that uses
         # them (logged; never a recomputed schedule).
         self.read_rates = jax.jit(lambda opt_vars: applied_rates(optimizer, opt_vars))
@@ -147,13 +152,12 @@ class Trainer:
         trainable, non_trainable, _ = state
         total, count = 0.0, 0
         for batch in self.val_pipeline_factory():
-            s, n = self.eval_step(trainable, non_trainable, batch.inputs, batch.labels,
-                                  batch.segments)
-            total += float(s)
-            count += int(n)
-        if count == 0:
-            return None
-        loss = total / count
+            out = np.asarray(self.eval_step(trainable, non_trainable, batch.inputs, batch.labels,
+                                            batch.segments))
+            total, count = total + out, count + (1 if self.pairs else int(out[1]))
+        if count == 0 or self.pairs:  # pairs: the objective's loss and TRL's metrics
+            return eval_logs(total, self.objective) if count else None
+        loss = float(total[0]) / count
         return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_tokens": count}
 
     def save(self, state, name: str, kind: str, pipeline_state: PipelineState | None) -> Path:
@@ -291,7 +295,7 @@ class Trainer:
         applies on the last); returns the new state and ``[loss, trained tokens]`` of the update:
         the mean over every trained token of its micro-batches (``make_steps``), a device array
         read later, so the device never waits for the host."""
-        counts = update_counts(micro)
+        counts = update_counts(micro, self.pairs)
         losses = []
         step = self.step + 1
         logged = step % self.cfg.output.log_every == 0 or step == self.run.total_steps
@@ -331,6 +335,8 @@ class Trainer:
             **position.source_logs(),  # a mixture's tokens from each dataset
         }
         logs["mfu"] = self.mfu(logs["tokens_per_sec"])
+        logs.update(pair_logs(self.objective, self._pair_values))  # rewards/chosen...
+        self._pair_values = []
         metrics.write("train", self.step, logs)
         self.run.logs = logs
         self.display.logged(self.step, logs,
@@ -389,7 +395,10 @@ class Trainer:
     def _read_loss(self, pending) -> float:
         """The loss of a finished step as a float; a non-finite one stops the run."""
         step, loss = pending
-        value, tokens = (float(v) for v in np.asarray(loss))
+        values = np.asarray(loss)
+        value, tokens = float(values[0]), float(values[1])
+        if self.pairs:
+            self._pair_values.append(values[2:])
         if not math.isfinite(value):
             raise NonFiniteLoss(
                 f"the loss became {value} at step {step}; training stopped and the last good "

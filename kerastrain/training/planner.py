@@ -87,10 +87,15 @@ def plan_memory(cfg: RunConfig, batch_size: int | None = None) -> MemoryPlan:
     total_params = params + (trainable if model.use_lora else 0)
     per_device = batch_size if batch_size is not None else cfg.train.batch_size
     accumulate = cfg.train.gradient_accumulation_steps > 1
+    frozen = 0  # DPO's reference without LoRA: the starting weights, a frozen float32 copy
+    if cfg.train.objective != "sft" and not model.use_lora:
+        from kerastrain.training.objectives import choose_objective
+
+        frozen = 4 * params if choose_objective(cfg.train.objective).reference else 0
     return MemoryPlan(
         parameters=total_params,
         trainable_parameters=trainable,
-        weights=4 * total_params,  # float32 variables, also under mixed_bfloat16
+        weights=4 * total_params + frozen,  # float32 variables, also under mixed_bfloat16
         optimizer=8 * trainable,  # AdamW m and v in float32
         gradients=4 * trainable,
         accumulator=4 * trainable if accumulate else 0,

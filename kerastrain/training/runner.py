@@ -165,6 +165,9 @@ def run_training(config: RunConfig, console) -> dict:
     data = open_data(config, model_folder, say)  # bad records fail here, in one line
     train_docs, val_docs, plan = data.train, data.val, data.plan
     say(f"Data: {data.what}")
+    from kerastrain.training.objectives import check_objective
+
+    objective = check_objective(config, data.plan)  # pairs need preference data, --init-from
     resume = find_resume_point(config, output_dir, say)
     previous = checkpoint_request(resume)
     if resume is not None and config.train.init_from:
@@ -217,11 +220,20 @@ def run_training(config: RunConfig, console) -> dict:
                        pretrained=pretrained.architecture.name if pretrained else None)
 
     # -- model, optimizer, restored state -------------------------------------------------------
-    initial = None  # --init-from's weights, unless the run resumes
-    if resume is None and config.train.init_from:
+    # --init-from's weights, unless the run resumes; DPO's frozen reference needs them anyway.
+    frozen_reference = objective.reference and not config.model.use_lora
+    initial = None
+    if config.train.init_from and (resume is None or frozen_reference):
         initial = pretrained if pretrained is not None else Path(config.train.init_from)
     model, optimizer = _build_model_and_optimizer(config, resolved, schedule, mesh_plan, initial,
                                                   say)
+    frozen = None
+    if objective.reference:  # before a resume restores the trained weights
+        from kerastrain.training.preference_loss import frozen_reference_weights
+
+        frozen = frozen_reference_weights(model) if frozen_reference else None
+        say("Reference model: " + ("the base model, adapters off in the same step (LoRA)"
+                                   if frozen is None else "the starting weights, held frozen"))
     from kerastrain.data.pipeline import PipelineState
 
     start_step, best_val, pipeline_state = 0, None, PipelineState()
@@ -261,7 +273,8 @@ def run_training(config: RunConfig, console) -> dict:
     if mesh_plan:
         say(mesh_plan.describe(model_config.seq_len, config.train.gradient_accumulation_steps))
     trainer = Trainer(run, model, optimizer, schedule, train_pipeline, val_batches, hooks,
-                      start_step=start_step, best_val=best_val, mesh_plan=mesh_plan)
+                      start_step=start_step, best_val=best_val, mesh_plan=mesh_plan,
+                      objective=objective, frozen=frozen)
     hooks.on_train_start(run=run)
     summary: dict = {}
     try:

@@ -26,7 +26,8 @@ def initial_state(model, optimizer) -> tuple:
     )
 
 
-def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False, z_loss: float = 0.0):
+def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False, z_loss: float = 0.0,
+               objective=None, train=None, frozen=None):
     """Jitted (train_step, eval_step) over explicit state tuples.
 
     ``train_step(state, x, y, counts[, segments])`` returns ``([loss part, trained tokens],
@@ -43,7 +44,14 @@ def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False, z_loss
     array in the sharding it was created with and takes the batch split over the mesh's batch
     axes: XLA's SPMD partitioner does the rest. ``z_loss``: ``--z-loss`` (the train loss then
     includes it; evaluation scores cross-entropy alone).
+
+    A preference ``objective`` (``objective.pairs``; ``train``: its settings, the run's
+    TrainConfig) takes the steps of :mod:`kerastrain.training.preference_loss` instead: ``counts``
+    per row are then :func:`~kerastrain.training.preference_loss.pair_counts`, ``frozen`` the
+    reference weights of full fine-tuning (None: LoRA's base model, or no reference).
     """
+    if objective is not None and objective.pairs:
+        return _pair_steps(model, optimizer, mesh_plan, objective, train, frozen)
     scale = optimizer.gradient_accumulation_steps or 1
 
     def loss_fn(trainable, non_trainable, x, y, counts, segments):
@@ -79,14 +87,41 @@ def make_steps(model, optimizer, mesh_plan=None, segmented: bool = False, z_loss
     return jax.jit(train_step, donate_argnums=0), jax.jit(eval_step)
 
 
+def _pair_steps(model, optimizer, mesh_plan, objective, train, frozen):
+    """Jitted pair steps taking the loop's arguments; ``frozen`` is bound here."""
+    from kerastrain.training.preference_loss import make_pair_eval_step, make_pair_train_step
+
+    train_step = make_pair_train_step(model, optimizer, objective, train)
+    eval_step = make_pair_eval_step(model, objective, train)
+    if mesh_plan is not None:
+        shardings = mesh_plan.state_shardings(initial_state(model, optimizer))
+        batch = mesh_plan.batch_sharding
+        inputs = (shardings, batch, batch, row_sharding(mesh_plan), batch,
+                  None if frozen is None else shardings[0])
+        jitted = jax.jit(train_step, donate_argnums=0, in_shardings=inputs,
+                         out_shardings=(mesh_plan.replicated, shardings))
+    else:
+        jitted = jax.jit(train_step, donate_argnums=0)
+    jitted_eval = jax.jit(eval_step)
+    return (lambda state, x, y, counts, segments: jitted(state, x, y, counts, segments, frozen),
+            lambda trainable, non_trainable, x, y, segments=None: jitted_eval(
+                trainable, non_trainable, x, y, segments, frozen))
+
+
 def row_sharding(mesh_plan):
     """The batch's sharding for a per-row vector (``counts``): rows split as the batch's are."""
     batch = mesh_plan.batch_sharding
     return jax.sharding.NamedSharding(batch.mesh, jax.sharding.PartitionSpec(batch.spec[0]))
 
 
-def update_counts(micro: list):
-    """Per row, the trained labels of the update's micro-batches added up (``counts`` above)."""
+def update_counts(micro: list, pairs: bool = False):
+    """Per row, the trained labels of the update's micro-batches added up (``counts`` above);
+    ``pairs``: a preference objective's counts (pairs, chosen tokens, trained tokens)."""
     import numpy as np
+
+    if pairs:
+        from kerastrain.training.preference_loss import pair_counts
+
+        return pair_counts(micro)
 
     return sum((np.asarray(b.labels) >= 0).sum(axis=1, dtype=np.int32) for b in micro)
