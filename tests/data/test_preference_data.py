@@ -8,8 +8,15 @@ import pytest
 
 from kerastrain.data.chat_template import CHATML, ChatTemplate
 from kerastrain.data.formats import Example, FormatContext, choose_format
-from kerastrain.data.packing import INPUTS, LABELS, META, META_DROPPED, META_EXAMPLES, \
-    META_TRUNCATED, SEGMENTS
+from kerastrain.data.packing import (
+    INPUTS,
+    LABELS,
+    META,
+    META_DROPPED,
+    META_EXAMPLES,
+    META_TRUNCATED,
+    SEGMENTS,
+)
 from kerastrain.data.preference_format import PairExample, shared_prefix
 from kerastrain.data.preference_packing import PairPacker
 from kerastrain.data.tokenizer import ByteTokenizer
