@@ -207,3 +207,28 @@ def test_conversations_sharing_a_prefix_train_through_the_chat_template(tmp_path
     assert all(0 < r["trained_tokens"] < 4 * 96 / 2 for r in train), train
     summary = _metrics(out, "summary")[-1]  # the longest pairs were cut to fit, and trained
     assert summary["overlong_truncated"] > 0 and summary["overlong_dropped"] == 0
+
+
+def test_dpo_with_muon_on_2_processes_trains_every_pair_of_its_epoch(tmp_path, sft_checkpoint):
+    """Two processes (2 CPU devices each) share 37 pairs, each counting its own share's batches:
+    the run's first loss is log 2 (policy = reference in every process), its length is the
+    largest share's, and the summary counts all 37 pairs once, summed over the processes."""
+    from tests.helpers import kerastrain
+    from tests.training.test_epochs import _resolved
+    from tests.training.test_mixture_training import _summary
+
+    data = preference_file(tmp_path / "pref.jsonl", 37)
+    out = tmp_path / "dpo"
+    done = kerastrain("launch", "--num-processes", "2", "--devices-per-process", "2", "--",
+                      "run", "--output-dir", str(out), *TINY, "--batch-size", "1",
+                      "--dropout-rate", "0", "--dataset-id", str(data), "--objective", "dpo",
+                      "--init-from", str(sft_checkpoint), "--epochs", "1", "--log-every", "1",
+                      "--eval-every", "1000", "--optimizer", "muon", env={"COLUMNS": "1000"},
+                      timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = _summary(out)
+    assert summary["first_loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert summary["reason"] == "epochs completed"
+    assert summary["steps"] == _resolved(out)["total_steps"]
+    assert summary["examples_trained"] == 37
+    assert (summary["overlong_truncated"], summary["overlong_dropped"]) == (0, 0)
