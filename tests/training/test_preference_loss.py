@@ -170,8 +170,8 @@ def test_dpo_starts_at_log_2_with_the_hand_computed_gradient():
     hand = [jnp.zeros_like(w) for w in weights]
     for prompt, chosen, rejected in pairs:
         for reply, sign in ((chosen, 1.0), (rejected, -1.0)):
-            g = jax.grad(lambda t, r=reply: _seq_logps(model, t, state[1],
-                                                       [_side(prompt, r)])[0][0])(weights)
+            g = jax.grad(lambda t, p=prompt, r=reply: _seq_logps(model, t, state[1],
+                                                                 [_side(p, r)])[0][0])(weights)
             hand = [h - sign * beta / 4 * gi for h, gi in zip(hand, g, strict=True)]
     for g, h in zip(grads, hand, strict=True):
         _assert_close(g, h)
