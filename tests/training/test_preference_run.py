@@ -207,6 +207,19 @@ def test_conversations_sharing_a_prefix_train_through_the_chat_template(tmp_path
     assert all(0 < r["trained_tokens"] < 4 * 96 / 2 for r in train), train
     summary = _metrics(out, "summary")[-1]  # the longest pairs were cut to fit, and trained
     assert summary["overlong_truncated"] > 0 and summary["overlong_dropped"] == 0
+    # `kerastrain chat` on the tuned model: the greedy decode of the rendered prompt, cut at the
+    # template's turn end, as the same conversation in this process gives it.
+    from kerastrain.model.chat import Conversation
+    from kerastrain.model.decoder import make_sampler
+    from kerastrain.model.loading import chat_template_of, load
+
+    model, tokenizer = load(out)
+    conversation = Conversation(model, tokenizer, chat_template_of(out / "final_checkpoint"),
+                                make_sampler(temperature=0), max_new_tokens=12)
+    expected = "".join(conversation.reply("What is 3 plus 3?"))
+    said = invoke("chat", str(out), "--temperature", "0", "--max-new-tokens", "12",
+                  input="What is 3 plus 3?\n/exit\n")
+    assert said.exit_code == 0 and said.stdout == expected + "\n", said.output
 
 
 def test_dpo_with_muon_on_2_processes_trains_every_pair_of_its_epoch(tmp_path, sft_checkpoint):
