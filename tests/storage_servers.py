@@ -201,12 +201,21 @@ def azurite_binary() -> Path:
     if not shutil.which("node") or not shutil.which("npm"):
         pytest.skip("Azurite needs node and npm, which are not installed")
     AZURITE_DIR.mkdir(parents=True, exist_ok=True)
-    done = subprocess.run(
-        ["npm", "install", "--prefix", str(AZURITE_DIR), "azurite", "--no-audit", "--no-fund"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    import fcntl
+
+    # One install at a time: two xdist workers installing into one folder make npm fail with
+    # ENOTEMPTY (seen in a fresh clone's CI). The second waits, then finds the binary.
+    with open(AZURITE_DIR / ".install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if binary.exists():
+            return binary
+        done = subprocess.run(
+            ["npm", "install", "--prefix", str(AZURITE_DIR), "azurite", "--no-audit",
+             "--no-fund"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     if done.returncode != 0 or not binary.exists():
         pytest.fail(f"npm install azurite failed: {done.stderr.strip()[-500:]}")
     return binary

@@ -1,7 +1,7 @@
 """kill -9 then the same command: the resumed run equals the uninterrupted one, whatever the data.
 
 One test over its cases (plain text between checkpoints, chat data with gradient accumulation, a
-weighted mixture of datasets): the uninterrupted run ``a``, the same command in ``b`` killed with
+weighted mixture of datasets, DPO on preference pairs from an SFT checkpoint): the uninterrupted run ``a``, the same command in ``b`` killed with
 SIGKILL between two checkpoints and run again, then ``b``'s final weights equal ``a``'s, every step
 is logged once, and every step's record equals ``a``'s (loss, and each case's token counts).
 """
@@ -45,6 +45,26 @@ def _mixture_reports_its_shares(said: str, a: Path, b: Path) -> None:
     assert _summary(b)["mixture_shares"] == shares
 
 
+def _dpo(tmp: Path) -> list[str]:
+    """DPO from a 3-step SFT run: the resumed run's reference is still the --init-from model
+    (reloaded, not the resumed weights)."""
+    from tests.training.test_preference_run import preference_file, sft_file
+
+    sft = tmp / "sft"
+    done = invoke("run", "--output-dir", str(sft), *TINY, "--dropout-rate", "0",
+                  "--dataset-id", str(sft_file(tmp / "sft.jsonl")), "--max-steps", "3")
+    assert done.exit_code == 0, done.output
+    return [*TINY, "--dropout-rate", "0", "--dataset-id", str(preference_file(tmp / "pref.jsonl")),
+            "--objective", "dpo", "--init-from", str(sft / "final_checkpoint"), "--max-steps",
+            "8", "--save-every", "3", "--shuffle-buffer-size", "20", *SAVES]
+
+
+def _dpo_starts_at_log_2(said: str, a: Path, b: Path) -> None:
+    import math
+
+    assert _metrics(a)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # policy = reference
+
+
 @dataclass
 class Case:
     args: Callable[[Path], list[str]]  # the run's options, given the test's folder
@@ -72,6 +92,9 @@ CASES = {
                      "--window-shuffle-size", "0", *SAVES],
         kill_at=5, before=8, same=("tokens_from_web", "tokens_from_chat", "trained_tokens"),
         check=_mixture_reports_its_shares),
+    "dpo": Case(_dpo, kill_at=4, before=6,
+                same=("rewards/chosen", "rewards/accuracies", "logps/rejected"),
+                check=_dpo_starts_at_log_2),
 }
 
 

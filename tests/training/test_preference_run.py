@@ -119,26 +119,6 @@ def test_objective_and_data_must_agree(tmp_path):
                                                    "--objective", "kto")
 
 
-@pytest.mark.slow
-def test_dpo_kill_9_then_resume_matches_uninterrupted(tmp_path, sft_checkpoint):
-    """The resumed run's reference is still the --init-from model (reloaded, not the resumed
-    weights): its final weights equal the uninterrupted run's."""
-    from tests.training.test_training import resume_after_kill_9
-
-    data = preference_file(tmp_path / "pref.jsonl")
-    args = [*TINY, "--dropout-rate", "0", "--dataset-id", str(data), "--objective", "dpo",
-            "--init-from", str(sft_checkpoint), "--max-steps", "8", "--save-every", "3",
-            "--log-every", "1", "--shuffle-buffer-size", "20"]
-    a = tmp_path / "a"
-    assert invoke("run", "--output-dir", str(a), *args).exit_code == 0
-    b = tmp_path / "b"
-    resume_after_kill_9(a, b, args, 4, 6)
-    losses_a = {r["step"]: r["loss"] for r in _metrics(a)}
-    losses_b = {r["step"]: r["loss"] for r in _metrics(b)}
-    for step in range(4, 9):
-        assert losses_b[step] == pytest.approx(losses_a[step], rel=1e-6), step
-
-
 def test_dpo_on_a_2_device_mesh_equals_one_device(tmp_path, sft_checkpoint):
     """Both the trained weights and the frozen reference sharded over --fsdp 2 (pairs whole in
     each device's rows): the same losses and rewards as on one device."""
