@@ -161,7 +161,8 @@ def _check_tokenizer(obj, *args, plugin: str, **kwargs) -> None:
 
 def _check_objective(obj, *args, plugin: str, **kwargs) -> None:
     check_members("objective", obj, ("name", "description", "pairs", "reference", "metric_names",
-                                     "pair_loss"), plugin)
+                                     *(("pair_loss",) if getattr(obj, "pairs", False) else ())),
+                  plugin)
 
 
 def _check_backend(obj, *args, plugin: str, **kwargs) -> None:

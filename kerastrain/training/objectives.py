@@ -76,7 +76,7 @@ class Objective(Protocol):
     metric_names: tuple[str, ...]  # the keys of PairLoss.metrics, in a fixed order
 
     def pair_loss(self, policy: PairLogps, reference: PairLogps | None, train) -> PairLoss:
-        """The loss of each pair (jax arrays in, jax arrays out; ``train``: the run's
+        """(Objectives with ``pairs`` only.) The loss of each pair (jax arrays in, jax arrays out; ``train``: the run's
         :class:`kerastrain.config.TrainConfig`)."""
         ...
 
@@ -93,10 +93,7 @@ class LanguageModelObjective:
     description = "Next-token cross-entropy over the trained tokens (pretraining, SFT)"
     pairs = False
     reference = False
-    metric_names = ()
-
-    def pair_loss(self, policy, reference, train):
-        raise NotImplementedError("sft trains tokens, not pairs")
+    metric_names = ()  # trains tokens, not pairs: no pair_loss (the loss is the model's own)
 
 
 class DpoObjective:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
 
+from kerastrain.serve.harness import BackgroundServer
 from tests.cli.test_chat_command import BPE, _chat_file
 from tests.helpers import TINY, invoke
 
@@ -25,26 +22,15 @@ def chat_run(tmp_path_factory):
     return out
 
 
-class RunningServer:
-    def __init__(self, app) -> None:
-        import uvicorn
+class RunningServer(BackgroundServer):
+    """``kerastrain eval --task``'s server on a free port, started now; ``stop()`` ends it."""
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                    log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            assert time.time() < deadline, "the server did not start"
-            time.sleep(0.05)
+    def __init__(self, app) -> None:
+        super().__init__(app)
+        self.__enter__()
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
+        self.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import TINY, invoke
+from tests.training.test_chat_training import _refused
 from tests.training.test_training import _metrics
 
 
@@ -83,16 +84,6 @@ def test_preference_tuning_from_an_sft_checkpoint(tmp_path, sft_checkpoint, obje
         assert result[name] == pytest.approx(final[f"val_{name}"], rel=1e-4, abs=1e-5), name
     summary = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()][-1]
     assert summary["examples_trained"] > 0 and summary["overlong_dropped"] == 0
-
-
-def _refused(tmp_path, *args) -> str:
-    out = tmp_path / "out"
-    result = invoke("run", "--output-dir", str(out), *TINY, "--max-steps", "2", *args)
-    assert result.exit_code == 2, result.output
-    assert not out.exists() or not any(out.iterdir())  # nothing written
-    lines = [line for line in result.output.splitlines() if line.startswith("Error:")]
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def test_a_preference_run_needs_init_from_unless_asked(tmp_path):
