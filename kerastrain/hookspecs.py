@@ -47,8 +47,8 @@ def register_presets(register):
 
 @hookspec
 def register_architectures(register):
-    """Register model architectures: ``register(architecture)`` with a
-    :class:`kerastrain.model.architectures.Architecture` (export and ``--init-from`` formats)."""
+    """Register model families: ``register(family)`` with a
+    :class:`kerastrain.model.families.Family` entry (export and ``--init-from`` formats)."""
 
 
 @hookspec

@@ -41,7 +41,7 @@ DEFAULT_PLUGINS = (
     "kerastrain.data.tokenizer",
     "kerastrain.storage.backends",
     "kerastrain.model.presets",
-    "kerastrain.model.architectures",
+    "kerastrain.model.families",
     "kerastrain.storage.cloud_sync",
     "kerastrain.cli.model_commands",
     "kerastrain.cli.eval_command",

@@ -1,12 +1,11 @@
 """``kerastrain export``: a trained model as a Hugging Face folder or a keras-hub preset.
 
-The GPT is first copied, exactly, into the keras-hub backbone of the architecture that holds it
-(:mod:`kerastrain.model.keras_hub_mapping`: Llama 3 for RMSNorm + SwiGLU + RoPE, GPT-2 for
-LayerNorm + GELU + learned positions); keras-hub then writes the format: its
-``export_to_transformers`` for ``hf`` (``config.json`` + ``model.safetensors``), its
-``save_to_preset`` for ``keras-hub``. We add what keras-hub cannot know: our tokenizer (our
-``tokenizer.json`` already is a Hugging Face fast tokenizer), its EOS id in the configs, and
-``generation_config.json``. LoRA checkpoints hold merged kernels, so they export merged.
+The first family of the table (:mod:`kerastrain.model.families`) that holds the model's options
+writes it as a Hugging Face folder by name (:mod:`kerastrain.model.hf_weights`: ``config.json``
+and ``model.safetensors``, LoRA merged); we add our tokenizer (our ``tokenizer.json`` already is
+a Hugging Face fast tokenizer), its EOS id and ``generation_config.json``. The keras-hub preset
+format is keras-hub's reading of that folder (its own converter, given what it drops) saved with
+its ``save_to_preset``, for the families whose entry names keras-hub as a target.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from kerastrain.errors import ConfigError
 from kerastrain.model.hub import require_keras_hub
 
 FORMATS = ("hf", "keras-hub")
-HF_ARCHITECTURES = {"llama3": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}
 
 
 def _prepare_target(target: Path, overwrite: bool) -> None:
@@ -71,21 +69,9 @@ def write_hf_tokenizer(tokenizer, target: Path, seq_len: int, template=None) -> 
     (target / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")
 
 
-def _patch_hf_config(target: Path, architecture: str, cfg, eos_id: int,
-                     stop_ids: tuple[int, ...] = ()) -> None:
-    """keras-hub's exporter writes GPT-2's ids (50256) and activation; set ours. ``stop_ids``:
-    the ids that end a chat model's turn (generation stops at any of them)."""
-    path = target / "config.json"
-    config = json.loads(path.read_text())
-    config.update(bos_token_id=eos_id, eos_token_id=eos_id, torch_dtype="float32")
-    if architecture in HF_ARCHITECTURES:
-        config["architectures"] = [HF_ARCHITECTURES[architecture]]
-    if architecture == "gpt2":
-        # transformers' "gelu" is the exact (erf) GELU, "gelu_new" the tanh one; keras-hub's GPT-2
-        # always computes the tanh one, so only gelu_tanh models re-import into keras-hub exactly.
-        config["activation_function"] = "gelu_new" if cfg.activation == "gelu_tanh" else "gelu"
-        config["n_inner"] = cfg.d_ff
-    path.write_text(json.dumps(config, indent=2) + "\n")
+def _write_generation_config(target: Path, cfg, eos_id: int, stop_ids: tuple[int, ...] = ()) -> None:
+    """``generation_config.json``; ``stop_ids``: the ids that end a chat model's turn (generation
+    stops at any of them)."""
     stops = [eos_id, *(i for i in stop_ids if i != eos_id)]
     generation = {"bos_token_id": eos_id, "eos_token_id": stops if len(stops) > 1 else eos_id,
                   "pad_token_id": eos_id,
@@ -93,7 +79,7 @@ def _patch_hf_config(target: Path, architecture: str, cfg, eos_id: int,
     (target / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
 
 
-def _causal_lm(backbone, preprocessor=None):
+def causal_lm(backbone, preprocessor=None):
     """keras-hub's causal-LM task for ``backbone`` (the subclass whose ``backbone_cls`` it is)."""
     keras_hub = require_keras_hub("kerastrain export")
 
@@ -136,13 +122,33 @@ def _record_tied_embeddings(target: Path, tied: bool) -> None:
         path.write_text(json.dumps(config, indent=4) + "\n")
 
 
+def _keras_hub_backbone(model, family, kwargs: dict):
+    """keras-hub's backbone read from the model's Hugging Face folder, in float32."""
+    import tempfile
+
+    import keras
+
+    from kerastrain.model.hf_weights import write_hf
+
+    keras_hub = require_keras_hub("kerastrain export")
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        with tempfile.TemporaryDirectory(prefix="kerastrain-export-") as folder:
+            write_hf(model, family, Path(folder))
+            return keras_hub.models.Backbone.from_preset(folder, dtype="float32", **kwargs)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
 def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
                  overwrite: bool = False) -> dict:
     """Export the model in ``source`` (an output or checkpoint directory) to ``target``.
 
-    Returns a summary: format, architecture, files written.
+    Returns a summary: format, architecture (the family), files written.
     """
-    from kerastrain.model.architectures import export_architecture
+    from kerastrain.model.families import export_family
+    from kerastrain.model.hf_weights import write_hf
     from kerastrain.model.loading import chat_template_of, load
 
     if fmt not in FORMATS:
@@ -150,32 +156,24 @@ def export_model(source: str | Path, target: str | Path, fmt: str = "hf",
     model, tokenizer = load(source)
     template = chat_template_of(source)
     stops = template.turn_end_ids(tokenizer) if template is not None else ()
-    architecture = export_architecture(model.config)  # refuse before anything is written
+    family = export_family(model.config)  # refuse before anything is written
     _hf_tokenizer(tokenizer)
-    preprocessor = None
-    if fmt == "keras-hub":
-        preprocessor = keras_hub_preprocessor(tokenizer, model.config.seq_len)
     target = Path(target)
-    if architecture.to_keras_hub is None:  # read and written as Hugging Face folders only
-        if fmt != "hf":
-            raise ConfigError(f"this model is a {architecture.name}, which kerastrain exports "
-                              "with --format hf only")
+    if fmt == "keras-hub":
+        if family.keras_hub is None:
+            raise ConfigError(f"this model is a {family.name}, which kerastrain exports with "
+                              "--format hf only")
+        kwargs = family.keras_hub(model.config)
+        preprocessor = keras_hub_preprocessor(tokenizer, model.config.seq_len)
+        backbone = _keras_hub_backbone(model, family, kwargs)
         _prepare_target(target, overwrite)
-        architecture.write_hf(model, target, tokenizer.eos_id)
-        _patch_hf_config(target, architecture.name, model.config, tokenizer.eos_id, stops)
-        write_hf_tokenizer(tokenizer, target, model.config.seq_len, template)
-        return {"format": fmt, "architecture": architecture.name, "to": str(target),
-                "files": sorted(p.name for p in target.iterdir())}
-    _prepare_target(target, overwrite)
-    backbone = architecture.to_keras_hub(model)
-    architecture = architecture.name
-    if fmt == "hf":
-        _causal_lm(backbone).export_to_transformers(str(target))
-        _patch_hf_config(target, architecture, model.config, tokenizer.eos_id, stops)
-        write_hf_tokenizer(tokenizer, target, model.config.seq_len, template)
-    else:
-        _causal_lm(backbone, preprocessor).save_to_preset(str(target))
-        if architecture == "llama3":
+        causal_lm(backbone, preprocessor).save_to_preset(str(target))
+        if getattr(backbone, "tie_word_embeddings", None) is not None:
             _record_tied_embeddings(target, backbone.tie_word_embeddings)
-    return {"format": fmt, "architecture": architecture, "to": str(target),
+    else:
+        _prepare_target(target, overwrite)
+        write_hf(model, family, target, tokenizer.eos_id)
+        _write_generation_config(target, model.config, tokenizer.eos_id, stops)
+        write_hf_tokenizer(tokenizer, target, model.config.seq_len, template)
+    return {"format": fmt, "architecture": family.name, "to": str(target),
             "files": sorted(p.name for p in target.iterdir())}

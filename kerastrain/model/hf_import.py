@@ -1,18 +1,21 @@
 """``--init-from`` a downloaded model folder: Hugging Face (``config.json`` + safetensors) or a
 keras-hub preset. No network: a hub id is refused with the command that downloads it.
 
-keras-hub reads the folder (``keras_hub.models.Backbone.from_preset``: its transformers
-converters for Hugging Face folders); the registered :class:`~kerastrain.model.architectures.Architecture`
-of that family gives the GPT configuration that holds the backbone exactly and copies its weights
-in. The tokenizer is the folder's ``tokenizer.json`` (a Hugging Face fast tokenizer; for a
-keras-hub preset, its byte-level BPE converted to one), written to the run's tokenizer path so that
-checkpoints, ``generate`` and ``export`` use it.
+A Hugging Face folder is read by its family's entry in the table
+(:mod:`kerastrain.model.families`, through :mod:`kerastrain.model.hf_weights`): its ``model_type``
+picks the entry, which gives the GPT configuration holding the model exactly and copies its
+weights in by name. A keras-hub preset is first written as a Hugging Face folder by keras-hub's own
+exporter (its format, its code), then read the same way. The tokenizer is the folder's
+``tokenizer.json`` (a Hugging Face fast tokenizer; for a keras-hub preset, its byte-level BPE
+converted to one), written to the run's tokenizer path so that checkpoints, ``generate`` and
+``export`` use it.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,20 +30,20 @@ _TRAINING_FIELDS = ("seq_len", "dropout_rate", "use_lora", "lora_rank", "mixed_p
 
 @dataclass
 class PretrainedModel:
-    """A loaded folder: its architecture, keras-hub backbone and the GPT configuration holding it."""
+    """A folder read: its family's entry and the GPT configuration holding the model."""
 
     path: Path
-    architecture: object
-    backbone: object
+    architecture: object  # its kerastrain.model.families.Family
     config: ModelConfig
     tokenizer_json: str  # a Hugging Face fast tokenizer, as JSON text
+    hf_folder: Path | None = None  # where the weights are read (a keras-hub preset's conversion)
+    _converted: object = None  # keeps that conversion's temporary folder alive
 
     def load_into(self, model) -> None:
         """Copy the folder's weights into ``model`` (built from :attr:`config`)."""
-        if self.backbone is None:  # a family read straight from the folder (hf_families)
-            self.architecture.load_hf_weights(model, self.path)
-        else:
-            self.architecture.load_weights(model, self.backbone)
+        from kerastrain.model.hf_weights import load_hf_weights
+
+        load_hf_weights(model, self.hf_folder or self.path, self.architecture)
 
 
 def is_pretrained_folder(source: str) -> bool:
@@ -77,47 +80,13 @@ def _keras_hub_tokenizer_json(path: Path) -> str:
     return tok.to_str()
 
 
-def _model_type(path: Path) -> str | None:
-    try:
-        config = json.loads((path / "config.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"cannot read {path / 'config.json'}: {exc}") from exc
-    if "model_type" in config:
-        return config["model_type"]
-    return None  # a keras-hub preset: its config names a backbone class instead
-
-
-def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
-    """Read the folder ``source`` into a keras-hub backbone; checks come before the heavy load."""
-    from kerastrain.model.architectures import importing_architecture
-
-    path = Path(source)
-    if not path.is_dir():
-        raise ConfigError(
-            f"--init-from {source}: no such folder; kerastrain does not download models. Fetch it "
-            f"first (`huggingface-cli download {source.removeprefix('hf://')} --local-dir DIR`) "
-            "and pass --init-from DIR"
-        )
-    model_type = _model_type(path)
-    architecture, hf_config = None, None
-    if model_type is not None:
-        from kerastrain.model.hf_families import check_folder
-
-        hf_config = check_folder(path)  # custom code and pickled weights are refused
-        architecture = importing_architecture(model_type=model_type)  # an unsupported family too
-    if not (path / "tokenizer.json").is_file():
-        raise ConfigError(f"{path} has no tokenizer.json (a Hugging Face fast tokenizer); "
-                          "kerastrain needs the model's own tokenizer to fine-tune it")
-    if model_type is None:  # a keras-hub preset
-        tokenizer_json = _keras_hub_tokenizer_json(path)
-    else:
-        tokenizer_json = (path / "tokenizer.json").read_text(encoding="utf-8")
-    if architecture is not None and architecture.from_hf_config is not None:
-        config = architecture.from_hf_config(hf_config, seq_len)
-        return PretrainedModel(path, architecture, None, config, tokenizer_json)
+def _preset_as_hf_folder(path: Path) -> tempfile.TemporaryDirectory:
+    """A keras-hub preset written as a Hugging Face folder by keras-hub's exporter."""
     import keras
-    keras_hub = require_keras_hub("--init-from a model folder")
 
+    from kerastrain.model.export_hf import causal_lm
+
+    keras_hub = require_keras_hub("--init-from a keras-hub preset")
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
@@ -128,17 +97,55 @@ def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
                               "download it again") from exc
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    architecture = importing_architecture(backbone=backbone)
-    config = architecture.from_keras_hub(backbone, seq_len)
-    if model_type is not None and "rms_norm_eps" in hf_config:
-        # keras-hub 0.32's Llama converter drops rms_norm_eps (its backbone keeps 1e-6), but
-        # Llama 3 and SmolLM 2 use 1e-5: take the folder's own.
-        config = config.replace(norm_epsilon=float(hf_config["rms_norm_eps"]))
-    head_dim = (hf_config or {}).get("head_dim")
-    if head_dim is not None and head_dim != config.d_model // config.num_heads:
-        raise ConfigError(f"this {architecture.name} model's head size {head_dim} is not hidden "
-                          "size / heads, which its keras-hub reader cannot hold")
-    return PretrainedModel(path, architecture, backbone, config, tokenizer_json)
+    folder = tempfile.TemporaryDirectory(prefix="kerastrain-preset-")
+    causal_lm(backbone).export_to_transformers(folder.name)
+    return folder
+
+
+def _check_safetensors(path: Path) -> None:
+    """Open every safetensors file's header now: a truncated download fails before training."""
+    from safetensors import safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="numpy") as handle:
+                handle.keys()
+        except Exception as exc:
+            raise CheckpointError(f"cannot load the model in {path} ({file.name}: "
+                                  f"{type(exc).__name__}: {exc}); download it again") from exc
+
+
+def open_pretrained(source: str, seq_len: int) -> PretrainedModel:
+    """Read the folder ``source``'s configuration; its weights load in :meth:`load_into`."""
+    from kerastrain.model.families import importing_family
+    from kerastrain.model.hf_weights import check_folder, config_from_hf
+
+    path = Path(source)
+    if not path.is_dir():
+        raise ConfigError(
+            f"--init-from {source}: no such folder; kerastrain does not download models. Fetch it "
+            f"first (`huggingface-cli download {source.removeprefix('hf://')} --local-dir DIR`) "
+            "and pass --init-from DIR"
+        )
+    config = check_folder(path)  # custom code and pickled weights are refused
+    preset = "model_type" not in config  # a keras-hub preset names a backbone class instead
+    if not preset:
+        importing_family(config["model_type"])  # an unsupported family: one line, first
+    if not (path / "tokenizer.json").is_file():
+        raise ConfigError(f"{path} has no tokenizer.json (a Hugging Face fast tokenizer); "
+                          "kerastrain needs the model's own tokenizer to fine-tune it")
+    converted, folder = None, path
+    if preset:
+        tokenizer_json = _keras_hub_tokenizer_json(path)
+        converted = _preset_as_hf_folder(path)
+        folder = Path(converted.name)
+        config = json.loads((folder / "config.json").read_text())
+    else:
+        tokenizer_json = (path / "tokenizer.json").read_text(encoding="utf-8")
+        _check_safetensors(path)
+    family = importing_family(config.get("model_type"))
+    return PretrainedModel(path, family, config_from_hf(family, config, seq_len), tokenizer_json,
+                           folder, converted)
 
 
 def adopt_pretrained(config: RunConfig, target: Path, say) -> PretrainedModel:

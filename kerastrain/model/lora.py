@@ -13,8 +13,11 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-# The projection layers that take adapters, by their layer name inside a block.
-LORA_TARGETS = ("query", "key", "value", "output", "gate", "up", "down")
+from kerastrain.model.families import PROJECTIONS
+
+# The projection layers that take adapters, by their layer name inside a block: the layers the
+# family table maps every family's projections onto (``q_proj``, ``c_attn``, ``gate_up_proj``...).
+LORA_TARGETS = tuple(PROJECTIONS)
 
 
 def lora_layers(model: keras.Model, enabled: bool = False) -> list[keras.layers.Layer]:

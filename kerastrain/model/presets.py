@@ -48,9 +48,9 @@ def normalize_fields(data: dict) -> dict:
         if key in known:
             fields[key] = value
     if data.get("architecture"):  # a named architecture's switches, under the preset's own keys
-        from kerastrain.model.architectures import available_architectures
+        from kerastrain.model.families import available_families
 
-        found = available_architectures()
+        found = available_families()
         if data["architecture"] not in found:
             raise ConfigError(f"the preset names architecture {data['architecture']!r}; "
                               f"installed: {', '.join(found)}")
