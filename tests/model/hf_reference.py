@@ -1,5 +1,6 @@
 """Tiny random Hugging Face folders of Qwen 2, Qwen 3, Gemma 2 and Gemma 3 (text), and a float64
-numpy forward written from transformers' modeling files (``modeling_qwen2/qwen3/gemma2/gemma3``):
+numpy forward written from transformers' modeling files (``modeling_llama/mistral/qwen2/qwen3/
+gemma2/gemma3``):
 the reference our import and export are held to. It reads only ``config.json`` and the
 safetensors, so it shares no code with kerastrain."""
 
@@ -126,10 +127,11 @@ def reference_logits(folder: Path, ids: np.ndarray) -> np.ndarray:
     eps, heads, kv_heads = c["rms_norm_eps"], c["num_attention_heads"], c["num_key_value_heads"]
     hd = c.get("head_dim") or c["hidden_size"] // heads
     layers = c["num_hidden_layers"]
-    types = c.get("layer_types") or [
+    types = c.get("layer_types") or [  # Mistral: every layer within its window, if it has one
         "sliding_attention" if gemma and (i + 1) % (2 if kind == "gemma2" else
                                                    c.get("sliding_window_pattern", 6))
-        else "full_attention" for i in range(layers)]
+        or kind == "mistral" and c.get("sliding_window") else "full_attention"
+        for i in range(layers)]
     x = w["model.embed_tokens.weight"][ids]
     if gemma:
         x = x * np.sqrt(c["hidden_size"])

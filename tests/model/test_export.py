@@ -156,9 +156,9 @@ def test_keras_hub_preset_loads_as_a_causal_lm_and_generates(tmp_path):
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        (dict(use_swiglu=False), "llama3 cannot because of --no-swiglu"),
-        (dict(use_rope=False, use_rmsnorm=False, use_swiglu=False, d_ff=64),
-         "--d-ff 64 (GPT-2 needs 4 x d_model = 128)"),
+        (dict(use_swiglu=False), "llama3 cannot because of use_swiglu=False (llama3 has True)"),
+        (dict(use_rope=False, use_rmsnorm=False, use_swiglu=False, activation="relu"),
+         "gpt2 cannot because of activation='relu'"),
     ],
 )
 def test_a_model_no_format_holds_is_a_one_line_error(tmp_path, fields, message):

@@ -36,8 +36,11 @@ def torch_and_transformers():
 @pytest.mark.torch
 @pytest.mark.parametrize(("cfg", "hf_class"), [
     (LLAMA, "LlamaForCausalLM"), (GPT2, "GPT2LMHeadModel"),
-    (LLAMA.replace(qk_norm=True), "Qwen3ForCausalLM"),  # written by kerastrain, not keras-hub
-], ids=["llama", "gpt2", "qwen3"])
+    (LLAMA.replace(qk_norm=True), "Qwen3ForCausalLM"),
+    # GPT-2 with the exact GELU, without biases (written as zeros) and d_ff != 4 x d_model
+    (GPT2.replace(d_ff=48, activation="gelu"), "GPT2LMHeadModel"),
+    (LLAMA.replace(sliding_window=8, num_kv_heads=2), "MistralForCausalLM"),  # 32 tokens > 8
+], ids=["llama", "gpt2", "qwen3", "gpt2-exact-gelu", "mistral"])
 def test_an_export_verifies_against_transformers(torch_and_transformers, tmp_path, cfg, hf_class):
     run = write_run(tmp_path / "run", cfg)
     result = invoke("export", str(run), "--to", str(tmp_path / "hf"), "--verify")

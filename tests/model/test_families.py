@@ -12,6 +12,7 @@ import pytest
 from kerastrain.model.decoder import generate_ids, make_sampler
 from kerastrain.model.gpt import build_model
 from kerastrain.model.hf_import import open_pretrained
+from kerastrain.model.hf_weights import write_hf
 from kerastrain.model.loading import load
 from kerastrain.model.lora import apply_lora, lora_layers
 from kerastrain.model.presets import count_lora_parameters, count_parameters
@@ -63,7 +64,7 @@ def test_a_family_folder_imports_generates_and_exports_with_transformers_logits(
 
     out = tmp_path / "exported"
     out.mkdir()
-    pretrained.architecture.write_hf(ours, out, 0)
+    write_hf(ours, pretrained.architecture, out, 0)
     (out / "tokenizer.json").write_bytes((folder / "tokenizer.json").read_bytes())
     exported = json.loads((out / "config.json").read_text())
     assert exported["model_type"] == CONFIGS[family]["model_type"]

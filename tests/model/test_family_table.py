@@ -128,7 +128,8 @@ def _phi3_folder(tmp_path):
 
     llama = write_folder(tmp_path / "llama", "smollm2")
     config = json.loads((llama / "config.json").read_text())
-    config.update(model_type="phi3", architectures=["Phi3ForCausalLM"], partial_rotary_factor=1.0)
+    config.update(model_type="phi3", architectures=["Phi3ForCausalLM"], partial_rotary_factor=1.0,
+                  pad_token_id=0, bos_token_id=0, eos_token_id=0)  # ids within the tiny vocabulary
     tensors = load_file(str(llama / "model.safetensors"))
     for i in range(config["num_hidden_layers"]):
         p = f"model.layers.{i}."
