@@ -59,7 +59,7 @@ class ModelConfig:
     rope_theta: float = 10000.0
     rope_scaling: dict | None = None  # factor, low_freq_factor, high_freq_factor, original_max_position_embeddings
     norm_epsilon: float | None = None
-    # The pretrained families' switches (kerastrain.model.architectures); defaults: a Llama.
+    # The pretrained families' switches (kerastrain.model.families); defaults: a Llama.
     head_dim: int | None = _model(None, "Head size", shown_default="d_model / num_heads",
                                   check=at_least(1))
     qkv_bias: bool = _model(False, "Biases on query, key and value (Qwen 2)")

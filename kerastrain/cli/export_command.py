@@ -24,8 +24,9 @@ from kerastrain.hookspecs import hookimpl
 def export_command(source, target, fmt, overwrite, verify):
     """Export a trained model (SOURCE: output or checkpoint directory) to another format.
 
-    RMSNorm + SwiGLU + RoPE models become Llama (LlamaForCausalLM); LayerNorm + GELU + learned
-    positions become GPT-2 (GPT2LMHeadModel). LoRA checkpoints export merged.
+    The first family that holds the model's options writes it: RMSNorm + SwiGLU + RoPE models
+    become Llama (LlamaForCausalLM), LayerNorm + GELU + learned positions GPT-2 (GPT2LMHeadModel),
+    the families' switches Mistral, Qwen or Gemma. LoRA checkpoints export merged.
     """
     from kerastrain.errors import ConfigError
     from kerastrain.model.export_hf import export_model

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from kerastrain.errors import ConfigError
-from kerastrain.model.hub import require_keras_hub
+from kerastrain.model.hub import causal_lm, require_keras_hub
 
 FORMATS = ("hf", "keras-hub")
 
@@ -77,19 +77,6 @@ def _write_generation_config(target: Path, cfg, eos_id: int, stop_ids: tuple[int
                   "pad_token_id": eos_id,
                   "max_length": cfg.seq_len}
     (target / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
-
-
-def causal_lm(backbone, preprocessor=None):
-    """keras-hub's causal-LM task for ``backbone`` (the subclass whose ``backbone_cls`` it is)."""
-    keras_hub = require_keras_hub("kerastrain export")
-
-    todo = list(keras_hub.models.CausalLM.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        if getattr(cls, "backbone_cls", None) is type(backbone):
-            return cls(backbone=backbone, preprocessor=preprocessor)
-        todo.extend(cls.__subclasses__())
-    raise ConfigError(f"keras-hub has no causal LM for {type(backbone).__name__}")
 
 
 def keras_hub_preprocessor(tokenizer, seq_len: int):

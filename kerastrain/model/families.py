@@ -379,8 +379,8 @@ def problems(cfg: ModelConfig, family: Family) -> list[str]:
                 found.append(f"{name}={value!r} ({family.name} has {family.switches[name]!r})")
         elif name in keyed:
             key = keyed[name]
-            holds = key.holds or ((lambda v: v in key.values.values()) if key.values else None)
-            if holds is not None and not holds(value):
+            if key.holds is not None and not key.holds(value) or (
+                    key.values is not None and value not in key.values.values()):
                 found.append(f"{name}={value!r}")
         elif name not in family.sets and value != getattr(default, name):
             found.append(f"{name}={value!r}")

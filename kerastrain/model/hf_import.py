@@ -21,7 +21,7 @@ from pathlib import Path
 
 from kerastrain.config import ModelConfig, RunConfig
 from kerastrain.errors import CheckpointError, ConfigError
-from kerastrain.model.hub import require_keras_hub
+from kerastrain.model.hub import causal_lm, require_keras_hub
 
 _HUB_ID = re.compile(r"^(hf://)?[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a run keeps from its own options when the model's shape comes from the folder.
@@ -83,8 +83,6 @@ def _keras_hub_tokenizer_json(path: Path) -> str:
 def _preset_as_hf_folder(path: Path) -> tempfile.TemporaryDirectory:
     """A keras-hub preset written as a Hugging Face folder by keras-hub's exporter."""
     import keras
-
-    from kerastrain.model.export_hf import causal_lm
 
     keras_hub = require_keras_hub("--init-from a keras-hub preset")
     previous = keras.mixed_precision.global_policy()

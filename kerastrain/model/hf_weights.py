@@ -22,7 +22,7 @@ import numpy as np
 
 from kerastrain.config import ModelConfig
 from kerastrain.errors import CheckpointError, ConfigError
-from kerastrain.model.families import Family, Key, Weight, _MISSING
+from kerastrain.model.families import _MISSING, Family, Key, Weight
 
 
 def check_folder(path: Path) -> dict:

@@ -8,7 +8,7 @@ and with it TensorFlow (~2 GB) into a plain ``pip install``.
 
 from __future__ import annotations
 
-from kerastrain.errors import DependencyError
+from kerastrain.errors import ConfigError, DependencyError
 
 HUB_EXTRA = "kerastrain[hub]"
 
@@ -24,3 +24,16 @@ def require_keras_hub(feature: str = "this feature"):
             "(or `uv pip install keras-hub`; see the README's 'Installing' section)"
         ) from None
     return keras_hub
+
+
+def causal_lm(backbone, preprocessor=None):
+    """keras-hub's causal-LM task for ``backbone`` (the subclass whose ``backbone_cls`` it is)."""
+    keras_hub = require_keras_hub("keras-hub models")
+
+    todo = list(keras_hub.models.CausalLM.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        if getattr(cls, "backbone_cls", None) is type(backbone):
+            return cls(backbone=backbone, preprocessor=preprocessor)
+        todo.extend(cls.__subclasses__())
+    raise ConfigError(f"keras-hub has no causal LM for {type(backbone).__name__}")
