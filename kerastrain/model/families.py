@@ -244,7 +244,9 @@ def _gemma_keys(name: str) -> tuple:
         Key("attn_logit_softcapping", "attn_softcap"),
         Key("final_logit_softcapping", "final_softcap"),
         Key("query_pre_attn_scalar", "query_pre_attn_scalar", 256, read=lambda v, _: float(v),
-            write=lambda c: c.query_pre_attn_scalar or c.attention_head_dim),
+            # transformers 5 takes an int (and refuses the folder otherwise)
+            write=lambda c: int(c.query_pre_attn_scalar or c.attention_head_dim),
+            holds=lambda v: v is None or float(v).is_integer()),
         Key("sliding_window", "sliding_window", write=lambda c: c.sliding_window or c.seq_len),
         _layer_pattern(6 if gemma3 else 2), _rope_scaling(*(("linear",) if gemma3 else ()))]
     if gemma3:

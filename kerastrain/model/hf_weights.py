@@ -49,14 +49,25 @@ def _value_of(key: Key, config: dict):
     return _MISSING
 
 
+def _rope_keys(config: dict) -> dict:
+    """transformers 5 writes RoPE as ``rope_parameters`` (per layer type for Gemma 3): read it as
+    the keys transformers 4 wrote (``rope_theta``, ``rope_scaling``, ``rope_local_base_freq``)."""
+    rope = config.get("rope_parameters")
+    if not isinstance(rope, dict):
+        return config
+    config, full = dict(config), rope.get("full_attention", rope)
+    found = {"rope_theta": full.get("rope_theta"),
+             "rope_local_base_freq": rope.get("sliding_attention", {}).get("rope_theta"),
+             "rope_scaling": full if full.get("rope_type", "default") != "default" else None}
+    for key, value in found.items():
+        if config.get(key) is None and value is not None:
+            config[key] = value
+    return config
+
+
 def config_from_hf(family: Family, config: dict, seq_len: int) -> ModelConfig:
     """The GPT configuration computing what the transformers model of ``config`` computes."""
-    rope = config.get("rope_parameters")
-    if isinstance(rope, dict):  # transformers 5 keeps the RoPE base (and scaling) here
-        config = {"rope_theta": rope.get("rope_theta", _MISSING), **config}
-        if rope.get("rope_type", "default") != "default" and not config.get("rope_scaling"):
-            config["rope_scaling"] = rope
-        config = {k: v for k, v in config.items() if v is not _MISSING}
+    config = _rope_keys(config)
     fields = {"seq_len": seq_len, "dropout_rate": 0.0, **family.sets}
     for key in family.keys:
         raw = _value_of(key, config)

@@ -239,3 +239,63 @@ def test_a_qwen_folder_fine_tuned_on_chat_exports_its_own_template(tmp_path):
                     "--output-dir", str(tmp_path / "refused"), "--init-from", str(folder),
                     "--max-steps", "1")
     assert result.exit_code == 2 and "has no spare row for them" in result.output
+
+
+# Folders written by transformers itself (config.json as transformers 5 writes it: RoPE in
+# rope_parameters, per layer type for Gemma 3), one per family of the table.
+_TINY = dict(vocab_size=300, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+             num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, bos_token_id=0,
+             eos_token_id=0, max_position_embeddings=64)
+WRITTEN_BY_TRANSFORMERS = {
+    "llama3": ("llama", dict(_TINY, rope_theta=5e5, rms_norm_eps=1e-5, head_dim=16)),
+    "gpt2": ("gpt2", dict(vocab_size=300, n_embd=32, n_layer=3, n_head=4, n_positions=64,
+                          n_inner=48, activation_function="gelu_new", pad_token_id=0,
+                          bos_token_id=0, eos_token_id=0)),
+    "mistral": ("mistral", dict(_TINY, sliding_window=8, rope_theta=1e6)),
+    "qwen2": ("qwen2", dict(_TINY, rope_theta=1e6, tie_word_embeddings=True)),
+    "qwen3": ("qwen3", dict(_TINY, head_dim=16, rope_theta=1e6)),
+    "gemma2": ("gemma2", dict(_TINY, head_dim=16, sliding_window=8, query_pre_attn_scalar=12,
+                              attn_logit_softcapping=5.0, final_logit_softcapping=3.0)),
+    "gemma3": ("gemma3_text", dict(_TINY, head_dim=16, sliding_window=8, query_pre_attn_scalar=16,
+                                   rope_theta=2e5, rope_local_base_freq=3e4,
+                                   rope_scaling={"rope_type": "linear", "factor": 4.0},
+                                   layer_types=["sliding_attention", "sliding_attention",
+                                                "full_attention"])),
+}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("family", list(WRITTEN_BY_TRANSFORMERS))
+def test_a_folder_transformers_writes_imports_and_exports_with_its_logits(tmp_path, family):
+    """transformers builds a random model of the family and saves it; the table imports it with
+    transformers' logits, and the folder it exports gives them again in transformers."""
+    import torch
+    import transformers
+
+    model_type, fields = WRITTEN_BY_TRANSFORMERS[family]
+    torch.manual_seed(0)
+    config = transformers.AutoConfig.for_model(model_type, **fields)
+    theirs = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # visible norms and biases: every tensor must land in its place
+        for p in theirs.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    folder = tmp_path / family
+    theirs.save_pretrained(str(folder))
+    (folder / "tokenizer.json").write_text("{}")  # open_pretrained needs one; unused here
+    pretrained, ours = _imported(folder)
+    assert pretrained.architecture.name == family
+    ids = _ids(300, shape=(2, 24))  # past the 8-token windows
+    with torch.no_grad():
+        expected = theirs(torch.from_numpy(ids.astype("int64"))).logits.numpy()
+    logits = np.asarray(ours(ids))
+    print(f"{family}: max |ours - transformers| = {np.abs(logits - expected).max():.2e}")
+    np.testing.assert_allclose(logits, expected, atol=1e-4)
+
+    out = tmp_path / "exported"
+    out.mkdir()
+    write_hf(ours, pretrained.architecture, out, 0)
+    back = transformers.AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
+    assert type(back) is type(theirs)
+    with torch.no_grad():
+        again = back(torch.from_numpy(ids.astype("int64"))).logits.numpy()
+    np.testing.assert_allclose(again, logits, atol=1e-4)
