@@ -237,3 +237,36 @@ def test_the_new_family_entry_gives_transformers_phi3_logits(kerastrain_plugin, 
     with torch.no_grad():
         theirs = hf(torch.from_numpy(ids)).logits.numpy()
     np.testing.assert_allclose(np.asarray(model(ids.astype("int32"))), theirs, atol=1e-4)
+
+
+def test_gpt2_tensors_read_with_or_without_the_transformer_prefix(tmp_path):
+    """transformers' GPT2LMHeadModel saves ``transformer.h.0...``, the Hub's original GPT-2 files
+    ``h.0...``: both import to the same weights, which export back bit-equal."""
+    from safetensors.numpy import load_file, save_file
+
+    from kerastrain.model.families import importing_family
+    from kerastrain.model.gpt import build_model
+    from kerastrain.model.hf_weights import config_from_hf, load_hf_weights, write_hf
+
+    family = importing_family("gpt2")
+    cfg = ModelConfig(vocab_size=50, seq_len=16, d_model=32, num_layers=2, num_heads=4, d_ff=48,
+                      dropout_rate=0.0, use_rmsnorm=False, use_swiglu=False, use_rope=False,
+                      activation="gelu_tanh", use_bias=True)
+    model = build_model(cfg)
+    rng = np.random.default_rng(0)
+    for v in model.weights:
+        v.assign(rng.normal(0, 0.2, v.shape).astype("float32"))
+    prefixed, bare = tmp_path / "prefixed", tmp_path / "bare"
+    prefixed.mkdir(), bare.mkdir()
+    write_hf(model, family, prefixed)
+    tensors = load_file(str(prefixed / "model.safetensors"))
+    assert all(name.startswith("transformer.") for name in tensors)
+    save_file({k.removeprefix("transformer."): v for k, v in tensors.items()},
+              str(bare / "model.safetensors"))
+    config = json.loads((prefixed / "config.json").read_text())
+    assert config_from_hf(family, config, 16) == cfg.replace(norm_epsilon=1e-5)  # spelt out
+    for folder in (prefixed, bare):
+        again = build_model(cfg)
+        load_hf_weights(again, folder, family)
+        for ours, theirs in zip(model.weights, again.weights, strict=True):
+            np.testing.assert_array_equal(np.asarray(ours.value), np.asarray(theirs.value))
