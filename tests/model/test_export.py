@@ -207,3 +207,26 @@ def test_a_model_without_a_hugging_face_tokenizer_is_refused(tmp_path):
     result = invoke("export", str(run), "--to", str(tmp_path / "out"))
     assert result.exit_code == 2 and "--tokenizer bpe" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_hugging_face_folders_go_out_and_in_without_keras_hub(tmp_path, monkeypatch):
+    """The family table reads and writes Hugging Face folders itself: with keras-hub missing,
+    export and --init-from's reading still work (the keras-hub format says what to install)."""
+    import sys
+
+    from kerastrain.model.hf_import import open_pretrained
+
+    cfg = ModelConfig(vocab_size=300, seq_len=16, d_model=32, num_layers=1, num_heads=4, d_ff=64,
+                      dropout_rate=0.0, num_kv_heads=2)
+    run = write_run(tmp_path / "run", cfg)
+    ours, tokenizer = load(run)
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # what `import keras_hub` meets uninstalled
+    result = invoke("export", str(run), "--to", str(tmp_path / "hf"))
+    assert result.exit_code == 0, result.output
+    pretrained = open_pretrained(str(tmp_path / "hf"), 16)
+    again = build_model(pretrained.config)
+    pretrained.load_into(again)
+    ids = np.array(tokenizer.encode_batch([PROBE]), "int32")[:, :16]
+    np.testing.assert_array_equal(np.asarray(again(ids)), np.asarray(ours(ids)))
+    result = invoke("export", str(run), "--to", str(tmp_path / "kh"), "--format", "keras-hub")
+    assert result.exit_code != 0 and "kerastrain[hub]" in result.output
