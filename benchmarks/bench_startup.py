@@ -40,6 +40,8 @@ HERE = Path(__file__).resolve().parents[1]
 
 
 def _env(checkout: Path, cache: Path) -> dict:
+    """The environment of a command of ``checkout`` (run with ``cwd=checkout``: ``python -m``
+    puts the working folder first on ``sys.path``, before ``PYTHONPATH``)."""
     env = dict(os.environ, KERAS_BACKEND="jax", KERASTRAIN_COMPILE_CACHE=str(cache),
                TOKENIZERS_PARALLELISM="false")
     env.pop("JAX_COMPILATION_CACHE_DIR", None)
@@ -52,13 +54,18 @@ def _kerastrain(*args: str) -> list[str]:
     return [sys.executable, "-m", "kerastrain", *args]
 
 
-def first_step(checkout: Path, work: Path, steps: int, examples: int) -> float:
+def _run_args(work: Path, steps: int, examples: int, batch_size: int | None) -> list[str]:
+    return ["run", "--preset", "nano", "--max-steps", str(steps), "--max-train-examples",
+            str(examples), "--output-dir", str(work / "run"), "--overwrite",
+            *(["--batch-size", str(batch_size)] if batch_size else [])]
+
+
+def first_step(checkout: Path, work: Path, steps: int, examples: int,
+               batch_size: int | None) -> float:
     """``first_step_seconds`` of one ``kerastrain run`` in ``work``."""
-    cmd = _kerastrain("run", "--preset", "nano", "--max-steps", str(steps),
-                      "--max-train-examples", str(examples), "--output-dir", str(work / "run"),
-                      "--overwrite")
-    subprocess.run(cmd, env=_env(checkout, work / "cache"), check=True, capture_output=True,
-                   timeout=1800)
+    cmd = _kerastrain(*_run_args(work, steps, examples, batch_size))
+    subprocess.run(cmd, env=_env(checkout, work / "cache"), cwd=checkout, check=True,
+                   capture_output=True, timeout=1800)
     rows = [json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
     return next(r for r in rows if r.get("kind") == "summary")["first_step_seconds"]
 
@@ -67,8 +74,8 @@ def generate_seconds(checkout: Path, work: Path) -> float:
     start = time.perf_counter()
     subprocess.run(_kerastrain("generate", str(work / "run"), "--prompt", "The quick",
                                "--max-new-tokens", "8", "--temperature", "0"),
-                   env=_env(checkout, work / "cache"), check=True, capture_output=True,
-                   timeout=900)
+                   env=_env(checkout, work / "cache"), cwd=checkout, check=True,
+                   capture_output=True, timeout=900)
     return time.perf_counter() - start
 
 
@@ -84,7 +91,8 @@ def serve_seconds(checkout: Path, work: Path) -> tuple[float, float]:
     url = f"http://127.0.0.1:{port}"
     start = time.perf_counter()
     proc = subprocess.Popen(_kerastrain("serve", str(work / "run"), "--port", str(port)),
-                            env=_env(checkout, work / "cache"), stdout=subprocess.DEVNULL,
+                            env=_env(checkout, work / "cache"), cwd=checkout,
+                            stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         while True:
@@ -109,13 +117,13 @@ def serve_seconds(checkout: Path, work: Path) -> tuple[float, float]:
         proc.wait(timeout=60)
 
 
-def import_seconds(checkout: Path, work: Path, steps: int, examples: int, top: int = 8):
+def import_seconds(checkout: Path, work: Path, steps: int, examples: int,
+                   batch_size: int | None, top: int = 8):
     """Import seconds of a warm run, by top-level package (``python -X importtime``)."""
-    cmd = [sys.executable, "-X", "importtime", *_kerastrain(
-        "run", "--preset", "nano", "--max-steps", str(steps), "--max-train-examples",
-        str(examples), "--output-dir", str(work / "run"), "--overwrite")[1:]]
-    done = subprocess.run(cmd, env=_env(checkout, work / "cache"), capture_output=True,
-                          text=True, timeout=1800, check=True)
+    cmd = [sys.executable, "-X", "importtime",
+           *_kerastrain(*_run_args(work, steps, examples, batch_size))[1:]]
+    done = subprocess.run(cmd, env=_env(checkout, work / "cache"), cwd=checkout,
+                          capture_output=True, text=True, timeout=1800, check=True)
     by_package: collections.Counter = collections.Counter()
     for line in done.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)
@@ -131,6 +139,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--max-train-examples", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="Rows per step (default: the run's, 32 × 256 tokens for nano)")
     parser.add_argument("--no-serve", action="store_true", help="Skip generate and serve")
     parser.add_argument("--importtime", action="store_true")
     args = parser.parse_args()
@@ -143,8 +153,10 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="bench-startup-") as tmp:
                 work = Path(tmp)
                 r = results[name]
-                r["cold"].append(first_step(checkout, work, args.steps, args.max_train_examples))
-                r["warm"].append(first_step(checkout, work, args.steps, args.max_train_examples))
+                r["cold"].append(first_step(checkout, work, args.steps, args.max_train_examples,
+                                             args.batch_size))
+                r["warm"].append(first_step(checkout, work, args.steps, args.max_train_examples,
+                                             args.batch_size))
                 line = (f"[{repeat + 1}/{args.repeats}] {name}: first step cold "
                         f"{r['cold'][-1]:.1f} s, warm {r['warm'][-1]:.1f} s "
                         f"({r['warm'][-1] / r['cold'][-1]:.2f})")
@@ -163,7 +175,7 @@ def main() -> None:
                 print(line, flush=True)
                 if args.importtime and repeat == args.repeats - 1:
                     total, top = import_seconds(checkout, work, args.steps,
-                                                args.max_train_examples)
+                                                args.max_train_examples, args.batch_size)
                     print(f"  {name}: imports of a warm run {total:.1f} s: "
                           + ", ".join(f"{pkg} {s:.2f}" for pkg, s in top), flush=True)
     print("\nmedians (seconds):")
