@@ -176,6 +176,9 @@ def launch(num_processes, devices_per_process, port, command):
 
 
 def main():
+    from kerastrain.lean_imports import install
+
+    install()  # before anything imports Keras: it skips pandas, matplotlib, scikit-learn
     cli(prog_name="kerastrain")
 
 

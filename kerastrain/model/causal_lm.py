@@ -1,7 +1,6 @@
-"""The GPT as a keras-hub causal LM with a key/value cache.
-
-:meth:`GPTCausalLM.call_with_cache` is the cached forward pass the one decoder
-(:mod:`kerastrain.model.decoder`, with ``generate_ids`` / ``generate_text``) compiles.
+"""The GPT as a keras-hub causal LM with a key/value cache (keras-hub's ``generate`` and
+samplers). Its cached forward pass is :func:`kerastrain.model.kv_cache.call_with_cache`, which
+the one decoder (:mod:`kerastrain.model.decoder`) calls without keras-hub.
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ import keras
 from keras import ops
 
 from kerastrain.model.hub import require_keras_hub
+from kerastrain.model.kv_cache import call_with_cache
 
 keras_hub = require_keras_hub("text generation")  # a one-line error naming the extra if missing
 
@@ -24,25 +24,8 @@ class GPTCausalLM(keras_hub.models.CausalLM):
         super().__init__(inputs=inputs, outputs=backbone(inputs), **kwargs)
 
     def call_with_cache(self, token_ids, cache, cache_update_index):
-        """Logits, final hidden states and the updated cache for ``token_ids`` at an offset.
-
-        ``cache``: (batch, layers, 2, max_len, heads, head_dim); ``token_ids`` sit at positions
-        ``cache_update_index ..`` of the sequence.
-        """
-        from kerastrain.model.switches import embed, soft_cap
-
-        gpt = self.backbone
-        x = embed(gpt.config, gpt.token_embedding, token_ids)
-        if gpt.position_embedding is not None:
-            x = x + gpt.position_embedding(x, start_index=cache_update_index)
-        caches = []
-        for i, block in enumerate(gpt.blocks):
-            x, layer_cache = block(x, cache=cache[:, i], cache_update_index=cache_update_index)
-            caches.append(layer_cache)
-        hidden = gpt.final_norm(x)
-        logits = ops.cast(gpt.token_embedding(hidden, reverse=True), "float32")
-        logits = soft_cap(logits, gpt.config.final_softcap)
-        return logits, hidden, ops.stack(caches, axis=1)
+        """Logits, final hidden states and the updated cache (:func:`kv_cache.call_with_cache`)."""
+        return call_with_cache(self.backbone, token_ids, cache, cache_update_index)
 
     def _build_cache(self, token_ids):
         cfg = self.backbone.config
@@ -52,11 +35,3 @@ class GPTCausalLM(keras_hub.models.CausalLM):
         cache = ops.zeros(shape, dtype=self.backbone.compute_dtype)
         _, hidden, cache = self.call_with_cache(token_ids, cache, 0)  # seed with the prompt
         return hidden, cache
-
-
-LENGTH_BUCKET = 64  # sequence lengths are rounded up to a multiple of this: one compile each
-
-
-def bucket_length(length: int, seq_len: int) -> int:
-    """The compiled shape for a prompt-plus-new-tokens ``length``: few shapes, few compiles."""
-    return min(seq_len, -(-length // LENGTH_BUCKET) * LENGTH_BUCKET)

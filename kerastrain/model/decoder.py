@@ -3,8 +3,8 @@
 ``generate``, ``chat`` and ``kerastrain serve`` all decode through :class:`Decoder`. The cache
 holds ``slots`` sequences of the model's full ``seq_len``; each slot sits at its own position, so
 requests of different lengths (and requests that arrive while others decode) share one compiled
-step: the step is :func:`jax.vmap` of :meth:`GPTCausalLM.call_with_cache` over the slots, each
-with its own position. Busy slots are kept packed at the front and a step covers only the first
+step: the step is :func:`jax.vmap` of :func:`~kerastrain.model.kv_cache.call_with_cache` over the
+slots, each with its own position. Busy slots are kept packed at the front and a step covers only the first
 power of two of them (one compile each), so a lone request does not pay for every slot. A prompt
 is prefilled alone (compiled once per length bucket) and its cache row copied into a free slot.
 Both functions take the weights as arguments (stateless), so they are not baked into the
@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from kerastrain.errors import ConfigError
-from kerastrain.model.causal_lm import GPTCausalLM, bucket_length
+from kerastrain.model.kv_cache import bucket_length, call_with_cache
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,7 @@ class Decoder:
         self.model = model
         self.slots = slots
         self.seq_len = model.config.seq_len
-        lm = GPTCausalLM(model, compile=False)
-        variables = lm.variables
+        variables = model.variables
         cfg = model.config
         row_shape = (cfg.num_layers, 2, self.seq_len, cfg.num_heads, cfg.attention_head_dim)
         dtype = model.compute_dtype
@@ -124,12 +123,13 @@ class Decoder:
 
         def prefill(ids):  # (1, bucket) -> logits of every prompt position, the cache row
             cache = keras.ops.zeros((1, *row_shape), dtype=dtype)
-            logits, _, cache = lm.call_with_cache(ids, cache, 0)
+            logits, _, cache = call_with_cache(model, ids, cache, 0)
             return logits[0], cache[0]
 
         def step(tokens, cache, positions):  # each slot feeds its last token at its position
             def one(token, row, position):
-                logits, _, row = lm.call_with_cache(token[None, None], row[None], position)
+                logits, _, row = call_with_cache(model, token[None, None], row[None],
+                                                 position)
                 return logits[0, -1], row[0]
 
             # Only the first len(tokens) slots (the busy ones, kept packed): one compile per

@@ -14,6 +14,7 @@ shares the cores only ever lowers a single reading, so the cache keeps the best 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -124,8 +125,20 @@ class MfuMeter:
 
     def __init__(self, cfg: ModelConfig):
         self.flops_per_token = flops_per_token(cfg)
-        dtype = "bfloat16" if cfg.mixed_precision else "float32"
-        self.peak, self.peak_source = device_peak_flops(dtype)
+        self.dtype = "bfloat16" if cfg.mixed_precision else "float32"
+
+    @functools.cached_property
+    def _peak(self) -> tuple[float, str]:
+        # Measured (on CPU) when first asked, at the first log line: not before the first step.
+        return device_peak_flops(self.dtype)
+
+    @property
+    def peak(self) -> float:
+        return self._peak[0]
+
+    @property
+    def peak_source(self) -> str:
+        return self._peak[1]
 
     def __call__(self, tokens_per_sec: float) -> float:
         return tokens_per_sec * self.flops_per_token / self.peak

@@ -33,6 +33,7 @@ Checkpoints written before per-process positions hold one ``pipeline_state.json.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import shutil
@@ -113,15 +114,21 @@ class Checkpointer:
 
     def __init__(self, trainer):
         import jax
-        import orbax.checkpoint as ocp
 
         self.trainer = trainer
         self.process_count = jax.process_count()
         self.primary = jax.process_index() == 0
-        self._orbax = ocp.AsyncCheckpointer(ocp.CompositeCheckpointHandler())
         self._sealer: threading.Thread | None = None
         self._sealed: list[tuple[Path, int, str]] = []  # sealed, hooks not yet called
         self._error: CheckpointError | None = None
+
+    @functools.cached_property
+    def _orbax(self):
+        """Orbax's writer, made (and Orbax imported: ~1 s) at the first save, not before the
+        first step; every process saves at the same steps, so all make it at the same one."""
+        import orbax.checkpoint as ocp
+
+        return ocp.AsyncCheckpointer(ocp.CompositeCheckpointHandler())
 
     def save(self, state, name: str, kind: str, pipeline_state) -> Path:
         """Start writing checkpoint ``name``; returns once the state is copied to host memory."""

@@ -36,6 +36,18 @@ def test_cpu_peak_is_measured_and_the_best_figure_cached(tmp_path, monkeypatch):
     assert json.loads(cache.read_text())[key] > 1e8
 
 
+def test_the_peak_is_measured_when_first_asked_not_when_the_meter_is_made(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = tmp_path / "kerastrain" / "peak_flops.json"
+    meter = flops.MfuMeter(ModelConfig(vocab_size=64, seq_len=16, d_model=32, num_layers=2,
+                                       num_heads=2, d_ff=64))
+    assert not cache.exists()  # nothing measured before the first step
+    mfu = meter(1000.0)
+    stored = json.loads(cache.read_text())
+    assert meter.peak == max(stored.values()) and "measured" in meter.peak_source
+    assert mfu == 1000.0 * meter.flops_per_token / meter.peak
+
+
 def test_tokens_per_second_and_mfu_are_logged_and_summarized(tmp_path):
     out = tmp_path / "run"
     result = kerastrain("run", *TINY, "--max-steps", "6", "--log-every", "2",
