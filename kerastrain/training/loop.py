@@ -30,7 +30,7 @@ from kerastrain.training.metrics_log import MetricsLog
 from kerastrain.training.optimizer import applied_rates
 from kerastrain.training.preference_loss import eval_logs, pair_logs
 from kerastrain.training.progress_display import Display, steady_eta
-from kerastrain.training.sharded_checkpoint import Checkpointer
+from kerastrain.training.sharded_checkpoint import Checkpointer, CheckpointRecord
 from kerastrain.training.steps import initial_state, make_steps, row_sharding, update_counts
 
 
@@ -88,8 +88,8 @@ class Trainer:
     """Runs updates until the data, ``--max-steps`` or a signal ends the run."""
 
     def __init__(self, run: TrainingRun, model, optimizer, schedule, train_pipeline,
-                 val_pipeline_factory, hooks, start_step: int = 0, best_val: float | None = None,
-                 mesh_plan=None, objective=None, frozen=None):
+                 val_pipeline_factory, hooks, *, primary: bool, start_step: int = 0,
+                 best_val: float | None = None, mesh_plan=None, objective=None, frozen=None):
         self.run = run
         self.cfg = run.config
         self.model = model
@@ -104,8 +104,7 @@ class Trainer:
         self.first_step_seconds: float | None = None
         self.process_start = process_start_time()
         self.mesh_plan = mesh_plan
-        # In a multi-process run only process 0 writes metrics and checkpoints.
-        self.primary = mesh_plan is None or mesh_plan.process_index == 0
+        self.primary = primary  # in a multi-process run only process 0 writes metrics
         self.segmented = bool(getattr(train_pipeline, "packed", False))  # packed rows
         # A preference objective (--objective dpo...): pair steps, counts and metrics.
         self.objective, self.pairs = objective, bool(getattr(objective, "pairs", False))
@@ -120,7 +119,12 @@ class Trainer:
         self.tokens_per_update = run.resolved.tokens_per_update
         self.mfu = MfuMeter(run.resolved.model)
         # Every run, one device or a mesh, checkpoints asynchronously through Orbax.
-        self.checkpointer = Checkpointer(self)
+        self.checkpointer = Checkpointer(
+            run.output_dir, model, optimizer,
+            CheckpointRecord(run.config, run.resolved, run.tokenizer, run.chat_template,
+                             mesh_plan.shape.describe() if mesh_plan else "one device",
+                             run.resolved.tokens_per_update),
+            primary=primary, process_count=jax.process_count(), on_sealed=self._sealed)
         self._steady_start: tuple[float, int] | None = None  # (time, step) after the compile
 
     # -- state -------------------------------------------------------------------------------
@@ -163,7 +167,11 @@ class Trainer:
     def save(self, state, name: str, kind: str, pipeline_state: PipelineState | None) -> Path:
         """Start checkpoint ``name``: blocks for the copy to host only; its hooks run once it is
         sealed (:meth:`Checkpointer.poll`)."""
-        return self.checkpointer.save(state, name, kind, pipeline_state)
+        return self.checkpointer.save(state, name, kind, step=self.step, best_val=self.best_val,
+                                      pipeline_state=pipeline_state)
+
+    def _sealed(self, path: Path, step: int, kind: str) -> None:
+        self.hooks.on_checkpoint_saved(run=self.run, path=path, step=step, kind=kind)
 
     def _in_use(self) -> set:
         """Checkpoint folders a plugin still needs (e.g. uploading): pruning must not delete

@@ -159,10 +159,10 @@ def run_training(config: RunConfig, console) -> dict:
     check_kinds(config)
 
     # -- output directory, resume point, tokenizer ----------------------------------------------
-    from kerastrain.model.hf_import import init_from_folder
+    from kerastrain.training.init_from import resolve_init_from
 
-    model_folder = init_from_folder(config)
-    data = open_data(config, model_folder, say)  # bad records fail here, in one line
+    init_from = resolve_init_from(config)  # nothing, a checkpoint or a model folder: once
+    data = open_data(config, init_from.model_folder, say)  # bad records fail here, in one line
     train_docs, val_docs, plan = data.train, data.val, data.plan
     say(f"Data: {data.what}")
     from kerastrain.training.objectives import check_objective
@@ -170,7 +170,7 @@ def run_training(config: RunConfig, console) -> dict:
     objective = check_objective(config, data.plan)  # pairs need preference data, --init-from
     resume = find_resume_point(config, output_dir, say)
     previous = checkpoint_request(resume)
-    if resume is not None and config.train.init_from:
+    if resume is not None and init_from.source:
         refuse_unused_init_from(config, resume, previous)
     if previous is not None:
         refuse_changed_accumulation(config, resume, previous)
@@ -183,11 +183,11 @@ def run_training(config: RunConfig, console) -> dict:
     tok_path = tokenizer_path(config, output_dir)
     if resume is not None and primary:
         adopt_checkpoint_tokenizer(config, resume, tok_path, say)
-    elif config.train.init_from and model_folder is None and primary:
+    elif init_from.checkpoint is not None and primary:
         # A kerastrain checkpoint's weights mean its tokenizer's ids: never train another one.
-        adopt_checkpoint_tokenizer(config, Path(config.train.init_from), tok_path, say)
-    tokenizer, pretrained, trained_now = _prepare_tokenizer(config, train_docs, tok_path, primary,
-                                                            say, plan)
+        adopt_checkpoint_tokenizer(config, init_from.checkpoint, tok_path, say)
+    tokenizer, pretrained, trained_now = _prepare_tokenizer(config, init_from, train_docs,
+                                                            tok_path, primary, say, plan)
 
     # -- what the run resolves ------------------------------------------------------------------
     model_config = (pretrained.config if pretrained is not None
@@ -223,8 +223,8 @@ def run_training(config: RunConfig, console) -> dict:
     # --init-from's weights, unless the run resumes; DPO's frozen reference needs them anyway.
     frozen_reference = objective.reference and not config.model.use_lora
     initial = None
-    if config.train.init_from and (resume is None or frozen_reference):
-        initial = pretrained if pretrained is not None else Path(config.train.init_from)
+    if init_from.source and (resume is None or frozen_reference):
+        initial = pretrained if pretrained is not None else init_from.checkpoint
     model, optimizer = _build_model_and_optimizer(config, resolved, schedule, mesh_plan, initial,
                                                   say)
     frozen = None
@@ -273,7 +273,8 @@ def run_training(config: RunConfig, console) -> dict:
     if mesh_plan:
         say(mesh_plan.describe(model_config.seq_len, config.train.gradient_accumulation_steps))
     trainer = Trainer(run, model, optimizer, schedule, train_pipeline, val_batches, hooks,
-                      start_step=start_step, best_val=best_val, mesh_plan=mesh_plan,
+                      primary=primary, start_step=start_step, best_val=best_val,
+                      mesh_plan=mesh_plan,
                       objective=objective, frozen=frozen)
     hooks.on_train_start(run=run)
     summary: dict = {}
@@ -288,25 +289,24 @@ def run_training(config: RunConfig, console) -> dict:
     return summary
 
 
-def _prepare_tokenizer(config: RunConfig, train_docs, path: Path, primary: bool, say, plan=None):
+def _prepare_tokenizer(config: RunConfig, init_from, train_docs, path: Path, primary: bool, say,
+                       plan=None):
     """(tokenizer, the ``--init-from`` folder's model or None, whether the tokenizer was trained
     now): the folder's tokenizer, or the run's own, trained or reused by process 0 and read by
     the others."""
     from kerastrain.data.preparation import prepare_tokenizer
     from kerastrain.training.processes import barrier
 
-    if config.train.init_from:
-        from kerastrain.model.hf_import import adopt_pretrained, is_pretrained_folder
+    if init_from.model_folder is not None:
+        from kerastrain.data.preparation import add_turn_end
+        from kerastrain.data.tokenizer import load_tokenizer
+        from kerastrain.model.hf_import import adopt_pretrained
 
-        if is_pretrained_folder(config.train.init_from):
-            from kerastrain.data.preparation import add_turn_end
-            from kerastrain.data.tokenizer import load_tokenizer
-
-            pretrained = adopt_pretrained(config, path, say)
-            tokenizer = load_tokenizer(path)
-            if plan is not None:  # a turn end the tokenizer lacks takes a padding row
-                add_turn_end(tokenizer, plan, path, say, rows=pretrained.config.vocab_size)
-            return tokenizer, pretrained, False
+        pretrained = adopt_pretrained(config, path, say)
+        tokenizer = load_tokenizer(path)
+        if plan is not None:  # a turn end the tokenizer lacks takes a padding row
+            add_turn_end(tokenizer, plan, path, say, rows=pretrained.config.vocab_size)
+        return tokenizer, pretrained, False
     tokenizer, trained = prepare_tokenizer(config, train_docs, path, say, plan=plan) if primary \
         else (None, False)
     barrier("tokenizer ready")
