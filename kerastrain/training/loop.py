@@ -31,6 +31,7 @@ from kerastrain.training.optimizer import applied_rates
 from kerastrain.training.preference_loss import eval_logs, pair_logs
 from kerastrain.training.progress_display import Display, steady_eta
 from kerastrain.training.sharded_checkpoint import Checkpointer, CheckpointRecord
+from kerastrain.training.tracking import Trackers
 from kerastrain.training.steps import initial_state, make_steps, row_sharding, update_counts
 
 
@@ -89,7 +90,8 @@ class Trainer:
 
     def __init__(self, run: TrainingRun, model, optimizer, schedule, train_pipeline,
                  val_pipeline_factory, hooks, *, primary: bool, start_step: int = 0,
-                 best_val: float | None = None, mesh_plan=None, objective=None, frozen=None):
+                 best_val: float | None = None, mesh_plan=None, objective=None, frozen=None,
+                 uploads=None, trackers=None, samples=None):
         self.run = run
         self.cfg = run.config
         self.model = model
@@ -97,7 +99,9 @@ class Trainer:
         self.schedule = schedule
         self.train_pipeline = train_pipeline
         self.val_pipeline_factory = val_pipeline_factory
-        self.hooks = hooks
+        self.hooks = hooks  # outside plugins; the built-in parts below are called directly
+        self.uploads, self.samples = uploads, samples  # CloudSync, Samples (or None)
+        self.trackers = trackers if trackers is not None else Trackers([], run.say)
         self.step = start_step
         self.best_val = best_val
         self.stop_signal: int | None = None
@@ -171,12 +175,19 @@ class Trainer:
                                       pipeline_state=pipeline_state)
 
     def _sealed(self, path: Path, step: int, kind: str) -> None:
+        """A checkpoint is complete: upload it, hand the final one to the trackers."""
+        if self.uploads is not None:
+            self.uploads.submit(path)
+        if kind == "final":
+            self.trackers.log_checkpoint(path)
         self.hooks.on_checkpoint_saved(run=self.run, path=path, step=step, kind=kind)
 
     def _in_use(self) -> set:
-        """Checkpoint folders a plugin still needs (e.g. uploading): pruning must not delete
-        them. The plugins answer through the ``checkpoints_in_use`` hook."""
-        return {Path(p) for paths in self.hooks.checkpoints_in_use(run=self.run) for p in paths}
+        """Checkpoint folders still uploading, or that a plugin still needs (its
+        ``checkpoints_in_use``): pruning must not delete them."""
+        uploading = self.uploads.in_use() if self.uploads is not None else set()
+        return uploading | {Path(p) for paths in self.hooks.checkpoints_in_use(run=self.run)
+                            for p in paths}
 
     def _should_stop(self) -> bool:
         """A signal stops the run; in several processes all stop after the same step."""
@@ -219,6 +230,8 @@ class Trainer:
                 position = micro[-1].state
                 losses.add(self.step, loss)
                 self.hooks.on_train_step(run=self.run, step=self.step, logs=self.run.logs)
+                if self.samples is not None:
+                    self.samples.after_update(self.step, state)
                 if self.step % self.cfg.output.log_every == 0 or self.step == total:
                     self._log(*losses.take(), metrics, position, batches)
                 if self._periodic(state, metrics, position):
@@ -254,11 +267,15 @@ class Trainer:
         return {**counts, "epochs_completed": self.cfg.train.epochs if done else position.epoch}
 
     def _open_metrics(self):
-        """Where records go: process 0 writes and publishes them (``on_metrics``), the others
-        discard them. Samples and other plugins log through ``run.log_metrics``."""
+        """Where records go: process 0 writes them and hands them to the trackers and the
+        ``on_metrics`` hooks, the others discard them. Samples and plugins log through
+        ``run.log_metrics``."""
         if self.primary:
-            metrics = MetricsLog(self.run.output_dir, publish=lambda record: self.hooks.on_metrics(
-                run=self.run, record=record))
+            def publish(record: dict) -> None:
+                self.trackers.log(record)
+                self.hooks.on_metrics(run=self.run, record=record)
+
+            metrics = MetricsLog(self.run.output_dir, publish=publish)
         else:
             from kerastrain.training.processes import DiscardedMetrics
 
@@ -379,6 +396,8 @@ class Trainer:
                 summary.update(final)
                 metrics.write("eval", self.step, final)
                 self.hooks.on_evaluate(run=self.run, step=self.step, logs=final)
+                if self.samples is not None:
+                    self.samples.after_evaluation(self.step, state)
                 self._maybe_best(state, final, position)
             summary["checkpoint"] = str(self.save(state, "final_checkpoint", "final", position))
         self.checkpointer.finish()
@@ -421,6 +440,8 @@ class Trainer:
             return
         metrics.write("eval", self.step, result)
         self.hooks.on_evaluate(run=self.run, step=self.step, logs=result)
+        if self.samples is not None:
+            self.samples.after_evaluation(self.step, state)
         improved = self._maybe_best(state, result, pipeline_state)
         self.run.say(
             f"step {self.step}: validation loss {result['val_loss']:.4f} "

@@ -264,7 +264,10 @@ def run_training(config: RunConfig, console) -> dict:
 
     # -- loop -----------------------------------------------------------------------------------
     train_pipeline.restore(pipeline_state)
+    from kerastrain.storage.cloud_sync import start_uploads
     from kerastrain.training.loop import Trainer, TrainingRun
+    from kerastrain.training.samples import Samples
+    from kerastrain.training.tracking import Trackers
 
     run = TrainingRun(config=config, resolved=resolved, output_dir=output_dir, console=console,
                       model=model, tokenizer=tokenizer, chat_template=plan.context.template,
@@ -272,10 +275,15 @@ def run_training(config: RunConfig, console) -> dict:
     say(resolved.describe(config.preset, model.count_params()))
     if mesh_plan:
         say(mesh_plan.describe(model_config.seq_len, config.train.gradient_accumulation_steps))
+    # Process 0 uploads, samples and tracks; every process trains and checkpoints.
+    uploads = start_uploads(config.cloud, console) if primary else None
+    trackers = Trackers.start(config.output.trackers if primary else [], run)
+    samples = Samples(model, tokenizer, config, say, run.log_metrics,
+                      terminal=getattr(console, "is_terminal", False)) if primary else None
     trainer = Trainer(run, model, optimizer, schedule, train_pipeline, val_batches, hooks,
                       primary=primary, start_step=start_step, best_val=best_val,
-                      mesh_plan=mesh_plan,
-                      objective=objective, frozen=frozen)
+                      mesh_plan=mesh_plan, objective=objective, frozen=frozen, uploads=uploads,
+                      trackers=trackers, samples=samples)
     hooks.on_train_start(run=run)
     summary: dict = {}
     try:
@@ -285,6 +293,9 @@ def run_training(config: RunConfig, console) -> dict:
             summary = trainer.fit(progress)
         summary["start_step"] = start_step  # the summary line says what this invocation ran
     finally:
+        if uploads is not None:  # what did not upload: `kerastrain run` exits with code 3
+            summary.update(uploads.finish())
+        trackers.finish(summary)
         hooks.on_train_end(run=run, logs=summary)
     return summary
 
