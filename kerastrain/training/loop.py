@@ -31,8 +31,8 @@ from kerastrain.training.optimizer import applied_rates
 from kerastrain.training.preference_loss import eval_logs, pair_logs
 from kerastrain.training.progress_display import Display, steady_eta
 from kerastrain.training.sharded_checkpoint import Checkpointer, CheckpointRecord
-from kerastrain.training.tracking import Trackers
 from kerastrain.training.steps import initial_state, make_steps, row_sharding, update_counts
+from kerastrain.training.tracking import Trackers
 
 
 def process_start_time() -> float:

@@ -63,6 +63,6 @@ def test_sample_every_zero_turns_samples_off_even_on_a_terminal():
                                  model=SimpleNamespace(seq_len=32))
         samples = Samples(None, None, config, say=print, log=None, terminal=terminal)
         said = []
-        samples.sample = lambda step, state: said.append(step)
+        samples.sample = lambda step, state, said=said: said.append(step)
         samples.after_evaluation(5, state=None)
         assert len(said) == expected, (every, terminal)
