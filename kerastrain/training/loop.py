@@ -31,7 +31,7 @@ from kerastrain.training.optimizer import applied_rates
 from kerastrain.training.preference_loss import eval_logs, pair_logs
 from kerastrain.training.progress_display import Display, steady_eta
 from kerastrain.training.sharded_checkpoint import Checkpointer, CheckpointRecord
-from kerastrain.training.steps import initial_state, make_steps, row_sharding, update_counts
+from kerastrain.training.steps import initial_state, make_steps, update_counts
 from kerastrain.training.tracking import Trackers
 
 
@@ -89,8 +89,8 @@ class Trainer:
     """Runs updates until the data, ``--max-steps`` or a signal ends the run."""
 
     def __init__(self, run: TrainingRun, model, optimizer, schedule, train_pipeline,
-                 val_pipeline_factory, hooks, *, primary: bool, start_step: int = 0,
-                 best_val: float | None = None, mesh_plan=None, objective=None, frozen=None,
+                 val_pipeline_factory, hooks, *, mesh_plan, primary: bool, start_step: int = 0,
+                 best_val: float | None = None, objective=None, frozen=None,
                  uploads=None, trackers=None, samples=None):
         self.run = run
         self.cfg = run.config
@@ -126,7 +126,7 @@ class Trainer:
         self.checkpointer = Checkpointer(
             run.output_dir, model, optimizer,
             CheckpointRecord(run.config, run.resolved, run.tokenizer, run.chat_template,
-                             mesh_plan.shape.describe() if mesh_plan else "one device",
+                             mesh_plan.label,
                              run.resolved.tokens_per_update),
             primary=primary, process_count=jax.process_count(), on_sealed=self._sealed)
         self._steady_start: tuple[float, int] | None = None  # (time, step) after the compile
@@ -143,15 +143,10 @@ class Trainer:
 
     def _place(self, batch, counts) -> tuple:
         """(inputs, labels, counts[, segments]) as the step takes them: global arrays over the
-        mesh, if any."""
+        mesh."""
         arrays = [batch.inputs, batch.labels] + ([batch.segments] if self.segmented else [])
-        if self.mesh_plan is None:
-            return (*arrays[:2], counts, *arrays[2:])
-        import jax
-
         placed = [self.mesh_plan.place_batch(a) for a in arrays]
-        counts = jax.make_array_from_process_local_data(row_sharding(self.mesh_plan), counts)
-        return (*placed[:2], counts, *placed[2:])
+        return (*placed[:2], self.mesh_plan.place_rows(counts), *placed[2:])
 
     # -- pieces ------------------------------------------------------------------------------
     def evaluate(self, state) -> dict | None:
@@ -191,7 +186,7 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         """A signal stops the run; in several processes all stop after the same step."""
-        if self.mesh_plan is None or not self.mesh_plan.multi_process:
+        if not self.mesh_plan.multi_process:
             return self.stop_signal is not None
         from kerastrain.training.processes import any_process
 
@@ -302,7 +297,7 @@ class Trainer:
         """Whether this process's share of the data has ended before the run's counted length:
         the other processes' shares hold more batches (``run_length``), and this one trains
         empty ones (they train nothing) until those end."""
-        return (self.mesh_plan is not None and self.mesh_plan.multi_process
+        return (self.mesh_plan.multi_process
                 and not self.cfg.train.max_steps and self.step < self.run.total_steps)
 
     def _empty_batch(self, last):

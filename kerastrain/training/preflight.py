@@ -45,22 +45,18 @@ def device_memory_bytes() -> tuple[int | None, str]:
     return None, ""
 
 
-def check_memory_fits(config: RunConfig, mesh_shape=None) -> None:
-    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device
-    (on a mesh: per device, with ``--batch-size`` rows per device)."""
-    from kerastrain.training.planner import estimate_training_memory, format_bytes, largest_batch
+def check_memory_fits(config: RunConfig, mesh_shape) -> None:
+    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device:
+    per device of ``mesh_shape`` (one device is a mesh of one), ``--batch-size`` rows each."""
+    from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
+    from kerastrain.training.planner import format_bytes
 
     available, what = device_memory_bytes()
     if available is None:
         return
-    need = estimate_training_memory(config)
-    if mesh_shape is not None:
-        from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
-
-        need = plan_mesh_memory(config, mesh_shape).total
+    need = plan_mesh_memory(config, mesh_shape).total
     if need > FIT_MARGIN * available:
-        best = (largest_batch_per_device(config, mesh_shape, available) if mesh_shape else
-                largest_batch(config, available))
+        best = largest_batch_per_device(config, mesh_shape, available)
         advice = (f"--batch-size {best} fits" if best else
                   "no batch size fits: choose a smaller preset or --seq-len")
         raise ConfigError(

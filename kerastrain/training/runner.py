@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -143,7 +142,7 @@ def run_training(config: RunConfig, console) -> dict:
     config.validate()
     processes = initialize_processes(config)  # before any other JAX call
     mesh_plan = make_mesh_plan(config)  # a bad mesh fails here, before anything is written
-    primary = mesh_plan is None or mesh_plan.process_index == 0
+    primary = mesh_plan.process_index == 0
     if not primary:  # only process 0 prints, logs, writes and uploads
         console.quiet = True
     output_dir = Path(config.output.output_dir)
@@ -203,14 +202,13 @@ def run_training(config: RunConfig, console) -> dict:
     seq_len = model_config.seq_len
     train_pipeline = training_pipeline(
         config, seq_len, train_docs, tokenizer, plan, data.names,
-        rows=mesh_plan.local_rows if mesh_plan else None,
-        process=(mesh_plan.process_index if mesh_plan else 0, processes))
+        rows=mesh_plan.local_rows, process=(mesh_plan.process_index, processes))
     val_batches = None if val_docs is None else (
         lambda: validation_pipeline(config, seq_len, val_docs, tokenizer, plan))
     from kerastrain.training.run_length import count_updates
 
     total_steps, steps_note = count_updates(config, train_docs, train_pipeline, say)
-    check_memory_fits(config.replace(model=model_config), mesh_plan.shape if mesh_plan else None)
+    check_memory_fits(config.replace(model=model_config), mesh_plan.shape)
     from kerastrain.training.resolved import RESOLVED_FILE, recorded_warmup, resolve
     schedule, warmup = make_schedule(config, total_steps, recorded_warmup(resume))
 
@@ -246,7 +244,7 @@ def run_training(config: RunConfig, console) -> dict:
         start_step, best_val = int(state["step"]), state.get("best_val_loss")
         say(f"Resumed from {config.output.resume_from or resume} at step {start_step}")
         pipeline_state = restore_data_position(
-            resume, mesh_plan.process_index if mesh_plan else 0, processes, say)
+            resume, mesh_plan.process_index, processes, say)
         if primary:
             truncate_metrics(output_dir, start_step)
         if start_step >= total_steps:
@@ -273,7 +271,7 @@ def run_training(config: RunConfig, console) -> dict:
                       model=model, tokenizer=tokenizer, chat_template=plan.context.template,
                       step=start_step, total_steps=total_steps)
     say(resolved.describe(config.preset, model.count_params()))
-    if mesh_plan:
+    if not mesh_plan.single_device:
         say(mesh_plan.describe(model_config.seq_len, config.train.gradient_accumulation_steps))
     # Process 0 uploads, samples and tracks; every process trains and checkpoints.
     uploads = start_uploads(config.cloud, console) if primary else None
@@ -328,13 +326,15 @@ def _prepare_tokenizer(config: RunConfig, init_from, train_docs, path: Path, pri
 
 
 def _build_model_and_optimizer(config: RunConfig, resolved, schedule, mesh_plan, initial, say):
-    """The model and its optimizer, created sharded over the mesh when there is one.
+    """The model and its optimizer, created sharded over the mesh (of one device, perhaps).
     ``initial``: the weights to start from (a model folder's, a kerastrain checkpoint), or None."""
     import keras
 
     from kerastrain.model.gpt import apply_lora, apply_precision, build_model
 
-    scope = (lambda: mesh_plan.scope(resolved.model)) if mesh_plan else contextlib.nullcontext
+    def scope():
+        return mesh_plan.scope(resolved.model)
+
     apply_precision(resolved.model)
     keras.utils.set_random_seed(config.train.seed)
     with scope():
