@@ -3,7 +3,7 @@
 For 1, 2 and 4 forced CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, each
 count in its own subprocess since JAX reads the flag at start-up) and each mesh (all data
 parallel; all FSDP), the same per-device batch trains the same model with kerastrain's own
-sharded step (``kerastrain.training.loop.make_steps`` with a ``MeshPlan``):
+sharded step (``kerastrain.training.steps.make_steps`` with a ``MeshPlan``):
 
     uv run python benchmarks/bench_scaling.py --preset nano --batch-size 4 --steps 10
 
