@@ -7,6 +7,21 @@ from pathlib import Path
 
 from kerastrain.config import RunConfig
 from kerastrain.errors import ConfigError, UserError
+from kerastrain.training.optimizer import check_kinds
+from kerastrain.training.tracking import check_trackers
+
+
+def check_before_writing(config: RunConfig, output_dir: Path, primary: bool) -> None:
+    """Everything that can fail before anything is written, each in one line: the output
+    directory is writable, the remote answers (process 0), every ``--tracker`` is installed and
+    every kind (optimizer, schedule) is registered."""
+    check_output_dir(output_dir)
+    if config.cloud.provider and primary:  # open and probe the remote before any work is done
+        from kerastrain.storage.probe import open_remote  # the cloud SDKs: only when asked
+
+        open_remote(config.cloud)
+    check_trackers(config.output.trackers)
+    check_kinds(config)
 
 
 def check_output_dir(path: Path) -> None:

@@ -65,6 +65,21 @@ def resolve(config, *, model: ModelConfig, tokenizer_path: Path, total_steps: in
     )
 
 
+def write_run_records(output_dir: Path, config, resolved: ResolvedRun, chat_template=None
+                      ) -> None:
+    """What was asked (``run_config.json``), what it resolved to (``resolved_run.json``,
+    ``model_config.json``) and the chat template data was rendered with (export and ``kerastrain
+    chat`` read it)."""
+    output_dir = Path(output_dir)
+    config.save(output_dir / "run_config.json")
+    resolved.save(output_dir / RESOLVED_FILE)
+    resolved.model.save(output_dir / "model_config.json")
+    if chat_template is not None:
+        from kerastrain.data.chat_template import TEMPLATE_FILE
+
+        chat_template.save(output_dir / TEMPLATE_FILE)
+
+
 def recorded_warmup(checkpoint: Path | None) -> int | None:
     """The warm-up the run that wrote ``checkpoint`` resolved (its record), or None: a resumed
     run keeps it (:func:`kerastrain.training.optimizer.make_schedule`)."""

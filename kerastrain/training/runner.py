@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from kerastrain.config import RunConfig
-from kerastrain.data.chat_template import TEMPLATE_FILE
 from kerastrain.data.preparation import check_vocab, open_data, tokenizer_path, vocab_trained_for
 from kerastrain.data.run_pipelines import training_pipeline, validation_pipeline
 from kerastrain.plugins import get_plugin_manager
@@ -28,16 +27,16 @@ from kerastrain.training.distribution import make_mesh_plan
 from kerastrain.training.init_from import resolve_init_from
 from kerastrain.training.loop import Trainer
 from kerastrain.training.objectives import check_objective
-from kerastrain.training.optimizer import check_kinds, make_schedule
+from kerastrain.training.optimizer import make_schedule
 from kerastrain.training.preference_loss import frozen_reference_weights
-from kerastrain.training.preflight import check_memory_fits, check_output_dir
+from kerastrain.training.preflight import check_before_writing, check_memory_fits
 from kerastrain.training.processes import SilentHooks, initialize_processes
 from kerastrain.training.progress_display import make_progress
-from kerastrain.training.resolved import RESOLVED_FILE, recorded_warmup, resolve
+from kerastrain.training.resolved import recorded_warmup, resolve, write_run_records
 from kerastrain.training.resume import find_resume_point, prepare_output_dir, truncate_metrics
 from kerastrain.training.run_length import count_updates
 from kerastrain.training.samples import Samples
-from kerastrain.training.tracking import Trackers, check_trackers
+from kerastrain.training.tracking import Trackers
 from kerastrain.training.training_run import TrainingRun
 
 
@@ -58,13 +57,7 @@ def run_training(config: RunConfig, console) -> dict:
 
     # -- 2. checks before anything is written ---------------------------------------------------
     output_dir = Path(config.output.output_dir)
-    check_output_dir(output_dir)
-    if config.cloud.provider and primary:  # open and probe the remote before any work is done
-        from kerastrain.storage.probe import open_remote  # the cloud SDKs: only when asked
-
-        open_remote(config.cloud)
-    check_trackers(config.output.trackers)
-    check_kinds(config)
+    check_before_writing(config, output_dir, primary)  # output dir, remote, trackers, kinds
     init_from = resolve_init_from(config)  # nothing, a checkpoint or a model folder: once
 
     # -- 3. data ----------------------------------------------------------------------------------
@@ -126,12 +119,8 @@ def run_training(config: RunConfig, console) -> dict:
                 "--overwrite to start again, or raise --epochs / --max-steps to continue")
             return {"steps": start.step, "reason": "already complete",
                     "checkpoint": str(resume.path)}
-    if primary:  # what was asked, what it resolved to, and the chat template export reads
-        config.save(output_dir / "run_config.json")
-        resolved.save(output_dir / RESOLVED_FILE)
-        resolved.model.save(output_dir / "model_config.json")
-        if data.plan.context.template is not None:
-            data.plan.context.template.save(output_dir / TEMPLATE_FILE)
+    if primary:
+        write_run_records(output_dir, config, resolved, data.plan.context.template)
 
     # -- 8. the loop ------------------------------------------------------------------------------
     train_pipeline.restore(start.data)
