@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from kerastrain.model.folder_checks import refuse_unsafe_folder
+from kerastrain.model.hf_import import is_pretrained_folder
+
 
 @dataclass(frozen=True)
 class InitFrom:
@@ -32,9 +35,6 @@ class InitFrom:
 def resolve_init_from(config) -> InitFrom:
     """What ``config.train.init_from`` is; a model folder that needs custom code or holds only
     pickled weights is refused here, in one line."""
-    from kerastrain.model.folder_checks import refuse_unsafe_folder
-    from kerastrain.model.hf_import import is_pretrained_folder
-
     source = config.train.init_from
     if not source:
         return InitFrom()

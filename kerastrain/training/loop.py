@@ -23,6 +23,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from kerastrain.data.counts import summary_counts
 from kerastrain.data.pipeline import PipelineState
 from kerastrain.data.prefetch import Prefetcher
 from kerastrain.training.checkpoint import prune_step_checkpoints
@@ -184,8 +185,6 @@ class Trainer:
     def _trained(self, position) -> dict:
         """What the run trained, counted from its batches, of every process
         (``kerastrain.data.counts``), and the epochs it completed."""
-        from kerastrain.data.counts import summary_counts
-
         counts = summary_counts(summed_over_processes(position.trained), self.segmented)
         done = not self.cfg.train.max_steps and self.step == self.run.total_steps
         # else: the epochs begun before the one this update is in

@@ -13,6 +13,11 @@ new token (no KV cache), which for a 48-token sample costs far less than one eva
 
 from __future__ import annotations
 
+import jax
+import keras
+import numpy as np
+from rich.markup import escape
+
 NEW_TOKENS = 48
 TOP_K = 10
 SEED = 0  # the same draws at every sample: differences come from the weights alone
@@ -22,9 +27,6 @@ class Sampler:
     """Jitted next-token logits over a fixed (1, seq_len) window, top-k sampling on the host."""
 
     def __init__(self, model, seq_len: int) -> None:
-        import jax
-        import keras
-
         self.seq_len = seq_len
 
         def logits_at(trainable, non_trainable, ids, index):
@@ -34,8 +36,6 @@ class Sampler:
         self.logits_at = jax.jit(logits_at)
 
     def generate(self, state, ids: list[int], new_tokens: int) -> list[int]:
-        import numpy as np
-
         trainable, non_trainable = state[0], state[1]
         rng = np.random.default_rng(SEED)
         ids = list(ids)[-(self.seq_len - 1):]
@@ -84,6 +84,4 @@ class Samples:
 
 
 def _escape(text: str) -> str:
-    from rich.markup import escape
-
     return escape(text)

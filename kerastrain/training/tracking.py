@@ -10,11 +10,10 @@ says so once and goes on without it.
 from __future__ import annotations
 
 from kerastrain.errors import ConfigError
+from kerastrain.plugins import trackers
 
 
 def tracker_classes() -> dict[str, type]:
-    from kerastrain.plugins import trackers
-
     return {name: reg.obj for name, reg in trackers().items()}
 
 
