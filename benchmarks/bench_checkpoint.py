@@ -18,7 +18,6 @@ Figures are seconds, median of the rounds. The disk is the machine's local disk.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -27,7 +26,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 
 def worker(args) -> dict:
@@ -40,16 +38,15 @@ def worker(args) -> dict:
     from kerastrain.model.presets import resolve_preset
     from kerastrain.training.distribution import make_mesh_plan
     from kerastrain.training.optimizer import make_optimizer
-    from kerastrain.training.processes import SilentHooks
-    from kerastrain.training.sharded_checkpoint import Checkpointer
+    from kerastrain.training.sharded_checkpoint import Checkpointer, CheckpointRecord
     from kerastrain.training.steps import initial_state
 
     fields = resolve_preset(args.preset)
     fields.update(vocab_size=args.vocab_size, dropout_rate=0.0)
     cfg = RunConfig(model=ModelConfig.from_dict(fields), distribution=DistributionConfig(
         fsdp=jax.device_count() if jax.device_count() > 1 else None))
-    plan = make_mesh_plan(cfg)  # None on one device, as in a one-device run
-    with plan.scope(cfg.model) if plan else contextlib.nullcontext():
+    plan = make_mesh_plan(cfg)  # a mesh of one on one device, as in a one-device run
+    with plan.scope(cfg.model):
         model = build_model(cfg.model)
         optimizer = make_optimizer(cfg, 1e-4, model)
         optimizer.build(model.trainable_variables)
@@ -60,16 +57,15 @@ def worker(args) -> dict:
     state = initial_state(model, optimizer)
     jax.block_until_ready(state)
     out = Path(tempfile.mkdtemp(prefix="bench_ckpt_"))
-    trainer = SimpleNamespace(  # what the checkpointer reads of a Trainer
-        mesh_plan=plan, model=model, optimizer=optimizer, cfg=cfg, step=0, best_val=None,
-        tokens_per_update=1, hooks=SilentHooks(),
-        run=SimpleNamespace(output_dir=out, tokenizer=None, resolved=None))
-    writer = Checkpointer(trainer)
+    record = CheckpointRecord(run_config=cfg, resolved=None, tokenizer=None,
+                              mesh=plan.shape.describe(), tokens_per_update=1)
+    writer = Checkpointer(out, model, optimizer, record, primary=jax.process_index() == 0,
+                          process_count=jax.process_count())
     blocked, sealed = [], []
     for i in range(args.rounds):
-        trainer.step = i
         start = time.perf_counter()
-        writer.save(state, f"checkpoint_step_{i}", "step", None)
+        writer.save(state, f"checkpoint_step_{i}", "step", step=i, best_val=None,
+                    pipeline_state=None)
         blocked.append(time.perf_counter() - start)
         writer.finish() if i == args.rounds - 1 else writer.wait_until_sealed()
         sealed.append(time.perf_counter() - start)

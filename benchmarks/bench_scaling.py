@@ -3,7 +3,7 @@
 For 1, 2 and 4 forced CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=N``, each
 count in its own subprocess since JAX reads the flag at start-up) and each mesh (all data
 parallel; all FSDP), the same per-device batch trains the same model with kerastrain's own
-sharded step (``kerastrain.training.loop.make_steps`` with a ``MeshPlan``):
+sharded step (``kerastrain.training.steps.make_steps`` with a ``MeshPlan``):
 
     uv run python benchmarks/bench_scaling.py --preset nano --batch-size 4 --steps 10
 
@@ -39,10 +39,8 @@ def worker(args) -> dict:
     cfg = RunConfig(model=ModelConfig.from_dict(fields), train=TrainConfig(batch_size=args.batch_size),
                     distribution=DistributionConfig(
                         fsdp=jax.device_count() if args.mode == "fsdp" else None))
-    plan = make_mesh_plan(cfg)
-    import contextlib
-
-    with plan.scope(cfg.model) if plan else contextlib.nullcontext():
+    plan = make_mesh_plan(cfg)  # one device: a mesh of one, as in a run
+    with plan.scope(cfg.model):
         model = build_model(cfg.model)
         optimizer = make_optimizer(cfg, 1e-4, model)
     step, _ = make_steps(model, optimizer, plan)
@@ -50,11 +48,7 @@ def worker(args) -> dict:
     rng = np.random.default_rng(0)
     x = rng.integers(0, args.vocab_size, (rows, args.seq_len), dtype=np.int32)
     counts = np.full((rows,), args.seq_len, dtype=np.int32)  # trained labels per row
-    if plan:
-        from kerastrain.training.steps import row_sharding
-
-        x = plan.place_batch(x)
-        counts = jax.make_array_from_process_local_data(row_sharding(plan), counts)
+    x, counts = plan.place_batch(x), plan.place_rows(counts)
     state = initial_state(model, optimizer)
     compiled = step.lower(state, x, x, counts).compile()
     memory = compiled.memory_analysis()

@@ -109,6 +109,10 @@ class MeshPlan:
         import keras
 
         self.shape = resolve_mesh(config, jax.device_count(), jax.local_device_count())
+        d = config.distribution
+        # One device and no mesh asked for: the records say "one device" (as they always have).
+        self.single_device = self.shape.devices == 1 and all(
+            v is None for v in (d.data_parallel, d.fsdp, d.tensor_parallel))
         self.process_count = jax.process_count()
         self.process_index = jax.process_index()
         self.local_devices = jax.local_device_count()
@@ -134,6 +138,11 @@ class MeshPlan:
     @property
     def multi_process(self) -> bool:
         return self.process_count > 1
+
+    @property
+    def label(self) -> str:
+        """The mesh in words, as checkpoints record it."""
+        return "one device" if self.single_device else self.shape.describe()
 
     def describe(self, seq_len: int, accumulation: int) -> str:
         tokens = self.global_batch * seq_len * accumulation
@@ -165,6 +174,14 @@ class MeshPlan:
 
         return jax.make_array_from_process_local_data(self.batch_sharding, local_rows)
 
+    def place_rows(self, local_values):
+        """This process's per-row values (``counts``) -> a global vector split as the rows are."""
+        import jax
+
+        from kerastrain.training.steps import row_sharding
+
+        return jax.make_array_from_process_local_data(row_sharding(self), local_values)
+
     def state_shardings(self, state):
         """The sharding of every array of the training state, as it was created."""
         import jax
@@ -172,15 +189,9 @@ class MeshPlan:
         return jax.tree.map(lambda a: a.sharding, state)
 
 
-def make_mesh_plan(config: RunConfig) -> MeshPlan | None:
-    """A :class:`MeshPlan` when the run uses more than one device or names a mesh, else None
-    (one device keeps the plain single-device step)."""
-    import jax
-
-    d = config.distribution
-    named = any(v is not None for v in (d.data_parallel, d.fsdp, d.tensor_parallel))
-    if jax.device_count() == 1 and not named:
-        return None
+def make_mesh_plan(config: RunConfig) -> MeshPlan:
+    """The run's :class:`MeshPlan`: one device is a mesh of one, so every run takes the same
+    path (XLA compiles a one-device mesh to the same program as no mesh)."""
     return MeshPlan(config)
 
 
@@ -191,8 +202,7 @@ def measure_state_bytes(config: RunConfig) -> dict:
     Builds the model and optimizer on the mesh this process's devices allow (``config.distribution``)
     or on one device, as ``kerastrain run`` would.
     """
-    import contextlib
-
+    import jax
     import numpy as np
 
     from kerastrain.model.gpt import build_model
@@ -200,23 +210,15 @@ def measure_state_bytes(config: RunConfig) -> dict:
     from kerastrain.training.steps import initial_state, make_steps
 
     plan = make_mesh_plan(config)
-    with plan.scope(config.model) if plan else contextlib.nullcontext():
+    with plan.scope(config.model):
         model = build_model(config.model)
         optimizer = make_optimizer(config, config.train.learning_rate, model)
     train_step, _ = make_steps(model, optimizer, plan)
-    rows = plan.global_batch if plan else config.train.batch_size
-    x = np.zeros((rows, config.model.seq_len), "int32")
-    counts = np.full((rows,), config.model.seq_len, "int32")  # trained labels per row
-    if plan:
-        import jax
-
-        from kerastrain.training.steps import row_sharding
-
-        x = plan.place_batch(x)
-        counts = jax.make_array_from_process_local_data(row_sharding(plan), counts)
+    x = np.zeros((plan.global_batch, config.model.seq_len), "int32")
+    counts = np.full((plan.global_batch,), config.model.seq_len, "int32")  # trained labels
+    x, counts = plan.place_batch(x), plan.place_rows(counts)
     state = initial_state(model, optimizer)
     stats = train_step.lower(state, x, x, counts).compile().memory_analysis()
-    import jax
 
     return {"arguments": int(stats.argument_size_in_bytes),
             "temporaries": int(stats.temp_size_in_bytes),

@@ -7,6 +7,21 @@ from pathlib import Path
 
 from kerastrain.config import RunConfig
 from kerastrain.errors import ConfigError, UserError
+from kerastrain.training.optimizer import check_kinds
+from kerastrain.training.tracking import check_trackers
+
+
+def check_before_writing(config: RunConfig, output_dir: Path, primary: bool) -> None:
+    """Everything that can fail before anything is written, each in one line: the output
+    directory is writable, the remote answers (process 0), every ``--tracker`` is installed and
+    every kind (optimizer, schedule) is registered."""
+    check_output_dir(output_dir)
+    if config.cloud.provider and primary:  # open and probe the remote before any work is done
+        from kerastrain.storage.probe import open_remote  # the cloud SDKs: only when asked
+
+        open_remote(config.cloud)
+    check_trackers(config.output.trackers)
+    check_kinds(config)
 
 
 def check_output_dir(path: Path) -> None:
@@ -45,22 +60,18 @@ def device_memory_bytes() -> tuple[int | None, str]:
     return None, ""
 
 
-def check_memory_fits(config: RunConfig, mesh_shape=None) -> None:
-    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device
-    (on a mesh: per device, with ``--batch-size`` rows per device)."""
-    from kerastrain.training.planner import estimate_training_memory, format_bytes, largest_batch
+def check_memory_fits(config: RunConfig, mesh_shape) -> None:
+    """Refuse, with the planner's figures, a configuration that clearly cannot fit the device:
+    per device of ``mesh_shape`` (one device is a mesh of one), ``--batch-size`` rows each."""
+    from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
+    from kerastrain.training.planner import format_bytes
 
     available, what = device_memory_bytes()
     if available is None:
         return
-    need = estimate_training_memory(config)
-    if mesh_shape is not None:
-        from kerastrain.training.mesh_memory import largest_batch_per_device, plan_mesh_memory
-
-        need = plan_mesh_memory(config, mesh_shape).total
+    need = plan_mesh_memory(config, mesh_shape).total
     if need > FIT_MARGIN * available:
-        best = (largest_batch_per_device(config, mesh_shape, available) if mesh_shape else
-                largest_batch(config, available))
+        best = largest_batch_per_device(config, mesh_shape, available)
         advice = (f"--batch-size {best} fits" if best else
                   "no batch size fits: choose a smaller preset or --seq-len")
         raise ConfigError(

@@ -29,7 +29,7 @@ class ResolvedRun:
     steps_note: str  # how total_steps was found
     devices: int = 1
     processes: int = 1
-    mesh: dict | None = None  # axis sizes (data, fsdp, model) when the run has a mesh
+    mesh: dict | None = None  # axis sizes (data, fsdp, model); None: one device, none asked
     pretrained: str | None = None  # the --init-from folder's architecture, when it has one
     global_batch: int = 1  # rows of one micro-batch over all devices
     tokens_per_update: int = 0  # global batch x seq_len x accumulation
@@ -50,19 +50,34 @@ class ResolvedRun:
 
 
 def resolve(config, *, model: ModelConfig, tokenizer_path: Path, total_steps: int,
-            warmup_steps: int, steps_note: str, mesh_plan=None, processes: int = 1,
+            warmup_steps: int, steps_note: str, mesh_plan, processes: int = 1,
             pretrained: str | None = None) -> ResolvedRun:
     """The frozen record of a run (see the module docstring)."""
-    shape = mesh_plan.shape if mesh_plan is not None else None
-    global_batch = config.train.batch_size * (shape.devices if shape else 1)  # per device
+    shape = mesh_plan.shape
+    global_batch = config.train.batch_size * shape.devices  # --batch-size is per device
     return ResolvedRun(
         model=model, tokenizer_path=str(tokenizer_path), total_steps=total_steps,
         warmup_steps=warmup_steps, steps_note=steps_note,
-        devices=shape.devices if shape else 1, processes=processes,
-        mesh=dict(data=shape.data, fsdp=shape.fsdp, model=shape.model) if shape else None,
+        devices=shape.devices, processes=processes,
+        mesh=None if mesh_plan.single_device else dataclasses.asdict(shape),
         pretrained=pretrained, global_batch=global_batch,
         tokens_per_update=global_batch * model.seq_len * config.train.gradient_accumulation_steps,
     )
+
+
+def write_run_records(output_dir: Path, config, resolved: ResolvedRun, chat_template=None
+                      ) -> None:
+    """What was asked (``run_config.json``), what it resolved to (``resolved_run.json``,
+    ``model_config.json``) and the chat template data was rendered with (export and ``kerastrain
+    chat`` read it)."""
+    output_dir = Path(output_dir)
+    config.save(output_dir / "run_config.json")
+    resolved.save(output_dir / RESOLVED_FILE)
+    resolved.model.save(output_dir / "model_config.json")
+    if chat_template is not None:
+        from kerastrain.data.chat_template import TEMPLATE_FILE
+
+        chat_template.save(output_dir / TEMPLATE_FILE)
 
 
 def recorded_warmup(checkpoint: Path | None) -> int | None:

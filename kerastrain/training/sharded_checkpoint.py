@@ -38,6 +38,7 @@ import gzip
 import json
 import shutil
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -105,21 +106,36 @@ def model_trees(model, trainable, non_trainable, gather: bool = False) -> tuple[
     return nest(weights), nest(rngs)
 
 
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """What every checkpoint of a run holds beside its arrays: the request, what the run resolved,
+    the tokenizer, the chat template, the mesh in words and the tokens of one update."""
+
+    run_config: object  # RunConfig
+    resolved: object  # ResolvedRun
+    tokenizer: object
+    chat_template: object = None  # `chat`, `generate --chat` and export read it
+    mesh: str = "one device"
+    tokens_per_update: int = 0
+
+
 class Checkpointer:
-    """Writes the checkpoints of a :class:`~kerastrain.training.loop.Trainer` (any mesh, one
-    device included).
+    """Writes the checkpoints of a run's ``model`` and ``optimizer`` (any mesh, one device
+    included) into ``output_dir``; ``primary``: this process writes the metadata and seals;
+    ``on_sealed(path, step, kind)`` is called from the training thread once a checkpoint is
+    sealed.
 
     Every process calls :meth:`save` at the same step (a collective), :meth:`poll` after each step
     and :meth:`finish` at the end of the run."""
 
-    def __init__(self, trainer):
-        import jax
-
-        self.trainer = trainer
-        self.process_count = jax.process_count()
-        self.primary = jax.process_index() == 0
+    def __init__(self, output_dir: Path, model, optimizer, record: CheckpointRecord, *,
+                 primary: bool, process_count: int, on_sealed=None):
+        self.output_dir, self.model, self.optimizer, self.record = (output_dir, model, optimizer,
+                                                                    record)
+        self.primary, self.process_count = primary, process_count
+        self.on_sealed = on_sealed or (lambda path, step, kind: None)
         self._sealer: threading.Thread | None = None
-        self._sealed: list[tuple[Path, int, str]] = []  # sealed, hooks not yet called
+        self._sealed: list[tuple[Path, int, str]] = []  # sealed, on_sealed not yet called
         self._error: CheckpointError | None = None
 
     @functools.cached_property
@@ -130,24 +146,25 @@ class Checkpointer:
 
         return ocp.AsyncCheckpointer(ocp.CompositeCheckpointHandler())
 
-    def save(self, state, name: str, kind: str, pipeline_state) -> Path:
-        """Start writing checkpoint ``name``; returns once the state is copied to host memory."""
+    def save(self, state, name: str, kind: str, *, step: int, best_val: float | None,
+             pipeline_state: PipelineState | None) -> Path:
+        """Start writing checkpoint ``name`` of ``state`` after update ``step``; returns once the
+        state is copied to host memory."""
         import orbax.checkpoint as ocp
 
-        t = self.trainer
         self.wait_until_sealed()  # one write at a time: the previous checkpoint is sealed first
         blobs = gather_bytes(_encode(pipeline_state or PipelineState()))  # collective
-        path = t.run.output_dir / name
+        path = self.output_dir / name
         # The same temporary name in every process: Orbax writes one folder together.
-        tmp = t.run.output_dir / f".tmp-{name}"
+        tmp = self.output_dir / f".tmp-{name}"
         if self.primary:
             if tmp.exists():
                 shutil.rmtree(tmp)  # left by a killed run
             # Now, not by Orbax's writer thread: the metadata below goes in beside its folder.
             tmp.mkdir(parents=True)
-        barrier(f"clean {tmp.name} at step {t.step}")
+        barrier(f"clean {tmp.name} at step {step}")
         trainable, non_trainable, opt_vars = state
-        model, optimizer = t.model, t.optimizer
+        model, optimizer, record = self.model, self.optimizer, self.record
         weights, rngs = model_trees(model, trainable, non_trainable,
                                     gather=kind == "final" and self.process_count > 1)
         items = {MODEL_ITEM: ocp.args.StandardSave(weights),
@@ -157,13 +174,11 @@ class Checkpointer:
         # Returns once the arrays are copied to host memory; the files are written meanwhile.
         self._orbax.save((tmp / STATE_DIR).absolute(), args=ocp.args.Composite(**items))
         if self.primary:
-            plan = t.mesh_plan
-            record = {
-                "step": t.step, "kind": kind, "best_val_loss": t.best_val,
+            state_record = {
+                "step": step, "kind": kind, "best_val_loss": best_val,
                 "epoch": pipeline_state.epoch if pipeline_state else None,
-                "tokens_seen": t.step * t.tokens_per_update,
-                "processes": self.process_count, "format": "orbax",
-                "mesh": plan.shape.describe() if plan is not None else "one device",
+                "tokens_seen": step * record.tokens_per_update,
+                "processes": self.process_count, "format": "orbax", "mesh": record.mesh,
                 "model_variables": describe(model_variables(model),
                                             {id(w) for w in model.weights}),
                 "weights": {"count": len(model.weights)},
@@ -173,14 +188,13 @@ class Checkpointer:
                 "lora_scale": _lora_scale(model),
             }
             files = {f"{STATES_DIR}/process_{i:05d}.json.gz": b for i, b in enumerate(blobs)}
-            if t.run.chat_template is not None:  # `chat`, `generate --chat` and export read it
+            if record.chat_template is not None:
                 from kerastrain.data.chat_template import TEMPLATE_FILE
 
-                files[TEMPLATE_FILE] = t.run.chat_template.to_bytes()
-            write_metadata(tmp, record, run_config=t.cfg, resolved=t.run.resolved,
-                           tokenizer=t.run.tokenizer,
-                           extra_files=files)
-            self._sealer = threading.Thread(target=self._seal, args=(tmp, path, t.step, kind),
+                files[TEMPLATE_FILE] = record.chat_template.to_bytes()
+            write_metadata(tmp, state_record, run_config=record.run_config,
+                           resolved=record.resolved, tokenizer=record.tokenizer, extra_files=files)
+            self._sealer = threading.Thread(target=self._seal, args=(tmp, path, step, kind),
                                             name=f"seal-{name}", daemon=True)
             self._sealer.start()
         return path
@@ -205,14 +219,13 @@ class Checkpointer:
         self.poll()
 
     def poll(self) -> list[Path]:
-        """Checkpoints sealed since the last call: their plugin hooks are called now."""
+        """Checkpoints sealed since the last call: ``on_sealed`` is called for each now."""
         if self._error is not None:
             error, self._error = self._error, None
             raise error
         done, self._sealed = self._sealed, []
         for path, step, kind in done:
-            self.trainer.hooks.on_checkpoint_saved(run=self.trainer.run, path=path, step=step,
-                                                   kind=kind)
+            self.on_sealed(path, step, kind)
         return [path for path, _, _ in done]
 
     def abandon(self) -> None:

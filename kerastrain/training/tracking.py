@@ -1,22 +1,19 @@
-"""Built-in plugin: the experiment trackers a run names with ``--tracker`` follow the loop.
+"""The experiment trackers a run names with ``--tracker`` follow the loop.
 
-Trackers are a plugin kind (``register_trackers``); this module is the one adapter between the
-loop hooks and every tracker, so a tracker plugin only says how to start, log a record, store the
-final checkpoint and finish. Records come from ``on_metrics``, the same ones ``metrics.jsonl``
-gets, in memory. A tracker that fails mid-run (server down, disk full) never stops training: the
-run says so once and goes on without it. The started trackers live on the run
-(``run.plugin_state``: a list of (tracker class, tracker)).
+Trackers are a plugin kind (``register_trackers``); :class:`Trackers` is the one adapter between
+the loop and every tracker, so a tracker plugin only says how to start, log a record, store the
+final checkpoint and finish. The loop hands it each record as it writes it to ``metrics.jsonl``,
+in memory. A tracker that fails mid-run (server down, disk full) never stops training: the run
+says so once and goes on without it.
 """
 
 from __future__ import annotations
 
 from kerastrain.errors import ConfigError
-from kerastrain.hookspecs import hookimpl
+from kerastrain.plugins import trackers
 
 
 def tracker_classes() -> dict[str, type]:
-    from kerastrain.plugins import trackers
-
     return {name: reg.obj for name, reg in trackers().items()}
 
 
@@ -33,39 +30,37 @@ def check_trackers(names: list[str]) -> None:
             )
 
 
-def _call(run, action: str, *args) -> None:
-    active = run.plugin_state.get(__name__, [])
-    for entry in list(active):
-        cls, tracker = entry
-        try:
-            getattr(tracker, action)(*args)
-        except Exception as exc:  # any client error: the run and its checkpoints matter more
-            active.remove(entry)
-            text = str(exc).strip()
-            first = text.splitlines()[0] if text else type(exc).__name__
-            run.say(f"{cls.label}: {action} failed ({first}); training goes on without {cls.label}")
+class Trackers:
+    """The trackers a run started (``--tracker``): each record, the final checkpoint and the
+    summary go to every one still working. ``active``: (tracker class, tracker) pairs."""
 
+    def __init__(self, active: list, say) -> None:
+        self.active, self.say = list(active), say
 
-@hookimpl
-def on_train_start(run):
-    names = run.config.output.trackers or []
-    if names:
-        classes = tracker_classes()
-        run.plugin_state[__name__] = [(classes[n], classes[n].start(run)) for n in names]
+    @classmethod
+    def start(cls, names: list[str], run) -> Trackers:
+        """Start the trackers ``names`` (checked by :func:`check_trackers`) for ``run``."""
+        classes = tracker_classes() if names else {}
+        return cls([(classes[n], classes[n].start(run)) for n in names], run.say)
 
+    def log(self, record: dict) -> None:
+        self._call("log", record)
 
-@hookimpl
-def on_metrics(run, record):
-    _call(run, "log", record)
+    def log_checkpoint(self, path) -> None:
+        self._call("log_checkpoint", path)
 
+    def finish(self, summary: dict) -> None:
+        self._call("finish", summary)
+        self.active = []
 
-@hookimpl
-def on_checkpoint_saved(run, path, step, kind):
-    if kind == "final":
-        _call(run, "log_checkpoint", path)
-
-
-@hookimpl
-def on_train_end(run, logs):
-    _call(run, "finish", logs)
-    run.plugin_state.pop(__name__, None)
+    def _call(self, action: str, *args) -> None:
+        for entry in list(self.active):
+            cls, tracker = entry
+            try:
+                getattr(tracker, action)(*args)
+            except Exception as exc:  # any client error: the run and its checkpoints matter more
+                self.active.remove(entry)
+                text = str(exc).strip()
+                first = text.splitlines()[0] if text else type(exc).__name__
+                self.say(f"{cls.label}: {action} failed ({first}); training goes on without "
+                         f"{cls.label}")

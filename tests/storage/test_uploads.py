@@ -8,7 +8,6 @@ import logging
 import re
 import threading
 import urllib.parse
-from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -270,26 +269,23 @@ def test_unreachable_server_is_a_one_line_storage_error(monkeypatch):
     assert "\n" not in err.value.format_message()
 
 
-# -- the cloud_sync plugin ----------------------------------------------------------------------
+# -- the run's uploads (cloud_sync) ------------------------------------------------------------
 
 
 def _stand_in_run(tmp_path, cloud: CloudConfig):
-    from kerastrain.training.loop import TrainingRun
+    from types import SimpleNamespace
 
-    return TrainingRun(config=RunConfig(cloud=cloud), resolved=None, output_dir=tmp_path / "out",
-                       console=_console())
+    return SimpleNamespace(config=RunConfig(cloud=cloud), output_dir=tmp_path / "out",
+                           console=_console())
 
 
-def test_cloud_sync_hooks_upload_each_checkpoint(s3, tmp_path):
+def test_cloud_sync_uploads_each_checkpoint(s3, tmp_path):
     bucket = s3.make_bucket()
     run = _stand_in_run(tmp_path, CloudConfig(provider="s3", bucket=bucket, prefix="runs/a"))
-    cloud_sync.on_train_start(run=run)
-    assert cloud_sync.uploader_for(run) is not None
+    uploads = cloud_sync.start_uploads(run.config.cloud, run.console)
     for step in (20, 40):
-        folder = make_checkpoint(run.output_dir, step)
-        cloud_sync.on_checkpoint_saved(run=run, path=folder, step=step, kind="step")
-    cloud_sync.on_train_end(run=run, logs={})
-    assert cloud_sync.uploader_for(run) is None
+        uploads.submit(make_checkpoint(run.output_dir, step))
+    assert uploads.finish() == {}
     found = list_remote_checkpoints(f"s3://{bucket}/runs/a")
     assert [str(c.url) for c in found] == [
         f"s3://{bucket}/runs/a/checkpoint_step_20",
@@ -301,10 +297,7 @@ def test_cloud_sync_hooks_upload_each_checkpoint(s3, tmp_path):
 
 def test_cloud_sync_does_nothing_without_a_provider(tmp_path):
     run = _stand_in_run(tmp_path, CloudConfig())
-    cloud_sync.on_train_start(run=run)
-    assert cloud_sync.uploader_for(run) is None
-    cloud_sync.on_checkpoint_saved(run=run, path=tmp_path, step=1, kind="step")
-    cloud_sync.on_train_end(run=run, logs={})
+    assert cloud_sync.start_uploads(run.config.cloud, run.console) is None
     assert run.console.file.getvalue() == ""
 
 
@@ -335,11 +328,9 @@ def test_secrets_never_appear_in_output_or_files(azure, tmp_path, monkeypatch, c
     run = _stand_in_run(tmp_path, cloud)
     run.output_dir.mkdir(parents=True)
     run.config.save(run.output_dir / "run_config.json")
-    cloud_sync.on_train_start(run=run)
-    cloud_sync.on_checkpoint_saved(
-        run=run, path=make_checkpoint(run.output_dir, 1), step=1, kind="step"
-    )
-    cloud_sync.on_train_end(run=run, logs={})
+    uploads = cloud_sync.start_uploads(run.config.cloud, run.console)
+    uploads.submit(make_checkpoint(run.output_dir, 1))
+    assert uploads.finish() == {}
     assert [c.step for c in list_remote_checkpoints(f"az://{container}/ck", cloud)] == [1]
     fetched = fetch_checkpoint(
         f"az://{container}/ck/checkpoint_step_1", tmp_path / "fetched", cloud
@@ -349,12 +340,12 @@ def test_secrets_never_appear_in_output_or_files(azure, tmp_path, monkeypatch, c
     # Failure paths too: the same credentials against a server that is not there.
     monkeypatch.setenv("AZURE_STORAGE_BLOB_ENDPOINT", f"http://127.0.0.1:9/{AZURITE_ACCOUNT}")
     failing = _stand_in_run(tmp_path, cloud)
-    cloud_sync.on_train_start(run=failing)
-    cloud_sync.uploader_for(failing).retry = FAST_RETRY
-    cloud_sync.on_checkpoint_saved(run=failing, path=fetched, step=1, kind="step")
     # The remote stays unreachable: wait 3 s, then list.
     failing.config = failing.config.replace(cloud=dataclasses.replace(cloud, upload_timeout=3))
-    cloud_sync.on_train_end(run=failing, logs={})
+    uploads = cloud_sync.start_uploads(failing.config.cloud, failing.console)
+    uploads.uploader.retry = FAST_RETRY
+    uploads.submit(fetched)
+    assert uploads.finish()["not_uploaded"] == [str(fetched)]
     messages.append(failing.console.file.getvalue())
     assert "Not uploaded" in messages[-1]
     with pytest.raises(StorageError) as err:
@@ -372,14 +363,13 @@ def test_secrets_never_appear_in_output_or_files(azure, tmp_path, monkeypatch, c
             assert secret.encode() not in path.read_bytes(), path
 
 
-def test_keep_last_spares_a_checkpoint_still_uploading_through_checkpoints_in_use(
-        s3, kerastrain_plugin, kerastrain_run, monkeypatch):
-    """``--keep-last 1`` while checkpoint_step_1 is still uploading: the cloud-sync plugin names
-    it through ``checkpoints_in_use``, pruning spares it, and its upload completes."""
+def test_keep_last_spares_a_checkpoint_still_uploading(s3, kerastrain_plugin, kerastrain_run,
+                                                        monkeypatch):
+    """``--keep-last 1`` while checkpoint_step_1 is still uploading: the run's uploads name it
+    in use, pruning spares it, and its upload completes."""
     import kerastrain_s3
 
     from kerastrain.hookspecs import hookimpl
-    from kerastrain.plugins import get_plugin_manager
 
     release = threading.Event()
     upload = kerastrain_s3.S3Storage.upload_file
@@ -390,16 +380,14 @@ def test_keep_last_spares_a_checkpoint_still_uploading_through_checkpoints_in_us
         upload(self, local, key)
 
     monkeypatch.setattr(kerastrain_s3.S3Storage, "upload_file", slow_upload)
-    seen: dict[int, tuple[list[str], list[str]]] = {}
+    seen: dict[int, list[str]] = {}
 
     class Peek:  # after each save, before that save's pruning: what survived the previous one
         @hookimpl
         def on_checkpoint_saved(self, run, path, step, kind):
             if kind != "step":
                 return
-            present = sorted(p.name for p in run.output_dir.glob("checkpoint_step_*"))
-            answers = get_plugin_manager().hook.checkpoints_in_use(run=run)
-            seen[step] = (present, sorted(Path(p).name for paths in answers for p in paths))
+            seen[step] = sorted(p.name for p in run.output_dir.glob("checkpoint_step_*"))
             if step == 4:
                 release.set()
 
@@ -409,9 +397,7 @@ def test_keep_last_spares_a_checkpoint_still_uploading_through_checkpoints_in_us
                             "--cloud-provider", "s3", "--cloud-bucket", bucket,
                             "--cloud-prefix", "runs/k")
     assert result.exit_code == 0, result.output
-    # Step 3 saved: step 1 (uploading) and step 2 (queued behind it) were kept by the hook.
-    present, in_use = seen[3]
-    assert present == ["checkpoint_step_1", "checkpoint_step_2", "checkpoint_step_3"]
-    assert {"checkpoint_step_1", "checkpoint_step_2"} <= set(in_use)
+    # Step 3 saved: step 1 (uploading) and step 2 (queued behind it) were kept, not pruned.
+    assert seen[3] == ["checkpoint_step_1", "checkpoint_step_2", "checkpoint_step_3"]
     uploaded = {c.name for c in list_remote_checkpoints(f"s3://{bucket}/runs/k")}
     assert {"checkpoint_step_1", "final_checkpoint"} <= uploaded

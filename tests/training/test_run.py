@@ -168,7 +168,7 @@ def test_auto_vocab_size_picks_and_reports_a_size(tmp_path):
 
 
 def test_resume_drops_metrics_past_the_checkpoint_and_a_torn_last_line(tmp_path):
-    from kerastrain.training.runner import truncate_metrics
+    from kerastrain.training.resume import truncate_metrics
 
     rows = [{"kind": "train", "step": s, "loss": 1.0} for s in (1, 2, 3, 4)]
     rows.append({"kind": "summary", "step": 2})

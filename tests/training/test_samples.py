@@ -56,16 +56,13 @@ def test_a_terminal_gets_a_sample_at_each_evaluation_and_a_pipe_does_not(tmp_pat
 def test_sample_every_zero_turns_samples_off_even_on_a_terminal():
     from types import SimpleNamespace
 
-    from kerastrain.training import samples
+    from kerastrain.training.samples import Samples
 
-    said = []
     for every, terminal, expected in ((0, True, 0), (None, True, 1), (None, False, 0), (3, False, 0)):
-        run = SimpleNamespace(config=SimpleNamespace(output=SimpleNamespace(sample_every=every)),
-                              console=SimpleNamespace(is_terminal=terminal))
-        original, samples.sample = samples.sample, lambda run, step: said.append(step)
-        try:
-            said.clear()
-            samples.on_evaluate(run=run, step=5, logs={})
-        finally:
-            samples.sample = original
+        config = SimpleNamespace(output=SimpleNamespace(sample_every=every, sample_prompt="The"),
+                                 model=SimpleNamespace(seq_len=32))
+        samples = Samples(None, None, config, say=print, log=None, terminal=terminal)
+        said = []
+        samples.sample = lambda step, state, said=said: said.append(step)
+        samples.after_evaluation(5, state=None)
         assert len(said) == expected, (every, terminal)

@@ -77,22 +77,18 @@ def test_a_tracker_gets_the_records_of_metrics_jsonl_without_the_file_being_read
     assert tracker.summary["reason"] == "max steps reached"
 
 
-def test_trackers_keep_their_state_on_the_run_not_in_the_module(kerastrain_plugin,
-                                                               kerastrain_run):
+def test_two_runs_in_one_process_have_their_own_trackers(kerastrain_plugin, kerastrain_run):
     from kerastrain.training import tracking
 
-    seen = []
-
-    class Peek:
-        @hookimpl
-        def on_train_step(self, run, step, logs):
-            seen.append([type(t) for _, t in run.plugin_state.get(tracking.__name__, [])])
-
+    RecordingTracker.started.clear()
     kerastrain_plugin(RecordingTrackerPlugin(), name="recording-tracker")
-    kerastrain_plugin(Peek(), name="peek")
-    result = kerastrain_run("--max-steps", "2", "--tracker", "recording")
-    assert result.exit_code == 0, result.output
-    assert seen == [[RecordingTracker], [RecordingTracker]]
+    runs = [kerastrain_run("--max-steps", n, "--tracker", "recording", "--overwrite")
+            for n in ("2", "3")]
+    assert [r.exit_code for r in runs] == [0, 0], runs[-1].output
+    first, second = RecordingTracker.started
+    assert [r["step"] for r in first.records if r["kind"] == "train"] == [1, 2]
+    assert [r["step"] for r in second.records if r["kind"] == "train"] == [1, 2, 3]
+    assert first.summary["steps"] == 2 and second.summary["steps"] == 3
     module_state = [name for name, value in vars(tracking).items()
                     if not name.startswith("__") and isinstance(value, (dict, list, set))]
     assert module_state == []

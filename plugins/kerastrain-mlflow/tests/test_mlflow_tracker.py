@@ -56,7 +56,6 @@ def test_an_unknown_tracker_is_a_one_line_error(tmp_path):
 
 def test_a_tracker_failing_mid_run_does_not_stop_training(tmp_path):
     import io
-    from types import SimpleNamespace
 
     from kerastrain_mlflow import MlflowTracker
     from rich.console import Console
@@ -68,14 +67,14 @@ def test_a_tracker_failing_mid_run_does_not_stop_training(tmp_path):
             raise ConnectionError("API request to http://tracking:5000 failed\nretries exhausted")
 
     console = Console(file=io.StringIO(), width=200)
-    run = SimpleNamespace(say=lambda m: console.print(m, highlight=False),
-                          plugin_state={tracking.__name__: [(MlflowTracker, ServerGone())]})
-    tracking.on_metrics(run=run, record={"kind": "train", "step": 1, "loss": 2.0})
-    tracking.on_metrics(run=run, record={"kind": "train", "step": 2, "loss": 1.9})  # said once
-    tracking.on_train_end(run=run, logs={})
+    trackers = tracking.Trackers([(MlflowTracker, ServerGone())],
+                                 say=lambda m: console.print(m, highlight=False))
+    trackers.log({"kind": "train", "step": 1, "loss": 2.0})
+    trackers.log({"kind": "train", "step": 2, "loss": 1.9})  # said once
+    trackers.finish({})
     out = console.file.getvalue()
     assert out.count("MLflow: log failed (API request to http://tracking:5000 failed)") == 1
-    assert "training goes on without MLflow" in out and run.plugin_state == {}
+    assert "training goes on without MLflow" in out and trackers.active == []
 
 
 def test_trackers_are_a_plugin_kind():
