@@ -182,16 +182,3 @@ def adopt_pretrained(config: RunConfig, target: Path, say) -> PretrainedModel:
     say(f"Pretrained: {pretrained.architecture.name} from {pretrained.path} "
         f"({m.num_layers} layers, d_model {m.d_model}, vocab {m.vocab_size})")
     return pretrained
-
-
-def init_from_folder(config) -> str | None:
-    """The ``--init-from`` model folder (for its chat template), refused in one line when it
-    needs custom code or holds only pickled weights; None for a kerastrain checkpoint or none."""
-    if not config.train.init_from:
-        return None
-    from kerastrain.model.folder_checks import refuse_unsafe_folder
-
-    if not is_pretrained_folder(config.train.init_from):
-        return None
-    refuse_unsafe_folder(config.train.init_from)
-    return config.train.init_from
