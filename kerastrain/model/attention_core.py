@@ -43,7 +43,7 @@ def _bwd(is_causal, scale, residuals, d_out):
     # Tied to the cotangent (a zero taken from it), so that XLA's scheduler cannot move the
     # recomputation into the forward pass; the barrier keeps CSE from reusing the forward's.
     q, k, v, out, lse, d_out = jax.lax.optimization_barrier((q, k, v, out, lse, d_out))
-    q = q + (d_out[:1, :1, :1, :1] * 0).astype(q.dtype)
+    q = tied_to(q, d_out)
     s = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) * jnp.float32(scale)
     keep = _keep(s.shape, mask, is_causal)
     lse = jnp.transpose(lse, (0, 2, 1)).astype(jnp.float32)[..., None]  # (b, t, n) -> (b, n, t, 1)
@@ -58,6 +58,12 @@ def _bwd(is_causal, scale, residuals, d_out):
     dv = jnp.einsum("bnts,btnh->bsnh", p.astype(v.dtype), d_out).astype(v.dtype)
     d_mask = None if mask is None else np.zeros(mask.shape, dtype=jax.dtypes.float0)
     return dq, dk, dv, d_mask
+
+
+def tied_to(x, cotangent):
+    """``x`` plus a zero taken from ``cotangent``: what is computed from it waits for the
+    cotangent (the backward pass) in XLA's schedule."""
+    return x + (cotangent.reshape(-1)[:1] * 0).astype(x.dtype)
 
 
 def _keep(shape, mask, is_causal):
@@ -82,3 +88,4 @@ def dot_product_attention(q, k, v, mask=None, is_causal: bool = False, scale: fl
         mask = jnp.asarray(mask, bool)
     dtype = jnp.result_type(q.dtype, k.dtype, v.dtype)
     return _attention(q.astype(dtype), k.astype(dtype), v.astype(dtype), mask, is_causal, scale)
+
