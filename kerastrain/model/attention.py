@@ -18,6 +18,16 @@ def _dense(units: int, name: str, use_bias: bool = False, stddev: float = 0.02) 
     )
 
 
+def _dot_product_attention(q, k, v, mask=None, is_causal=False, scale=None):
+    """``ops.dot_product_attention``; on JAX the same forward with a backward that keeps no
+    (seq x seq) arrays (:mod:`kerastrain.model.attention_core`)."""
+    if keras.backend.backend() != "jax":
+        return ops.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal, scale=scale)
+    from kerastrain.model.attention_core import dot_product_attention
+
+    return dot_product_attention(q, k, v, mask=mask, is_causal=is_causal, scale=scale)
+
+
 @keras.saving.register_keras_serializable(package="kerastrain")
 class CausalSelfAttention(layers.Layer):
     """Multi-head causal self-attention with an optional rotary embedding and KV cache."""
@@ -91,7 +101,7 @@ class CausalSelfAttention(layers.Layer):
         families' scale, window and soft-cap."""
         length = ops.shape(q)[1]
         if self.softcap is None and self.window is None and segment_ids is None:
-            return ops.dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
+            return _dot_product_attention(q, k, v, is_causal=True, scale=self.scale)
         pos = ops.arange(length)
         gap = ops.expand_dims(pos, 1) - ops.expand_dims(pos, 0)  # query i - key j
         mask = gap >= 0
@@ -108,7 +118,7 @@ class CausalSelfAttention(layers.Layer):
         """Attention under a (batch, heads, q, k) boolean mask. Keras' ``dot_product_attention``
         soft-caps on TPU only, so a soft-capped layer (Gemma 2) computes its scores here."""
         if self.softcap is None:
-            return ops.dot_product_attention(q, k, v, mask=mask, scale=self.scale)
+            return _dot_product_attention(q, k, v, mask=mask, scale=self.scale)
         scale = self.scale if self.scale is not None else self.head_dim ** -0.5
         logits = ops.einsum("bqhd,bkhd->bhqk", ops.cast(q, "float32"), ops.cast(k, "float32"))
         logits = ops.tanh(logits * scale / self.softcap) * self.softcap

@@ -66,7 +66,11 @@ class FeedForward(layers.Layer):
         self.built = True
 
     def call(self, x):
-        if self.gate is not None:
+        if self.gate is not None and self.glu_activation == "silu" and keras.backend.backend() == "jax":
+            from kerastrain.model.glu import silu_glu
+
+            hidden = silu_glu(self.gate(x), self.up(x))  # keeps less for the backward pass
+        elif self.gate is not None:
             hidden = _activation(self.glu_activation)(self.gate(x)) * self.up(x)
         else:
             hidden = _activation(self.activation)(self.up(x))

@@ -86,7 +86,10 @@ def _chunk_losses(h, kernel, y, softcap=None, z_loss=0.0):
     lse = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, jnp.maximum(y, 0)[:, None], axis=-1)[:, 0]
     valid = y >= 0
-    return jnp.where(valid, lse - picked + z_loss * lse * lse, 0.0), logits, lse, valid
+    losses = lse - picked
+    if z_loss:  # a static float: the plain loss computes no z-loss term at all
+        losses = losses + z_loss * lse * lse
+    return jnp.where(valid, losses, 0.0), logits, lse, valid
 
 
 def chunked_loss_sum(h, kernel, labels, chunk: int, softcap=None, z_loss=0.0):
@@ -112,7 +115,9 @@ def _fused_fwd(h, kernel, labels, chunk, softcap=None, z_loss=0.0):
         losses, logits, lse, valid = _chunk_losses(hc, k32, yc, softcap, z_loss)
         # d(sum of losses)/d logits = (1 + 2 z lse) softmax - one_hot(label), zero on padding.
         # One fused elementwise pass (no one-hot array): XLA keeps a single chunk x vocab buffer.
-        probs = jnp.exp(logits - lse[:, None]) * (1.0 + 2.0 * z_loss * lse[:, None])
+        probs = jnp.exp(logits - lse[:, None])
+        if z_loss:
+            probs = probs * (1.0 + 2.0 * z_loss * lse[:, None])
         vocab_ids = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1)
         dlogits = jnp.where(vocab_ids == yc[:, None], probs - 1.0, probs)
         dlogits = jnp.where(valid[:, None], dlogits, 0.0)
@@ -127,20 +132,20 @@ def _fused_fwd(h, kernel, labels, chunk, softcap=None, z_loss=0.0):
     return total, (dh.astype(h.dtype), dk.astype(kernel.dtype), labels)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4,))
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
 def _fused_loss_sum(h, kernel, labels, chunk_array, softcap, z_loss):
     return chunked_loss_sum(h, kernel, labels, chunk_array.shape[0], softcap, z_loss)
 
 
 def _fwd(h, kernel, labels, chunk_array, softcap, z_loss):
     total, residuals = _fused_fwd(h, kernel, labels, chunk_array.shape[0], softcap, z_loss)
-    return total, (*residuals, chunk_array, z_loss)
+    return total, (*residuals, chunk_array)
 
 
-def _bwd(softcap, residuals, g):
-    dh, dk, labels, chunk_array, z_loss = residuals
+def _bwd(softcap, z_loss, residuals, g):
+    dh, dk, labels, chunk_array = residuals
     zeros = np.zeros(labels.shape, dtype=jax.dtypes.float0)
-    return g * dh, g * dk, zeros, jnp.zeros_like(chunk_array), jnp.zeros_like(z_loss)
+    return g * dh, g * dk, zeros, jnp.zeros_like(chunk_array)
 
 
 _fused_loss_sum.defvjp(_fwd, _bwd)
@@ -149,8 +154,9 @@ _fused_loss_sum.defvjp(_fwd, _bwd)
 def fused_loss_sum(h, kernel, labels, chunk: int, softcap=None, z_loss: float = 0.0):
     """Like :func:`chunked_loss_sum`, differentiable in ``h`` and ``kernel`` (see module doc)."""
     # The chunk size travels as an array's static shape: custom_vjp takes no Python ints here.
+    # ``z_loss`` is static (a float of the run's options): without it no term is computed.
     return _fused_loss_sum(h, kernel, labels, jnp.zeros((chunk,), jnp.float32), softcap,
-                           jnp.float32(z_loss))
+                           float(z_loss))
 
 
 def trained_tokens(y):

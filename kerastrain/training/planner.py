@@ -47,10 +47,12 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int | None = None) -
 
     Per layer and token, in compute-dtype elements: norm inputs/outputs, the residual stream,
     query/key/value before and after RoPE, attention output and output projection (about 12 d),
-    the MLP's hidden tensors (gate, up, activation, product: 4 d_ff; 3 without SwiGLU); with
+    the MLP's hidden tensors (gate, up, product: 3 d_ff, SwiGLU's lean backward in
+    ``model/glu.py``; up, activation, their product's input without SwiGLU: 3); with
     ``post_norms`` two more d, with ``qk_norm`` two query widths (the query width is d unless
     ``head_dim`` says otherwise, keys and values are repeated to it); the attention matrices (heads x seq_len, float32, three copies: scores, probabilities and their
-    gradient; XLA attention without flash attention materializes them); float32 dropout masks on
+    gradient) of the one layer being differentiated (all layers' with an attention soft-cap,
+    whose core autodiff differentiates); float32 dropout masks on
     the four residual-path tensors. Per token outside the layers: embeddings and final norm
     (5 d). The loss (:mod:`kerastrain.training.loss`) holds the logits of one chunk at a time
     (XLA fuses the softmax into the gradient: two float32 ``chunk x vocab`` buffers) plus its
@@ -63,15 +65,18 @@ def activation_bytes(cfg: ModelConfig, batch: int, seq_len: int | None = None) -
     d, ff, h = cfg.d_model, cfg.d_ff, cfg.num_heads
     q = cfg.attention_head_dim * h  # query width; keys and values are repeated to it
     elem = 2 if cfg.mixed_precision else 4
-    hidden = 6 * d + 6 * q + (4 if cfg.use_swiglu else 3) * ff
+    hidden = 6 * d + 6 * q + 3 * ff
     hidden += (2 * d if cfg.post_norms else 0) + (2 * q if cfg.qk_norm else 0)
     attention = 3 * h * t * 4
+    # The attention core recomputes its matrices in the backward pass (model/attention_core.py):
+    # only the layer being differentiated holds them; a soft-capped layer (Gemma 2) keeps its own.
+    kept = attention if cfg.attn_softcap is not None else 0
     dropout = 4 * d * 4 if cfg.dropout_rate > 0 else 0
-    per_token_layer = hidden * elem + attention + dropout
+    per_token_layer = hidden * elem + kept + dropout
     tokens = batch * t
-    layers = cfg.num_layers * tokens * per_token_layer
+    layers = cfg.num_layers * tokens * per_token_layer + tokens * (attention - kept)
     if cfg.remat:  # each block keeps its input; one block's activations exist at a time
-        layers = cfg.num_layers * tokens * d * elem + tokens * per_token_layer
+        layers = cfg.num_layers * tokens * d * elem + tokens * (per_token_layer + attention - kept)
     chunk = min(tokens, max(1, LOGITS_PER_CHUNK // cfg.vocab_size))
     logits = 2 * chunk * cfg.vocab_size * 4 + 2 * tokens * d * 4 + cfg.vocab_size * d * 4
     embeddings = 5 * tokens * d * elem
