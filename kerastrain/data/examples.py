@@ -20,7 +20,9 @@ import numpy as np
 from grain.experimental import FlatMapTransform
 
 COUNTS = ("examples", "truncated", "dropped")
-ENCODE_CHUNK_DOCS = 256  # documents per encode_batch call: large enough to amortize the call
+# Documents per encode_batch call: enough to amortize the call, and what a resume tokenizes
+# again (the chunk's saved state is where it began).
+ENCODE_CHUNK_DOCS = 64
 
 
 class EncodeChunk(FlatMapTransform):

@@ -54,6 +54,12 @@ class PipelineState:
         walk(self.grain)
         return found
 
+    @property
+    def source_position(self) -> Any:
+        """The position a resume seeks the source to (the first worker's), or None."""
+        states = self.source_states()
+        return states[0]["position"] if states else None
+
     def saved(self) -> dict:
         return dict(self.__dict__)
 
