@@ -127,9 +127,23 @@ class StreamingTextPipeline:
 
             if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags (defaults)
                 flags.FLAGS.mark_as_parsed()
+            self._check_picklable(ds)
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers),
                                 worker_init_fn=exit_with_parent)
         return ds
+
+    def _check_picklable(self, ds) -> None:
+        """Grain's workers get the dataset pickled (the source, tokenizer and data format)."""
+        import pickle
+
+        try:
+            pickle.dumps(ds)
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            from kerastrain.errors import ConfigError
+
+            raise ConfigError(f"--data-workers {self.workers} sends the data source, tokenizer "
+                              f"and data format to worker processes, and one cannot be pickled "
+                              f"({type(exc).__name__}: {exc}): use --data-workers 1") from None
 
     # -- batches ----------------------------------------------------------------------------------
     def restore(self, state: PipelineState) -> None:

@@ -79,6 +79,18 @@ def test_a_bad_record_in_a_worker_raises_the_error_one_worker_raises():
                                       "system, tool, user")
 
 
+def test_a_tokenizer_that_cannot_be_pickled_is_a_one_line_refusal():
+    from kerastrain.errors import ConfigError
+
+    class LocalBytes(ByteTokenizer):  # a local class: pickle cannot name it
+        pass
+
+    pipeline = chat_pipeline(2)
+    pipeline.tokenizer = LocalBytes()
+    with pytest.raises(ConfigError, match="cannot be pickled.*use --data-workers 1$"):
+        next(iter(pipeline))
+
+
 def test_workers_exit_when_the_trainer_is_killed(tmp_path):
     script = (
         "import sys, psutil\n"
