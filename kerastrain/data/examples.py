@@ -52,7 +52,7 @@ class EncodeChunk(FlatMapTransform):
             else:
                 ids = np.asarray(example.ids if self.data_format is not None else example,
                                  dtype=np.int32)
-                out.append({"ids": ids, "tags": np.full_like(ids, tag), "epoch": epoch})
+                out.append({"ids": ids, "tag": np.int32(tag), "epoch": epoch})
         return out
 
     # -- packed formats ---------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import numpy as np
 
 
 class StrideWindows(grain.IterDataset):
-    """``{"ids", "tags", "epoch"}`` elements to ``{"tokens", "tags", "epoch"}`` windows."""
+    """``{"ids", "tag", "epoch"}`` elements to ``{"tokens", "tags", "epoch"}`` windows (``tag``:
+    a mixture's dataset; ``tags``: each token's)."""
 
     def __init__(self, parent, *, window: int, stride: int):
         super().__init__(parent)
@@ -52,8 +53,10 @@ class _WindowIterator(grain.DatasetIterator):
             skip = 0
             if have >= self.window:
                 break
-        lines = [np.concatenate([e[k] for e in parts])[self._skip:self._skip + self.window]
-                 for k in ("ids", "tags")]
+        ids = np.concatenate([e["ids"] for e in parts])
+        tags = np.concatenate([np.full(len(e["ids"]), e["tag"], np.int32) for e in parts])
+        end = self._skip + self.window
+        lines = [ids[self._skip:end], tags[self._skip:end]]
         epoch = self._held[0][1]["epoch"]
         self._skip += self.stride
         while self._held and self._skip >= len(self._held[0][1]["ids"]):
