@@ -87,8 +87,8 @@ class DataConfig(PluginValues):
     window_shuffle_size: int = option(1024, "Shuffle buffer (packed windows) so a batch mixes "
                                       "many documents; 0 disables",
                                       check=not_negative)
-    data_workers: int = option(1, "Processes that tokenize (this one and N-1 workers; batches "
-                               "and resume are the same for any number)",
+    data_workers: int = option(1, "Data worker processes (Grain's; each reads every N-th "
+                               "document: a resume keeps the number)",
                                check=at_least(1))
     stride: int | None = option(None, "Window stride",
                                 shown_default="seq_len")

@@ -6,8 +6,8 @@ every count here is taken from a batch's own arrays when the pipeline emits it, 
 pipeline's running totals that the batch's saved position carries: the totals after the last
 trained batch are exactly what the run trained, and a resumed run continues them.
 
-- ``examples``: packed rows count the examples whose last piece the row holds (the packer marks
-  them: :data:`kerastrain.data.packing.META`); plain-text windows count the documents whose
+- ``examples``: packed rows count the examples whose last piece the row holds (each element
+  carries its counts into its row: :mod:`kerastrain.data.examples`); plain-text windows count the documents whose
   closing EOS is a label of the window (once, in the window's first ``stride`` labels);
 - ``tokens``: positions holding data (not padding); ``trained_tokens``: labels trained (>= 0);
 - ``truncated`` / ``dropped``: examples longer than ``--seq-len`` (``--overlong``), of the rows
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerastrain.data.packing import META_DROPPED, META_EXAMPLES, META_TRUNCATED
-
 COUNTED = ("examples", "tokens", "trained_tokens", "truncated", "dropped")
 
 
@@ -31,12 +29,13 @@ def empty_counts(names: list[str] | None) -> dict:
     return counts
 
 
-def add_row_counts(totals: dict, labels, segments, tags, meta, names) -> None:
-    """Packed rows: ``meta`` holds each row's counts, ``tags`` each position's dataset."""
+def add_row_counts(totals: dict, labels, segments, tags, counts, names) -> None:
+    """Packed rows: ``counts`` holds each row's ``[examples, truncated, dropped]``
+    (:data:`kerastrain.data.examples.COUNTS`), ``tags`` each position's dataset."""
     data = segments > 0
-    totals["examples"] += int(meta[:, META_EXAMPLES].sum())
-    totals["truncated"] += int(meta[:, META_TRUNCATED].sum())
-    totals["dropped"] += int(meta[:, META_DROPPED].sum())
+    totals["examples"] += int(counts[:, 0].sum())
+    totals["truncated"] += int(counts[:, 1].sum())
+    totals["dropped"] += int(counts[:, 2].sum())
     totals["tokens"] += int(data.sum())
     totals["trained_tokens"] += int((labels >= 0).sum())
     if names:

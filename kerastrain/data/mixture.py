@@ -16,7 +16,11 @@ When a source runs out, ``on_exhausted`` says what happens:
   left.
 
 (Why not ``datasets.interleave_datasets``: it only mixes Hugging Face datasets and its state is
-not our ``Documents`` position; this works for every source, TFDS and plugins included.)
+not our ``Documents`` position; this works for every source, TFDS and plugins included. Why not
+Grain's ``IterDataset.mix`` (0.2.18): it "stops producing elements once *any* input dataset is
+exhausted" (its docstring), i.e. ``end-epoch`` only, with no ``restart`` or ``drop``; and mixing
+before the pipeline keeps a mixture one source, whose position is this small JSON value, so the
+process and worker shares, the shuffle and the counts treat it as any other source.)
 """
 
 from __future__ import annotations

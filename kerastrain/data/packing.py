@@ -1,111 +1,61 @@
-"""Packing examples into rows with segment ids (document masking).
+"""Packing examples into rows with segment ids (document masking), by Grain's first-fit packer.
 
-Each example (:class:`kerastrain.data.formats.Example`) becomes ``len(ids) - 1`` positions of a
-row: inputs ``ids[:-1]``, labels ``ids[1:]`` (``-1`` where the mask says the token is not
-trained: the loss ignores it) and one segment id, 1, 2, ... within the row. Examples are placed
-in stream order; one that does not fit in what is left of the row starts the next row, and the
-rest of the row is padding (segment 0, label -1). The model derives its attention mask and
-positions from the segment ids (:mod:`kerastrain.model.embeddings`), so attention never crosses
-an example's boundary and positions restart at each example, as Levanter's ``packing.py`` and
-torchtune's ``PackedDataset`` do.
+Each element of :mod:`kerastrain.data.examples` (an example, a piece of a long text document, or
+a preference pair) becomes ``len(inputs)`` positions of a row with one segment id, 1, 2, ...
+within the row; the rest of the row is padding (segment 0, label -1). With one packing bin
+(``num_packing_bins=1``, bins not shuffled) Grain's ``FirstFitPackIterDataset`` places the
+elements in stream order and starts a new row when one does not fit, which is what the old
+hand-written packer did; ``--no-packing`` is its ``max_sequences_per_bin=1``. Its state is the
+parent's state where the row began and a counter: a restore packs the row again, so no token is
+saved. The model derives its attention mask and positions from the segment ids
+(:mod:`kerastrain.model.embeddings`), so attention never crosses an example's boundary and
+positions restart at each, as Levanter's ``packing.py`` and torchtune's ``PackedDataset`` do.
 
-An example longer than ``seq_len`` positions is truncated or dropped (``--overlong``) and counted;
-plain-text documents (``Example.whole`` False) are cut into pieces of ``seq_len`` positions
-instead, so pretraining with ``--document-masking`` loses no token.
-
-The packer's state (the row being filled and its counts) is plain lists: it is saved with the
-pipeline's position, so a resumed run packs exactly the rows an uninterrupted one would have.
+Labels, dataset tags and a preference pair's sides are packed beside the inputs, so loss masks
+travel with the ids. A pair is one element: its sides stay in one row, next to each other, and
+:func:`packed_row` numbers them ``2k + 1`` (chosen) and ``2k + 2`` (rejected), which is how the
+preference loss finds them. Each element's ``counts`` (examples, truncated, dropped) and epoch
+travel as Grain meta features and are summed per row: the counts are of the rows trained.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from grain.experimental import FirstFitPackIterDataset
 
-# The lines of a packed row. ``TAGS``: each position's dataset (a mixture's tag; 0 otherwise), for
-# the per-dataset counts. ``META``: the row's own counts at ``META_*`` (the rest is 0): what it
-# truncated, what was dropped while it was filled, the examples whose last piece it holds. They
-# travel with the row (through the row shuffle too), so the counts of a run are of the rows it
-# trained, never of what the pipeline read ahead (kerastrain.data.counts).
-INPUTS, LABELS, SEGMENTS, TAGS, META = range(5)
-META_TRUNCATED, META_DROPPED, META_EXAMPLES = range(3)
+SEQUENCES = ("inputs", "labels", "tags", "sides")
 
 
-class RowPacker:
-    """Packs examples into ``(5, seq_len)`` int32 rows: inputs, labels, segment ids, dataset tags
-    and the row's counts (the lines above)."""
+def packed_rows(elements, seq_len: int, pad_id: int, *, several: bool = True, seed: int = 0):
+    """Grain's packer over ``elements``, then :func:`packed_row` on each row."""
+    if seq_len < 1:
+        raise ValueError("packed rows need --seq-len of at least 1")
+    rows = FirstFitPackIterDataset(
+        elements, length_struct=dict.fromkeys(SEQUENCES, seq_len), num_packing_bins=1,
+        seed=seed, shuffle_bins=False, meta_features=("counts", "epoch"),
+        padding_struct={"inputs": pad_id, "labels": -1, "tags": 0, "sides": 0},
+        # At most seq_len elements a row (what fits, but for dropped examples, which take no
+        # position): data whose examples are all dropped still makes rows, and ends.
+        max_sequences_per_bin=seq_len if several else 1)
+    return rows.map(packed_row)
 
-    def __init__(self, seq_len: int, overlong: str = "truncate", pad_id: int = 0,
-                 state: dict | None = None, several: bool = True):
-        if seq_len < len((META_TRUNCATED, META_DROPPED, META_EXAMPLES)):
-            raise ValueError("packed rows need --seq-len of at least 3")
-        self.seq_len = seq_len
-        self.several = several  # False (--no-packing): one example (or piece) per row
-        self.overlong = overlong
-        self.pad_id = pad_id
-        state = state or {}
-        self.inputs: list[int] = list(state.get("inputs", []))
-        self.labels: list[int] = list(state.get("labels", []))
-        self.segments: list[int] = list(state.get("segments", []))
-        self.tags: list[int] = list(state.get("tags", [0] * len(self.inputs)))
-        self.counts: list[int] = list(state.get("counts", [0, 0, 0]))  # the row being filled
-        self.placed = 0  # pieces placed by this object (not saved: for the all-dropped check)
 
-    def state(self) -> dict:
-        return {"inputs": list(self.inputs), "labels": list(self.labels),
-                "segments": list(self.segments), "tags": list(self.tags),
-                "counts": list(self.counts)}
-
-    def _pieces(self, example):
-        """The pieces ``example`` is placed as, and its fate: "", "truncated" or "dropped"."""
-        ids, mask = example.ids, example.mask
-        limit = self.seq_len + 1
-        if len(ids) <= limit:
-            return [(ids, mask)], ""
-        if not example.whole:  # plain text: consecutive pieces, each label trained once
-            return [(ids[s:s + limit], None if mask is None else mask[s:s + limit])
-                    for s in range(0, len(ids) - 1, self.seq_len)], ""
-        if self.overlong == "drop":
-            return [], "dropped"
-        if mask is not None and not any(mask[1:limit]):  # nothing trained is left: dropped
-            return [], "dropped"
-        return [(ids[:limit], None if mask is None else mask[:limit])], "truncated"
-
-    def add(self, example, tag: int = 0) -> list[np.ndarray]:
-        """Place ``example`` (from dataset ``tag``); returns the rows it completed (possibly
-        none)."""
-        done = []
-        pieces, fate = self._pieces(example)
-        pieces = [(ids, mask) for ids, mask in pieces if len(ids) > 1]
-        if not pieces:
-            self.counts[META_DROPPED] += fate == "dropped"
-            return done
-        for k, (ids, mask) in enumerate(pieces):
-            n = len(ids) - 1
-            if len(self.inputs) + n > self.seq_len or (self.inputs and not self.several):
-                done.append(self.flush())
-            segment = (self.segments[-1] if self.segments else 0) + 1
-            labels = ids[1:] if mask is None else [t if m else -1 for t, m in
-                                                    zip(ids[1:], mask[1:], strict=True)]
-            self.inputs += ids[:-1]
-            self.labels += labels
-            self.segments += [segment] * n
-            self.tags += [tag] * n
-            self.placed += 1
-            if k == 0:
-                self.counts[META_TRUNCATED] += fate == "truncated"
-        self.counts[META_EXAMPLES] += 1  # its last piece is in this row
-        return done
-
-    def flush(self) -> np.ndarray | None:
-        """The row being filled, padded to ``seq_len`` (None when it is empty; a row of padding
-        when examples were dropped since the last row: their count travels with it)."""
-        if not self.inputs and not self.counts[META_DROPPED]:
-            return None
-        pad = self.seq_len - len(self.inputs)
-        meta = self.counts + [0] * (self.seq_len - len(self.counts))
-        row = np.asarray([self.inputs + [self.pad_id] * pad, self.labels + [-1] * pad,
-                          self.segments + [0] * pad, self.tags + [0] * pad, meta],
-                         dtype=np.int32)
-        self.inputs, self.labels, self.segments, self.tags = [], [], [], []
-        self.counts = [0, 0, 0]
-        return row
+def packed_row(row: dict) -> dict:
+    """One packed row as the pipeline batches it: inputs, labels, segments (numbered 1, 2, ...
+    in the row; a pair's sides ``2k + 1`` and ``2k + 2``), tags, and the row's counts and
+    epoch."""
+    given = np.asarray(row["inputs_segment_ids"], dtype=np.int32)
+    used = given > 0
+    starts = used & np.concatenate([[True], given[1:] != given[:-1]])
+    # An element of no position (a dropped example) takes a segment id in Grain's numbering.
+    segments = np.where(used, np.cumsum(starts), 0).astype(np.int32)
+    sides = np.asarray(row["sides"], dtype=np.int32)
+    if sides.any():  # preference pairs: the k-th pair's sides are 2k + 1 and 2k + 2
+        pair = np.where(used, np.cumsum(starts & (sides == 0)), 0)
+        segments = np.where(used, 2 * pair - 1 + sides, 0).astype(np.int32)
+    counts = np.asarray(row["counts"], dtype=np.int32).reshape(-1, 3).sum(axis=0)
+    epoch = np.asarray(row["epoch"], dtype=np.int32)
+    return {"inputs": np.asarray(row["inputs"], dtype=np.int32),
+            "labels": np.asarray(row["labels"], dtype=np.int32), "segments": segments,
+            "tags": np.asarray(row["tags"], dtype=np.int32), "counts": counts.astype(np.int32),
+            "epoch": np.int32(epoch.max() if epoch.size else 0)}

@@ -15,7 +15,7 @@ The forms people have, as TRL reads them:
 
 A record missing a side, with identical sides or an empty reply is a one-line
 :class:`~kerastrain.errors.DataError` naming it. Each record becomes a :class:`PairExample`,
-which the pair packer (:mod:`kerastrain.data.preference_packing`) places in one row, both sides
+which the packer (:mod:`kerastrain.data.packing`) places in one row, both sides
 as their own segments.
 """
 
@@ -77,12 +77,6 @@ class PreferenceFormat:
     packed = True
     needs_template = True  # for conversational pairs; string pairs render without it
     pairs = True
-
-    @property
-    def packer(self):
-        from kerastrain.data.preference_packing import PairPacker
-
-        return PairPacker
 
     def needs_template_for(self, record) -> bool:
         """Only pairs of message lists render through the chat template (string pairs do not:
@@ -171,3 +165,18 @@ class PreferenceFormat:
 @hookimpl
 def register_data_formats(register):
     register(PreferenceFormat())
+
+
+def truncated_sides(pair, seq_len: int):
+    """Both sides of ``pair`` cut to fit one row of ``seq_len`` positions together (see the
+    module docstring): ``[(ids, mask), (ids, mask)]``."""
+    budget = (seq_len + 2) // 2  # tokens per side: (budget - 1) positions each
+    prompt = min(pair.prompt_len, len(pair.chosen.ids) - 1, len(pair.rejected.ids) - 1)
+    longest = max(len(pair.chosen.ids), len(pair.rejected.ids)) - prompt
+    keep = min(prompt, max(budget - longest, budget // 2))
+    sides = []
+    for side in (pair.chosen, pair.rejected):
+        reply = slice(prompt, prompt + budget - keep)
+        sides.append((side.ids[prompt - keep:prompt] + side.ids[reply],
+                      side.mask[prompt - keep:prompt] + side.mask[reply]))
+    return sides

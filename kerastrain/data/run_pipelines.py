@@ -26,21 +26,16 @@ def training_pipeline(config: RunConfig, seq_len: int, docs, tokenizer, plan=Non
     ``process``: (this process, processes)."""
     d, t = config.data, config.train
     max_docs, epochs = d.max_train_examples, None if t.max_steps else t.epochs
-    index, processes = process
-    if processes > 1:
-        from kerastrain.data.sharding import ProcessShare
-
-        # Each process reads its own share. Shares may hold different numbers of batches: the
-        # run's length is the largest share's (run_length), and a process whose share has
-        # ended trains empty batches until then (Trainer), so every example is trained.
-        docs = ProcessShare(docs, index, processes, max_docs)
-        max_docs = None
+    # Each process reads its own share (every n-th document of the first --max-train-examples).
+    # Shares may hold different numbers of batches: the run's length is the largest share's
+    # (run_length), and a process whose share has ended trains empty batches until then
+    # (Trainer), so every example is trained.
     return StreamingTextPipeline(
         docs, tokenizer, seq_len=seq_len, batch_size=rows or t.batch_size, stride=d.stride,
         shuffle_buffer_size=d.shuffle_buffer_size, seed=t.seed,
         max_documents=max_docs, epochs=epochs, drop_remainder=False,
         window_shuffle_size=d.window_shuffle_size, workers=d.data_workers,
-        source_names=source_names, **format_options(config, plan, tokenizer),
+        source_names=source_names, process=process, **format_options(config, plan, tokenizer),
     )
 
 

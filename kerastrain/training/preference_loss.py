@@ -1,7 +1,7 @@
 """Preference losses on packed rows: many chosen / rejected pairs per row, each side its own
 segment.
 
-The pair packer (:mod:`kerastrain.data.preference_packing`) gives the ``k``-th pair of a row the
+The packer (:mod:`kerastrain.data.packing`) gives the ``k``-th pair of a row the
 segment ids ``2k + 1`` (chosen) and ``2k + 2`` (rejected); attention never crosses a segment and
 positions restart at each (:mod:`kerastrain.model.embeddings`), so each side is scored exactly as
 if it were alone in a row. A side's log-prob is the sum of its trained tokens' log-probs (the

@@ -63,12 +63,13 @@ STATES_DIR = "pipeline_states"
 
 
 def _encode(state: PipelineState) -> bytes:
-    # numpy arrays (the window shuffle buffer) as lists, as PipelineState.save writes them
-    return gzip.compress(json.dumps(state.saved(), default=lambda o: o.tolist()).encode())
+    from kerastrain.data.pipeline_state import plain
+
+    return gzip.compress(json.dumps(state.saved(), default=plain).encode())
 
 
 def _decode(blob: bytes) -> PipelineState:
-    return PipelineState(**json.loads(gzip.decompress(blob)))
+    return PipelineState.from_dict(json.loads(gzip.decompress(blob)))
 
 
 def _lora_scale(model) -> float | None:
@@ -261,8 +262,8 @@ def restore_data_position(checkpoint: Path, process_index: int, process_count: i
         return PipelineState()
     if len(states) == process_count:
         mine = states[process_index]
-        say(f"Data position: epoch {mine.epoch}, {mine.next_doc} documents into "
-            + ("the epoch" if process_count == 1 else f"this process's share ({process_index})"))
+        say(f"Data position: epoch {mine.epoch}, after {mine.batches} batches of "
+            + ("the data" if process_count == 1 else f"this process's share ({process_index})"))
         return mine
     epoch = min(s.epoch for s in states)
     say(f"Data position: the checkpoint was written by {len(states)} process(es), this run has "

@@ -103,7 +103,8 @@ def test_packed_rows_of_long_documents_are_shuffled_across_documents_and_resume_
     plain = list(_masked(window_shuffle_size=0, epochs=1, drop_remainder=False))
     mixed = list(_masked(epochs=1, drop_remainder=False))
     assert np.mean([books(b) for b in plain]) < 1.5
-    assert np.mean([books(b) for b in mixed]) > 2.5
+    # Grain's window shuffle reorders blocks of 64 rows: here ~2.3 books of ~28 rows each.
+    assert np.mean([books(b) for b in mixed]) > 2.0
 
     def rows(batches):
         return sorted(np.stack([b.inputs[i], b.labels[i], b.segments[i]]).tobytes()

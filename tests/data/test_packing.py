@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import hashlib
 
+import grain
 import numpy as np
 
 from kerastrain.data.chat_template import ChatTemplate
 from kerastrain.data.corpus import InMemoryDocuments
 from kerastrain.data.formats import ChatFormat, Example, FormatContext, TextFormat
-from kerastrain.data.packing import META, META_EXAMPLES, RowPacker
+from kerastrain.data.examples import EncodeChunk
+from kerastrain.data.packing import packed_rows
 from kerastrain.data.pipeline import PipelineState, StreamingTextPipeline
 from kerastrain.data.tokenizer import ByteTokenizer
 
@@ -35,41 +37,42 @@ def _digest(batch) -> str:
                         + batch.segments.tobytes()).hexdigest()
 
 
+def _pack(examples, seq_len=8, several=True, overlong="truncate", pad=99):
+    """``examples`` through the pipeline's pieces and Grain's packer: the rows, as dicts."""
+    encode = EncodeChunk(None, packed=True, seq_len=seq_len, overlong=overlong)
+    elements = [{**piece, "epoch": np.int32(0)} for example in examples
+                for piece in encode.pieces(example, 0)]
+    source = grain.MapDataset.source(elements).to_iter_dataset()
+    return list(packed_rows(source, seq_len, pad, several=several))
+
+
 def test_rows_hold_whole_examples_with_their_own_segments():
-    packer = RowPacker(8, pad_id=99)
-    rows = []
-    for ids, mask in (([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6, 7], None), ([8, 9, 10, 11, 12], None)):
-        rows += packer.add(Example(ids, None if mask is None else [bool(m) for m in mask]))
-    rows.append(packer.flush())
-    inputs, labels, segments, tags, meta = rows[0]
-    assert tags.tolist() == [0] * 8 and meta[META_EXAMPLES] == 2
-    assert inputs.tolist() == [1, 2, 3, 5, 6, 99, 99, 99]
-    assert labels.tolist() == [-1, 3, 4, 6, 7, -1, -1, -1]  # prompt tokens and padding: -1
-    assert segments.tolist() == [1, 1, 1, 2, 2, 0, 0, 0]
-    assert rows[1][0].tolist()[:3] == [8, 9, 10] and rows[1][2].tolist()[:3] == [1, 1, 1]
+    rows = _pack([Example(ids, None if mask is None else [bool(m) for m in mask]) for ids, mask
+                  in (([1, 2, 3, 4], [0, 0, 1, 1]), ([5, 6, 7], None), ([8, 9, 10, 11, 12], None))])
+    row = rows[0]
+    assert row["tags"].tolist() == [0] * 8 and row["counts"][0] == 2
+    assert row["inputs"].tolist() == [1, 2, 3, 5, 6, 99, 99, 99]
+    assert row["labels"].tolist() == [-1, 3, 4, 6, 7, -1, -1, -1]  # prompt tokens, padding: -1
+    assert row["segments"].tolist() == [1, 1, 1, 2, 2, 0, 0, 0]
+    assert rows[1]["inputs"].tolist()[:3] == [8, 9, 10]
+    assert rows[1]["segments"].tolist()[:3] == [1, 1, 1]
 
 
 def test_overlong_examples_are_truncated_or_dropped_and_counted_text_is_split():
     long = Example(list(range(20)), [False] * 5 + [True] * 15)
-    truncate = RowPacker(8)
-    assert truncate.add(long) == []
-    row = truncate.flush()
-    assert row[0].tolist() == list(range(8))
-    assert row[META].tolist()[:3] == [1, 0, 1]  # truncated, dropped, examples: in its row
-    drop = RowPacker(8, overlong="drop")
-    assert drop.add(long) == []
-    assert drop.flush()[META].tolist()[:3] == [0, 1, 0]  # a row of padding carries the count
-    assert drop.flush() is None
-    prompt_only = RowPacker(8)  # the trained tokens lie past --seq-len: nothing left to train
-    prompt_only.add(Example(list(range(20)), [False] * 12 + [True] * 8))
-    assert prompt_only.add(Example([1, 2, 3])) == []
-    row = prompt_only.flush()
-    assert row[META].tolist()[:3] == [0, 1, 1] and row[2].tolist()[:2] == [1, 1]
-    text = RowPacker(8)  # plain text is cut into pieces: every label kept once
-    rows = text.add(Example(list(range(20)), None, whole=False)) + [text.flush()]
-    labels = np.concatenate([r[1][r[1] >= 0] for r in rows])
-    assert labels.tolist() == list(range(1, 20))
-    assert [r[META].tolist()[:3] for r in rows] == [[0, 0, 0], [0, 0, 0], [0, 0, 1]]
+    (row,) = _pack([long])
+    assert row["inputs"].tolist() == list(range(8))
+    assert row["counts"].tolist() == [1, 1, 0]  # examples, truncated, dropped: in its row
+    (row,) = _pack([long], overlong="drop")
+    assert row["counts"].tolist() == [0, 0, 1]  # a row of padding carries the count
+    assert row["segments"].tolist() == [0] * 8
+    # The trained tokens lie past --seq-len: nothing left to train, dropped.
+    (row,) = _pack([Example(list(range(20)), [False] * 12 + [True] * 8), Example([1, 2, 3])])
+    assert row["counts"].tolist() == [1, 0, 1] and row["segments"].tolist()[:3] == [1, 1, 0]
+    rows = _pack([Example(list(range(20)), None, whole=False)])  # plain text is cut in pieces
+    labels = np.concatenate([r["labels"][r["labels"] >= 0] for r in rows])
+    assert labels.tolist() == list(range(1, 20))  # every label kept once
+    assert [r["counts"].tolist() for r in rows] == [[0, 0, 0], [0, 0, 0], [1, 0, 0]]
 
 
 def test_text_with_document_masking_packs_documents_without_crossing():
@@ -103,14 +106,10 @@ def test_packed_chat_resume_repeats_nothing_and_skips_nothing(tmp_path):
 
 
 def test_without_packing_each_row_holds_one_example_and_the_same_trained_tokens():
-    packer = RowPacker(8, pad_id=99, several=False)
-    rows = []
-    for ids in ([1, 2, 3, 4], [5, 6, 7], [8, 9]):
-        rows += packer.add(Example(ids))
-    rows.append(packer.flush())
-    assert [r[0].tolist() for r in rows] == [[1, 2, 3] + [99] * 5, [5, 6] + [99] * 6,
-                                             [8] + [99] * 7]
-    assert all(set(r[2].tolist()) <= {0, 1} for r in rows)
+    rows = _pack([Example(ids) for ids in ([1, 2, 3, 4], [5, 6, 7], [8, 9])], several=False)
+    assert [r["inputs"].tolist() for r in rows] == [[1, 2, 3] + [99] * 5, [5, 6] + [99] * 6,
+                                                    [8] + [99] * 7]
+    assert all(set(r["segments"].tolist()) <= {0, 1} for r in rows)
 
     def trained(pipeline):  # the trained labels, in stream order
         return [t for b in pipeline for row in b.labels for t in row.tolist() if t >= 0]

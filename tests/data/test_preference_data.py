@@ -1,24 +1,17 @@
 """Preference records in TRL's forms become pairs whose sides are what the chat and
-prompt-completion formats make of the same conversation; the pair packer keeps pairs whole."""
+prompt-completion formats make of the same conversation; the packer keeps pairs whole."""
 
 from __future__ import annotations
 
+import grain
 import numpy as np
 import pytest
 
 from kerastrain.data.chat_template import CHATML, ChatTemplate
 from kerastrain.data.formats import Example, FormatContext, choose_format
-from kerastrain.data.packing import (
-    INPUTS,
-    LABELS,
-    META,
-    META_DROPPED,
-    META_EXAMPLES,
-    META_TRUNCATED,
-    SEGMENTS,
-)
+from kerastrain.data.examples import EncodeChunk
+from kerastrain.data.packing import packed_rows
 from kerastrain.data.preference_format import PairExample, shared_prefix
-from kerastrain.data.preference_packing import PairPacker
 from kerastrain.data.tokenizer import ByteTokenizer
 from kerastrain.errors import DataError
 
@@ -105,39 +98,47 @@ def _pair(prompt: int, chosen: int, rejected: int, start: int = 1) -> PairExampl
                        Example(p + r, [False] * prompt + [True] * rejected), prompt)
 
 
-def _rows(packer, pairs):
-    rows = [row for pair in pairs for row in packer.add(pair)]
-    last = packer.flush()
-    return rows + ([last] if last is not None else [])
+def _packed(pairs, seq_len=16, several=True, overlong="truncate"):
+    """``pairs`` through the pipeline's pieces and Grain's packer (a dataset of rows)."""
+    encode = EncodeChunk(None, packed=True, seq_len=seq_len, overlong=overlong)
+    elements = [{**piece, "epoch": np.int32(0)} for pair in pairs
+                for piece in encode.pieces(pair, 0)]
+    return packed_rows(grain.MapDataset.source(elements).to_iter_dataset(), seq_len, 0,
+                       several=several)
+
+
+def _rows(pairs, **kw):
+    return list(_packed(pairs, **kw))
 
 
 def test_pairs_share_rows_whole_with_two_segments_each():
     pairs = [_pair(3, 2, 4), _pair(2, 5, 1), _pair(4, 3, 3), _pair(1, 2, 2)]
-    rows = _rows(PairPacker(16), pairs)
+    rows = _rows(pairs)
     placed = []
     for row in rows:
-        segments = row[SEGMENTS]
+        segments = row["segments"]
         assert segments.max() % 2 == 0  # whole pairs only
         for s in range(1, segments.max() + 1, 2):
-            chosen = row[INPUTS][segments == s].tolist()
-            rejected = row[INPUTS][segments == s + 1].tolist()
+            chosen = row["inputs"][segments == s].tolist()
+            rejected = row["inputs"][segments == s + 1].tolist()
             placed.append((chosen, rejected))
-        assert row[META, META_EXAMPLES] == segments.max() // 2
+        assert row["counts"][0] == segments.max() // 2  # examples: the row's pairs
     assert placed == [(p.chosen.ids[:-1], p.rejected.ids[:-1]) for p in pairs]
     assert len(rows) < len(pairs)
-    one_per_row = _rows(PairPacker(16, several=False), pairs)
+    one_per_row = _rows(pairs, several=False)
     assert len(one_per_row) == len(pairs)
-    assert all(row[SEGMENTS].max() == 2 for row in one_per_row)
+    assert all(row["segments"].max() == 2 for row in one_per_row)
 
 
 def test_overlong_pairs_are_dropped_or_cut_keeping_the_prompts_end_and_the_replies_starts():
     long = _pair(10, 9, 12)  # 2 x 10 prompt + 21 reply tokens - 2 = 39 positions > 16
-    (row,) = _rows(PairPacker(16, overlong="drop"), [long])
-    assert row[META, META_DROPPED] == 1 and row[SEGMENTS].max() == 0
-    (row,) = _rows(PairPacker(16, overlong="truncate"), [long])
-    assert row[META, META_TRUNCATED] == 1 and row[META, META_EXAMPLES] == 1
-    chosen = row[INPUTS][row[SEGMENTS] == 1].tolist() + [row[LABELS][row[SEGMENTS] == 1][-1]]
-    rejected = row[INPUTS][row[SEGMENTS] == 2].tolist() + [row[LABELS][row[SEGMENTS] == 2][-1]]
+    (row,) = _rows([long], overlong="drop")
+    assert row["counts"].tolist() == [0, 0, 1] and row["segments"].max() == 0
+    (row,) = _rows([long], overlong="truncate")
+    assert row["counts"].tolist() == [1, 1, 0]  # examples, truncated, dropped
+    segments, inputs, labels = row["segments"], row["inputs"], row["labels"]
+    chosen = inputs[segments == 1].tolist() + [labels[segments == 1][-1]]
+    rejected = inputs[segments == 2].tolist() + [labels[segments == 2][-1]]
     assert len(chosen) - 1 + len(rejected) - 1 <= 16
     prompt = list(range(1, 11))
     kept = chosen[:chosen.index(100)]
@@ -148,15 +149,17 @@ def test_overlong_pairs_are_dropped_or_cut_keeping_the_prompts_end_and_the_repli
 
 
 def test_the_packer_resumes_from_its_state():
-    pairs = [_pair(3, 2, 4), _pair(2, 5, 1), _pair(4, 3, 3), _pair(1, 2, 2), _pair(2, 2, 2)]
-    whole = _rows(PairPacker(16), pairs)
-    first = PairPacker(16)
-    rows = [row for pair in pairs[:2] for row in first.add(pair)]
-    rest = PairPacker(16, state=first.state())
-    rows += _rows(rest, pairs[2:])
-    assert len(rows) == len(whole)
+    pairs = [_pair(3, 2, 4), _pair(2, 5, 1), _pair(4, 3, 3), _pair(1, 2, 2), _pair(2, 2, 2)] * 3
+    whole = _rows(pairs)
+    first = iter(_packed(pairs))
+    rows = [next(first), next(first)]
+    rest = iter(_packed(pairs))
+    rest.set_state(first.get_state())
+    rows += list(rest)
+    assert len(rows) == len(whole) > 3
     for a, b in zip(rows, whole, strict=True):
-        np.testing.assert_array_equal(a, b)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
 
 
 def test_only_message_pairs_need_the_chat_template():

@@ -105,9 +105,9 @@ def test_resume_of_a_multi_shard_bucket_stream_is_exact_and_reads_no_earlier_sha
         _put(s3, bucket, f"web/shard-{s:03d}.parquet", _parquet(DOCS[s]))
     location = f"s3://{bucket}/web/*.parquet"
     full = list(_pipeline(_open(location)))
-    # A batch whose position lies in the third shard's second row group (documents are taken
-    # from the source 256 at a time).
-    k = next(i for i, b in enumerate(full) if b.state.source_position >= [2, 101])
+    # A batch whose saved position (where its shuffle window and chunk of 64 documents began)
+    # lies in the third shard's second row group.
+    k = next(i for i, b in enumerate(full) if (b.state.source_position or [-1]) >= [2, 101])
     state = full[k].state
     assert state.source_position[0] == 2
     with caplog.at_level(logging.INFO, logger="werkzeug"):  # moto's server logs each request

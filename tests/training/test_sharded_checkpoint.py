@@ -17,15 +17,16 @@ def write_states(path, states):
 
 
 def test_same_process_count_continues_each_share_exactly(tmp_path):
-    states = [PipelineState(epoch=2, next_doc=7, tokens=[1, 2]), PipelineState(epoch=3, next_doc=1)]
+    states = [PipelineState(epoch=2, batches=7, grain={"index": 14}),
+              PipelineState(epoch=3, batches=1, grain={"index": 3})]
     write_states(tmp_path, states)
     said = []
     assert restore_data_position(tmp_path, 1, 2, said.append) == states[1]
-    assert "epoch 3, 1 documents into this process's share (1)" in said[0]
+    assert "epoch 3, after 1 batches of this process's share (1)" in said[0]
 
 
 def test_another_process_count_restarts_the_oldest_epoch_and_says_so(tmp_path):
-    write_states(tmp_path, [PipelineState(epoch=2, next_doc=7), PipelineState(epoch=3)])
+    write_states(tmp_path, [PipelineState(epoch=2, batches=7), PipelineState(epoch=3)])
     said = []
     assert restore_data_position(tmp_path, 0, 4, said.append) == PipelineState(epoch=2)
     assert "written by 2 process(es), this run has 4" in said[0]
@@ -33,7 +34,7 @@ def test_another_process_count_restarts_the_oldest_epoch_and_says_so(tmp_path):
 
 
 def test_a_single_process_checkpoint_resumes_as_before(tmp_path):
-    PipelineState(epoch=1, next_doc=5).save(tmp_path / PIPELINE_FILE)
+    PipelineState(epoch=1, batches=5).save(tmp_path / PIPELINE_FILE)
     said = []
-    assert restore_data_position(tmp_path, 0, 1, said.append).next_doc == 5
-    assert said == ["Data position: epoch 1, 5 documents into the epoch"]
+    assert restore_data_position(tmp_path, 0, 1, said.append).batches == 5
+    assert said == ["Data position: epoch 1, after 5 batches of the data"]
