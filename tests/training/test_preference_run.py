@@ -125,8 +125,12 @@ def test_dpo_on_a_2_device_mesh_equals_one_device(tmp_path, sft_checkpoint):
                       env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert mesh.returncode == 0, mesh.stderr
     for a, b in zip(_metrics(tmp_path / "one"), _metrics(tmp_path / "mesh"), strict=True):
-        for name in ("loss", "rewards/chosen", "rewards/accuracies", "logps/rejected"):
+        for name in ("loss", "rewards/chosen", "logps/rejected"):
             assert b[name] == pytest.approx(a[name], rel=1e-5, abs=1e-6), (name, a["step"])
+        # At step 1 the policy is its reference: every margin is 0 up to rounding (a mesh sums
+        # in another order: 4.8e-08), so which side of 0 a pair falls is rounding, not training.
+        if abs(a["rewards/margins"]) > 1e-6:
+            assert b["rewards/accuracies"] == a["rewards/accuracies"], a["step"]
 
 
 def test_a_lora_dpo_run_exports_merged_to_hugging_face(tmp_path):
