@@ -72,7 +72,7 @@ def test_a_tiny_run_says_it_compiles_then_logs_an_eta(tmp_path):
         ("Reading the first batch…", "Compiling the step…", "First update in", "step "))]
     said = [lines[i].split(" ")[0] for i in order]
     assert said == ["Reading", "Compiling", "First", "step", "step", "step"], said
-    steps = [re.fullmatch(r"step (\d)/6 epoch 0 loss [\d.]+ lr \S+ [\d,]+ tok/s MFU [\d.]+% "
+    steps = [re.fullmatch(r"step (\d)/6 epoch \d+ loss [\d.]+ lr \S+ [\d,]+ tok/s MFU [\d.]+% "
                           r"ETA (\d+):(\d\d):(\d\d)", lines[i]) for i in order[3:]]
     assert all(steps), [lines[i] for i in order[3:]]
     assert [int(m.group(1)) for m in steps] == [2, 4, 6]

@@ -52,6 +52,7 @@ def test_a_streamed_chat_file_packs_every_epoch_alike(tmp_path):
     first = [b.labels.tolist() for b in one]
     three = pipeline(3)
     batches = [b.labels.tolist() for b in three]
-    assert three.state.documents == 3 * len(rows) and one.state.documents == len(rows)
+    assert three.state.trained["examples"] == 3 * len(rows)
+    assert one.state.trained["examples"] == len(rows)
     trained = [t for b in batches for row in b for t in row if t >= 0]
     assert trained == 3 * [t for b in first for row in b for t in row if t >= 0]
