@@ -4,13 +4,14 @@ One Grain ``IterDataset`` per run (:meth:`StreamingTextPipeline.dataset`), read 
 
 1. the documents (:class:`~kerastrain.data.grain_source.DocumentSource`: this process's share,
    over the epochs, state = the source's own position);
-2. Grain's ``WindowShuffleIterDataset`` over ``--shuffle-buffer-size`` documents;
+2. a window shuffle over ``--shuffle-buffer-size`` documents (:mod:`kerastrain.data.window_shuffle`:
+   Grain's, with its state, without its per-element cost);
 3. chunks of documents tokenized at once, one element per example
    (:mod:`kerastrain.data.examples`, a Grain ``FlatMap``);
 4. rows: plain text cut into windows of ``seq_len + 1`` tokens ``stride`` apart
    (:mod:`kerastrain.data.windows`), or examples packed with segment ids by Grain's first-fit
    packer (:mod:`kerastrain.data.packing`);
-5. Grain's ``WindowShuffleIterDataset`` over ``--window-shuffle-size`` rows of every kind, so
+5. the same window shuffle over ``--window-shuffle-size`` rows of every kind, so
    that a batch draws from many documents;
 6. Grain's ``batch``; with ``--data-workers N`` > 1 Grain's ``mp_prefetch``: N processes, each
    running steps 1-6 on every N-th document of the share, their batches taken in turn.
@@ -28,6 +29,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -39,6 +42,7 @@ from kerastrain.data.examples import ENCODE_CHUNK_DOCS, EncodeChunk
 from kerastrain.data.grain_source import DocumentSource
 from kerastrain.data.packing import packed_rows
 from kerastrain.data.pipeline_state import PipelineState
+from kerastrain.data.window_shuffle import WindowShuffle
 from kerastrain.data.windows import StrideWindows
 
 __all__ = ["Batch", "PipelineState", "StreamingTextPipeline"]
@@ -105,8 +109,7 @@ class StreamingTextPipeline:
         ds = DocumentSource(self.documents, epochs=self.epochs, limit=self.max_documents,
                             start=index, step=processes, first_epoch=first_epoch)
         if self.shuffle_buffer_size > 1:
-            ds = grain.experimental.WindowShuffleIterDataset(
-                ds, window_size=self.shuffle_buffer_size, seed=self.seed)
+            ds = WindowShuffle(ds, size=self.shuffle_buffer_size, seed=self.seed)
         ds = ds.batch(ENCODE_CHUNK_DOCS, batch_fn=list)
         ds = grain.experimental.FlatMapIterDataset(ds, EncodeChunk(
             self.tokenizer, self.data_format, self.format_context,
@@ -118,9 +121,8 @@ class StreamingTextPipeline:
         else:
             ds = StrideWindows(ds, window=self.window, stride=self.stride)
         if self.window_shuffle_size > 1:  # at least a batch: a smaller one mixes nothing
-            ds = grain.experimental.WindowShuffleIterDataset(
-                ds, window_size=max(self.window_shuffle_size, self.batch_size),
-                seed=self.seed + 1)
+            ds = WindowShuffle(ds, size=max(self.window_shuffle_size, self.batch_size),
+                               seed=self.seed + 1)
         ds = ds.batch(self.batch_size, drop_remainder=self.drop_remainder)
         if self.workers > 1:
             from absl import flags
@@ -129,7 +131,8 @@ class StreamingTextPipeline:
                 flags.FLAGS.mark_as_parsed()
             self._check_picklable(ds)
             ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers),
-                                worker_init_fn=exit_with_parent)
+                                worker_init_fn=functools.partial(exit_with_parent,
+                                                                 parent=os.getpid()))
         return ds
 
     def _check_picklable(self, ds) -> None:
@@ -227,19 +230,20 @@ class StreamingTextPipeline:
                 .astype(np.int32) for line, value in zip(lines, fill, strict=True)]
 
 
-def exit_with_parent(worker: int, workers: int) -> None:
-    """Run in each of Grain's worker processes: exit once the trainer is gone. A worker blocked
-    on a full queue outlived a ``kill -9`` of its trainer by minutes (measured: still there
-    after 60 s); this checks the parent every half second."""
-    import os
+def exit_with_parent(worker: int, workers: int, *, parent: int) -> None:
+    """Run in each of Grain's worker processes: exit once the trainer (pid ``parent``) is gone.
+    A worker blocked on a full queue outlived a ``kill -9`` of its trainer by minutes (measured:
+    still there after 60 s); this checks every half second. The trainer's pid comes from the
+    trainer: a worker still importing when the trainer died would read its new parent (init)
+    from ``os.getppid()`` and wait for it forever."""
     import threading
     import time
-
-    parent = os.getppid()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
         os._exit(0)
 
+    if os.getppid() != parent:
+        os._exit(0)
     threading.Thread(target=watch, daemon=True, name="kerastrain-exit-with-parent").start()

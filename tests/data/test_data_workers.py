@@ -46,7 +46,7 @@ def spawned():
 def chat_pipeline(workers, records=CHATS, **kw):
     context = FormatContext(tokenizer=ByteTokenizer(), template=TEMPLATE)
     args = dict(seq_len=64, batch_size=3, shuffle_buffer_size=20, seed=3, epochs=2,
-                data_format=ChatFormat(), format_context=context, packed=True, workers=workers)
+                drop_remainder=False, data_format=ChatFormat(), format_context=context, packed=True, workers=workers)
     return StreamingTextPipeline(InMemoryDocuments(records), ByteTokenizer(), **{**args, **kw})
 
 

@@ -1,4 +1,4 @@
-"""The row shuffle (Grain's window shuffle): batches mix documents, nothing is lost, resume
+"""The row shuffle (data.window_shuffle): batches mix documents, nothing is lost, resume
 stays exact."""
 
 import hashlib
@@ -36,7 +36,7 @@ def test_batches_draw_from_many_documents():
     plain = list(make(window_shuffle_size=0, epochs=1))
     mixed = list(make(epochs=1))
     assert np.mean([books_in(b) for b in plain]) < 1.3
-    # Grain shuffles blocks of 64 rows: ~3 books of ~28 rows each
+    # windows of 64 rows: ~3 books of ~28 rows each
     assert np.mean([books_in(b) for b in mixed]) > 2.0
 
 
@@ -76,3 +76,22 @@ def test_2_workers_resume_exactly_from_their_own_state(tmp_path):
                        for m in re.findall(r"book(\d\d)", ByteTokenizer().decode(row.tolist()))}
     assert books(make(workers=2, epochs=1)) == books(make(workers=1, epochs=1)) == {
         f"{i:02d}" for i in range(24)}
+
+
+@pytest.mark.parametrize("size", [1, 5, 16, 53, 100])
+def test_window_shuffle_resumes_at_every_element(size):
+    import grain
+
+    from kerastrain.data.window_shuffle import WindowShuffle
+
+    ds = WindowShuffle(grain.MapDataset.range(53).to_iter_dataset(), size=size, seed=3)
+    full = list(ds)
+    assert sorted(full) == list(range(53))
+    assert (full != list(range(53))) == (size > 1)
+    for k in range(54):
+        it = iter(ds)
+        for _ in range(k):
+            next(it)
+        again = iter(ds)
+        again.set_state(it.get_state())
+        assert list(again) == full[k:]
