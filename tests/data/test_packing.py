@@ -10,8 +10,8 @@ import numpy as np
 
 from kerastrain.data.chat_template import ChatTemplate
 from kerastrain.data.corpus import InMemoryDocuments
-from kerastrain.data.formats import ChatFormat, Example, FormatContext, TextFormat
 from kerastrain.data.examples import EncodeChunk
+from kerastrain.data.formats import ChatFormat, Example, FormatContext, TextFormat
 from kerastrain.data.packing import packed_rows
 from kerastrain.data.pipeline import PipelineState, StreamingTextPipeline
 from kerastrain.data.tokenizer import ByteTokenizer

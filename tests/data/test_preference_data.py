@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from kerastrain.data.chat_template import CHATML, ChatTemplate
-from kerastrain.data.formats import Example, FormatContext, choose_format
 from kerastrain.data.examples import EncodeChunk
+from kerastrain.data.formats import Example, FormatContext, choose_format
 from kerastrain.data.packing import packed_rows
 from kerastrain.data.preference_format import PairExample, shared_prefix
 from kerastrain.data.tokenizer import ByteTokenizer
