@@ -79,19 +79,32 @@ def test_2_workers_resume_exactly_from_their_own_state(tmp_path):
 
 
 @pytest.mark.parametrize("size", [1, 5, 16, 53, 100])
-def test_window_shuffle_resumes_at_every_element(size):
+def test_window_shuffle_resumes_at_every_element_and_keeps_epochs_apart(size):
     import grain
 
     from kerastrain.data.window_shuffle import WindowShuffle
 
-    ds = WindowShuffle(grain.MapDataset.range(53).to_iter_dataset(), size=size, seed=3)
-    full = list(ds)
+    elements = grain.MapDataset.range(53).map(lambda i: {"i": i, "epoch": i // 20})
+    ds = WindowShuffle(elements.to_iter_dataset(), size=size, seed=3)
+    full = [e["i"] for e in ds]
     assert sorted(full) == list(range(53))
     assert (full != list(range(53))) == (size > 1)
+    assert [i // 20 for i in full] == sorted(i // 20 for i in full)  # epoch by epoch
     for k in range(54):
         it = iter(ds)
         for _ in range(k):
             next(it)
         again = iter(ds)
         again.set_state(it.get_state())
-        assert list(again) == full[k:]
+        assert [e["i"] for e in again] == full[k:]
+
+
+def test_a_buffer_larger_than_an_epoch_keeps_epochs_apart():
+    """10,000 documents of shuffle buffer over 2,000 a epoch once put epoch 4 in the first
+    batch."""
+    docs = InMemoryDocuments([f"<{i:03d}> " + "x" * 40 for i in range(100)])
+    pipeline = StreamingTextPipeline(docs, ByteTokenizer(), seq_len=16, batch_size=4,
+                                     shuffle_buffer_size=1000, window_shuffle_size=64, seed=3,
+                                     epochs=3, max_documents=30)
+    epochs = [b.state.epoch for b in pipeline]
+    assert epochs == sorted(epochs) and epochs[0] == 0 and epochs[-1] == 2
