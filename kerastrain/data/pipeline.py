@@ -130,7 +130,15 @@ class StreamingTextPipeline:
             if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags (defaults)
                 flags.FLAGS.mark_as_parsed()
             self._check_picklable(ds)
-            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers),
+            # Batches cross to the trainer pickled, not through one shared-memory segment per
+            # array (Grain's default): a batch of 16 x 257 tokens is ~16 KB, and the segments'
+            # system calls took 0.7 s of the trainer's CPU per 571 batches (0.29 s pickled);
+            # each worker keeps 4 batches ready, so one that is slower for a moment does not
+            # stall the others (bench_pipeline.py --compare-workers 1,2).
+            ds = grain.experimental.WithOptionsIterDataset(
+                ds, grain.experimental.DatasetOptions(min_shm_size=1 << 22))
+            ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.workers,
+                                                             per_worker_buffer_size=4),
                                 worker_init_fn=functools.partial(exit_with_parent,
                                                                  parent=os.getpid()))
         return ds
