@@ -84,9 +84,11 @@ def test_generate_starts_without_keras_hub_and_prints_the_decoders_text(tmp_path
     expected = generate_text(model, tokenizer, "Hi", 10, sampler=make_sampler(temperature=0))
 
     names = (*SKIPPED, "keras_hub", "nltk", "kagglehub")
-    code = ("import atexit, json, sys\n"
-            f"atexit.register(lambda: print(json.dumps([n for n in {names!r} if n in sys.modules]),"
-            " file=sys.stderr))\n"
+    # generate ends with os._exit (no interpreter teardown, no atexit): report the modules there
+    code = ("import json, os, sys\n"
+            "end = os._exit\n"
+            f"os._exit = lambda c: (print(json.dumps([n for n in {names!r} if n in sys.modules]),"
+            " file=sys.stderr, flush=True), end(c))\n"
             "sys.argv = ['kerastrain', 'generate', sys.argv[1], '--prompt', 'Hi', "
             "'--max-new-tokens', '10', '--temperature', '0']\n"
             "from kerastrain.cli import main\nmain()\n")
