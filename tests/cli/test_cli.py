@@ -107,3 +107,12 @@ def test_a_run_that_cannot_fit_is_refused_with_the_plan(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "needs about" in proc.stderr and "kerastrain plan" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_generate_ends_at_once_with_its_exit_code_and_its_message(tmp_path):
+    """generate ends with os._exit (kerastrain.cli.main.ENDS_AT_ONCE): the refusal still reaches
+    stderr, whole, with exit code 2."""
+    proc = kerastrain("generate", str(tmp_path), "--prompt", "x", timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "holds no checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr
