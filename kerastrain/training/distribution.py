@@ -183,10 +183,20 @@ class MeshPlan:
         return jax.make_array_from_process_local_data(row_sharding(self), local_values)
 
     def state_shardings(self, state):
-        """The sharding of every array of the training state, as it was created."""
+        """The sharding of every array of the training state: as it was created, except that an
+        array made on one device (Keras' variables without a distribution) is the mesh's
+        replicated array. The step returns its state typed on the mesh, so a first call given
+        single-device arrays would be traced and lowered a second time at its second call."""
         import jax
 
-        return jax.tree.map(lambda a: a.sharding, state)
+        return jax.tree.map(lambda a: self.replicated if isinstance(
+            a.sharding, jax.sharding.SingleDeviceSharding) else a.sharding, state)
+
+    def place_state(self, state):
+        """``state`` on :meth:`state_shardings` (on one device this moves no data)."""
+        import jax
+
+        return jax.device_put(state, self.state_shardings(state))
 
 
 def make_mesh_plan(config: RunConfig) -> MeshPlan:

@@ -58,6 +58,7 @@ class Trainer:
         self.hooks, self.uploads, self.samples = hooks, uploads, samples
         self.trackers = trackers if trackers is not None else Trackers([], run.say)
         self.step, self.best_val, self.primary = start_step, best_val, primary
+        self.mesh_plan = mesh_plan
         segmented = bool(getattr(train_pipeline, "packed", False))  # packed rows
         self.segmented = segmented
         # A preference objective (--objective dpo...): pair steps, counts and metrics.
@@ -87,7 +88,7 @@ class Trainer:
         evaluation and checkpoint (or, interrupted, a checkpoint to resume from)."""
         total = self.run.total_steps
         metrics = self._open_metrics()
-        state = initial_state(self.model, self.optimizer)
+        state = self.mesh_plan.place_state(initial_state(self.model, self.optimizer))
         batches = Prefetcher(self.train_pipeline, depth=4)
         losses = LossWindow(self.log.read_loss)
         position = self.train_pipeline.state  # the data position after the latest update
