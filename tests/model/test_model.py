@@ -86,6 +86,27 @@ def test_variable_paths_are_explicit_and_stable():
     assert not any("dense" in p or "embedding_1" in p for p in a)
 
 
+@pytest.mark.parametrize("overrides", [{}, dict(mixed_precision=True),
+                                       dict(post_norms=True, qk_norm=True),
+                                       {**SWITCHES["learned-positions"], **SWITCHES["mlp-gelu"]}])
+def test_a_blocks_declared_output_spec_is_the_traced_one(overrides):
+    """The functional build takes a block's output shape and dtype from
+    ``TransformerBlock.compute_output_spec`` instead of tracing it: it must be what tracing the
+    block's call gives (Keras' own ``Layer.compute_output_spec``)."""
+    cfg = tiny(**overrides)
+    try:
+        apply_precision(cfg)
+        model = build_model(cfg)
+        block = model.blocks[0]
+        x = keras.KerasTensor((None, None, cfg.d_model), dtype=block.compute_dtype)
+        declared = block.compute_output_spec(x)
+        traced = keras.layers.Layer.compute_output_spec(block, x)
+        assert (declared.shape, declared.dtype) == (traced.shape, traced.dtype)
+        assert str(model.blocks[-1].output.dtype) == block.compute_dtype
+    finally:
+        apply_precision(tiny())
+
+
 def test_causal_attention_ignores_future_tokens():
     cfg = tiny(dropout_rate=0.0)
     model = build_model(cfg)
