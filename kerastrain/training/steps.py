@@ -103,9 +103,15 @@ def _pair_steps(model, optimizer, mesh_plan, objective, train, frozen):
     else:
         jitted = jax.jit(train_step, donate_argnums=0)
     jitted_eval = jax.jit(eval_step)
-    return (lambda state, x, y, counts, segments: jitted(state, x, y, counts, segments, frozen),
-            lambda trainable, non_trainable, x, y, segments=None: jitted_eval(
-                trainable, non_trainable, x, y, segments, frozen))
+
+    def train(state, x, y, counts, segments):
+        return jitted(state, x, y, counts, segments, frozen)
+
+    # The loop compiles the step ahead of its first batch (``Trainer._compile_ahead``).
+    train.trace = lambda state, x, y, counts, segments: jitted.trace(state, x, y, counts,
+                                                                     segments, frozen)
+    return train, lambda trainable, non_trainable, x, y, segments=None: jitted_eval(
+        trainable, non_trainable, x, y, segments, frozen)
 
 
 def row_sharding(mesh_plan):

@@ -42,15 +42,24 @@ def sft_checkpoint(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("objective, extra", [
     ("dpo", []), ("dpo", ["--use-lora", "--lora-rank", "4"]), ("simpo", []), ("orpo", []),
 ])
-def test_preference_tuning_from_an_sft_checkpoint(tmp_path, sft_checkpoint, objective, extra):
+def test_preference_tuning_from_an_sft_checkpoint(tmp_path, sft_checkpoint, objective, extra,
+                                                  caplog):
+    import logging
+
+    import jax
+
     out = tmp_path / objective
     data = preference_file(tmp_path / "pref.jsonl")
-    done = invoke("run", "--output-dir", str(out), *TINY, "--dropout-rate", "0",
-                  "--dataset-id", str(data), "--objective", objective,
-                  "--init-from", str(sft_checkpoint), "--max-steps", "4", "--log-every", "1",
-                  "--gradient-accumulation-steps", "2", "--val-split", "train",
-                  "--max-val-examples", "8", *extra)
+    with caplog.at_level(logging.WARNING, logger="jax"), jax.log_compiles():
+        done = invoke("run", "--output-dir", str(out), *TINY, "--dropout-rate", "0",
+                      "--dataset-id", str(data), "--objective", objective,
+                      "--init-from", str(sft_checkpoint), "--max-steps", "4", "--log-every", "1",
+                      "--gradient-accumulation-steps", "2", "--val-split", "train",
+                      "--max-val-examples", "8", *extra)
     assert done.exit_code == 0, done.output
+    # The pair step, compiled ahead of its first batch, is traced once in the run.
+    assert sum(r.getMessage().startswith("Finished tracing train_step for jit")
+               for r in caplog.records) == 1
     assert "Data format: preference" in done.output
     assert "chat template" not in done.output  # string pairs: no template, no chat markers
     train = _metrics(out)

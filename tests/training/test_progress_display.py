@@ -69,11 +69,13 @@ def test_a_tiny_run_says_it_compiles_then_logs_an_eta(tmp_path):
     assert result.exit_code == 0, result.output
     lines = [" ".join(line.split()) for line in result.output.splitlines()]
     order = [i for i, line in enumerate(lines) if line.startswith(
-        ("Reading the first batch…", "Compiling the step…", "First update in", "step "))]
+        ("Compiling the step…", "Reading the first batch…", "Running the first update…",
+         "First update in", "step "))]
     said = [lines[i].split(" ")[0] for i in order]
-    assert said == ["Reading", "Compiling", "First", "step", "step", "step"], said
+    # The step compiles while the first batches are read, then the first update runs.
+    assert said == ["Compiling", "Reading", "Running", "First", "step", "step", "step"], said
     steps = [re.fullmatch(r"step (\d)/6 epoch \d+ loss [\d.]+ lr \S+ [\d,]+ tok/s MFU [\d.]+% "
-                          r"ETA (\d+):(\d\d):(\d\d)", lines[i]) for i in order[3:]]
-    assert all(steps), [lines[i] for i in order[3:]]
+                          r"ETA (\d+):(\d\d):(\d\d)", lines[i]) for i in order[4:]]
+    assert all(steps), [lines[i] for i in order[4:]]
     assert [int(m.group(1)) for m in steps] == [2, 4, 6]
     assert steps[-1].groups()[1:] == ("0", "00", "00")  # nothing left at the last update
