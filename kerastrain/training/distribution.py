@@ -193,7 +193,7 @@ class MeshPlan:
             a.sharding, jax.sharding.SingleDeviceSharding) else a.sharding, state)
 
     def place_state(self, state):
-        """``state`` on :meth:`state_shardings` (on one device this moves no data)."""
+        """``state`` on :meth:`state_shardings` (on one device the same buffers, retyped)."""
         import jax
 
         return jax.device_put(state, self.state_shardings(state))
