@@ -74,7 +74,7 @@ def run(config):
     if reason == "interrupted":
         console.print(
             f"Stopped at step {summary['steps']}: checkpoint saved to {summary['checkpoint']}. "
-            "Run the same command again to resume."
+            "Run the same command again to resume.", soft_wrap=True,
         )
         sys.exit(128 + summary.get("signal", 2))  # 130 for Ctrl-C, 143 for SIGTERM
     if reason != "already complete":
@@ -86,7 +86,7 @@ def run(config):
             + (f", {summary['tokens_per_sec']:,.0f} tokens/s, MFU {100 * summary['mfu']:.1f}%"
                if summary.get("mfu") is not None else "")
             + f"; model in {summary['checkpoint']}",
-            highlight=False,
+            highlight=False, soft_wrap=True,
         )
         if summary.get("overlong_truncated") or summary.get("overlong_dropped"):
             console.print(f"Examples longer than --seq-len: {summary['overlong_truncated']} "
@@ -103,7 +103,7 @@ def run(config):
             f"{len(summary['not_uploaded'])} checkpoint(s) did not reach {summary.get('remote')}; "
             f"they are kept locally: run `kerastrain sync {config.output.output_dir}` once it is "
             "reachable",
-            highlight=False,
+            highlight=False, soft_wrap=True,  # a path longer than the line stays whole to copy
         )
         sys.exit(EXIT_NOT_UPLOADED)
 
