@@ -9,9 +9,10 @@ small data refill their windows every epoch, and a run's last window is short, s
 most of the data thread's time in the test suite. Here the order is a NumPy permutation drawn
 from ``(seed, window number)``: 0.02 ms for 1,000 elements, the same for every restore.
 
-A window also ends where the epoch does (the elements' ``"epoch"``), which Grain's does not: a buffer larger than an epoch (the default 10,000 documents over ``--max-train-examples
-2000``) blended five epochs, so a run's first batch held epoch 4's documents and an example
-could be trained twice before another was trained once. Here every epoch is shuffled among
+A window also ends where the epoch does (the elements' ``"epoch"``), which Grain's does not:
+a buffer larger than an epoch (the default 10,000 documents over ``--max-train-examples 2000``)
+blended five epochs, so a run's first batch held epoch 4's documents and an example could be
+trained twice before another was trained once. Here every epoch is shuffled among
 itself, and all of epoch k comes before epoch k + 1. That asks the parent for its state before
 each element (the state to restart from if the element opens the next epoch): 3-4% of the
 one-worker pipeline's throughput, measured in two alternated pairs (2.98 s against 2.87 s).
